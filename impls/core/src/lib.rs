@@ -1,0 +1,36 @@
+//! herd-core: the proxy-herd protocol with no I/O, no threads and no clock.
+//!
+//! Every concurrency style in herdbench drives this crate and differs only in how bytes move and how
+//! it waits. The caller passes the current time; nothing here touches a socket.
+//!
+//! # Layout
+//! - [`framing`]: bounded line framing ([`LineFramer`]).
+//! - [`command`]: parsing and formatting IAMAT / WHATSAT / AT / PEER / `?` lines.
+//! - [`time`], [`location`]: exact timestamps and ISO 6709 coordinates.
+//! - [`store`]: the newest-wins [`LocationStore`] with a TTL.
+//! - [`service`]: the [`Service`] trait styles drive; [`Herd`] and [`Echo`]; the flood decision.
+//! - [`places`]: HTTP/1.1 request encoder, response decoder and JSON trimming for the places upstream.
+//! - [`order`]: [`ReplyOrder`], for styles that finish one connection's requests out of order.
+//! - [`stats`], [`log`]: counters and structured events; the caller decides where they go.
+
+pub mod command;
+pub mod framing;
+pub mod location;
+pub mod log;
+pub mod order;
+pub mod places;
+pub mod service;
+pub mod stats;
+pub mod store;
+pub mod time;
+
+pub use command::{AtRecord, Request, RequestKind};
+pub use framing::{DEFAULT_MAX_LINE, Frame, LineFramer};
+pub use location::Location;
+pub use log::{Event, EventLog, EventSink};
+pub use order::ReplyOrder;
+pub use places::{Decoded, HttpResponse, PlacesQuery, UpstreamError};
+pub use service::{Echo, Flood, Herd, HerdConfig, Link, Outcome, PlacesLookup, Reply, Service};
+pub use stats::{ServerStats, StatsSnapshot};
+pub use store::LocationStore;
+pub use time::{Delta, Timestamp};

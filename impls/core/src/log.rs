@@ -1,0 +1,72 @@
+//! Structured server events. The core decides *what* is logged; the caller's [`EventSink`] decides
+//! where it goes and stamps the time, and must never block (buffer, flush on a timer).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// One log line's content.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Listening { addr: String },
+    LinkUp { peer: String, direction: Direction },
+    LinkDown { peer: String, reason: String },
+    Error { context: String, message: String },
+    Input { line: String },
+    Output { text: String },
+    Stopping,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Where events go. Implementations must return quickly (queue, never wait on a disk).
+pub trait EventSink: Send + Sync + std::fmt::Debug {
+    fn record(&self, event: Event);
+}
+
+/// A cheap handle the service and styles log through.
+#[derive(Clone, Debug, Default)]
+pub struct EventLog {
+    sink: Option<Arc<dyn EventSink>>,
+    log_io: bool,
+}
+
+impl EventLog {
+    /// `log_io` adds every input and output line (part of what a run measures, so off by default).
+    pub fn new(sink: Arc<dyn EventSink>, log_io: bool) -> Self {
+        Self { sink: Some(sink), log_io }
+    }
+
+    /// A log that drops everything.
+    pub fn discard() -> Self {
+        Self::default()
+    }
+
+    pub fn event(&self, event: Event) {
+        if let Some(sink) = &self.sink {
+            sink.record(event);
+        }
+    }
+
+    pub fn error(&self, context: &str, message: impl std::fmt::Display) {
+        self.event(Event::Error { context: context.to_owned(), message: message.to_string() });
+    }
+
+    pub fn input(&self, line: &[u8]) {
+        if self.log_io {
+            self.event(Event::Input { line: String::from_utf8_lossy(line).into_owned() });
+        }
+    }
+
+    pub fn output(&self, bytes: &[u8]) {
+        if self.log_io && !bytes.is_empty() {
+            self.event(Event::Output { text: String::from_utf8_lossy(bytes).into_owned() });
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Server-side counters, shared by every thread of a server and read once at shutdown.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use hdrhistogram::Histogram;
+
+use crate::command::RequestKind;
+
+/// Counters a server keeps about itself. Atomics, so any thread may bump them without a lock.
+#[derive(Debug)]
+pub struct ServerStats {
+    pub iamat: AtomicU64,
+    pub whatsat: AtomicU64,
+    pub at: AtomicU64,
+    pub peer: AtomicU64,
+    pub invalid: AtomicU64,
+    pub echo: AtomicU64,
+    pub oversized: AtomicU64,
+    /// AT updates that were newer and stored (the rest were duplicates of the flood).
+    pub floods_stored: AtomicU64,
+    /// AT lines handed to neighbour links.
+    pub floods_out: AtomicU64,
+    /// AT lines not sent because the neighbour was down.
+    pub floods_dropped: AtomicU64,
+    pub upstream_ok: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub connections: AtomicU64,
+    /// Style-specific gauges (queue depths, time queued), by name.
+    pub extra: Mutex<Vec<(String, u64)>>,
+    /// Flood propagation delay in µs: receive time − (client time + delta) of each stored AT.
+    propagation_us: Mutex<Histogram<u64>>,
+}
+
+/// A plain copy of [`ServerStats`].
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+    pub counters: Vec<(&'static str, u64)>,
+    pub extra: Vec<(String, u64)>,
+    pub propagation_us: Histogram<u64>,
+}
+
+impl Default for ServerStats {
+    fn default() -> Self {
+        Self {
+            iamat: AtomicU64::new(0),
+            whatsat: AtomicU64::new(0),
+            at: AtomicU64::new(0),
+            peer: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            echo: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
+            floods_stored: AtomicU64::new(0),
+            floods_out: AtomicU64::new(0),
+            floods_dropped: AtomicU64::new(0),
+            upstream_ok: AtomicU64::new(0),
+            upstream_errors: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            extra: Mutex::new(Vec::new()),
+            propagation_us: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+/// 1 µs to 60 s at 3 significant digits: the range used for every latency in herdbench.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+impl ServerStats {
+    pub fn count(&self, kind: RequestKind) {
+        let counter = match kind {
+            RequestKind::Iamat => &self.iamat,
+            RequestKind::Whatsat => &self.whatsat,
+            RequestKind::At => &self.at,
+            RequestKind::Peer => &self.peer,
+            RequestKind::Invalid => &self.invalid,
+            RequestKind::Echo => &self.echo,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_propagation(&self, micros: u64) {
+        if let Ok(mut h) = self.propagation_us.lock() {
+            h.saturating_record(micros.max(1));
+        }
+    }
+
+    /// Sets a style-specific gauge.
+    pub fn set_extra(&self, name: &str, value: u64) {
+        if let Ok(mut extra) = self.extra.lock() {
+            match extra.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value,
+                None => extra.push((name.to_owned(), value)),
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = |a: &AtomicU64| a.load(Relaxed);
+        StatsSnapshot {
+            counters: vec![
+                ("iamat", c(&self.iamat)),
+                ("whatsat", c(&self.whatsat)),
+                ("at", c(&self.at)),
+                ("peer", c(&self.peer)),
+                ("invalid", c(&self.invalid)),
+                ("echo", c(&self.echo)),
+                ("oversized", c(&self.oversized)),
+                ("floods_stored", c(&self.floods_stored)),
+                ("floods_out", c(&self.floods_out)),
+                ("floods_dropped", c(&self.floods_dropped)),
+                ("upstream_ok", c(&self.upstream_ok)),
+                ("upstream_errors", c(&self.upstream_errors)),
+                ("connections", c(&self.connections)),
+            ],
+            extra: self.extra.lock().map(|e| e.clone()).unwrap_or_default(),
+            propagation_us: self.propagation_us.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram()),
+        }
+    }
+}
