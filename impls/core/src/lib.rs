@@ -11,12 +11,14 @@
 //! - [`service`]: the [`Service`] trait styles drive; [`Herd`] and [`Echo`]; the flood decision.
 //! - [`places`]: HTTP/1.1 request encoder, response decoder and JSON trimming for the places upstream.
 //! - [`order`]: [`ReplyOrder`], for styles that finish one connection's requests out of order.
+//! - [`options`]: [`ServeOptions`], the wiring every style receives.
 //! - [`stats`], [`log`]: counters and structured events; the caller decides where they go.
 
 pub mod command;
 pub mod framing;
 pub mod location;
 pub mod log;
+pub mod options;
 pub mod order;
 pub mod places;
 pub mod service;
@@ -28,6 +30,7 @@ pub use command::{AtRecord, Request, RequestKind};
 pub use framing::{DEFAULT_MAX_LINE, Frame, LineFramer};
 pub use location::Location;
 pub use log::{Event, EventLog, EventSink};
+pub use options::{ServeOptions, available_cores};
 pub use order::ReplyOrder;
 pub use places::{Decoded, HttpResponse, PlacesQuery, UpstreamError};
 pub use service::{Echo, Flood, Herd, HerdConfig, Link, Outcome, PlacesLookup, Reply, Service};

@@ -21,8 +21,12 @@ impl Timestamp {
         self.0
     }
 
-    pub fn from_secs_f64(secs: f64) -> Self {
-        Self((secs * 1e9) as i128)
+    /// Converts a wall-clock reading the caller took (the core itself never reads a clock).
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Self(d.as_nanos() as i128),
+            Err(e) => Self(-(e.duration().as_nanos() as i128)),
+        }
     }
 
     /// Parses a non-negative POSIX time: digits, optionally `.` and more digits.

@@ -1,0 +1,77 @@
+//! The implementations the harness can run, each described by the `impl.toml` in its folder.
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use herd_core::{Echo, Herd, ServeOptions};
+use serde::{Deserialize, Serialize};
+
+/// An implementation's metadata file (`impls/<style>/impl.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImplMeta {
+    /// The `--impl` name.
+    pub name: String,
+    /// The concurrency style, in the mission's words.
+    pub style: String,
+    /// Runtime and libraries the style is built on.
+    pub runtime: String,
+    /// How it moves bytes and dispatches work.
+    pub mechanism: String,
+    /// How a WHATSAT upstream call waits.
+    pub upstream_wait: String,
+    /// What `--threads` means for it, and its default.
+    pub threads: String,
+    /// Modes it supports (`herd`, `echo`).
+    pub modes: Vec<String>,
+}
+
+const METADATA: &[&str] = &[include_str!("../../impls/threadpool/impl.toml")];
+
+/// Every implementation's metadata, in the order reports list them.
+pub fn all() -> Result<Vec<ImplMeta>> {
+    METADATA.iter().map(|text| toml::from_str(text).context("an impl.toml is malformed")).collect()
+}
+
+/// The metadata of `name`, or an error listing the names that exist.
+pub fn find(name: &str) -> Result<ImplMeta> {
+    let all = all()?;
+    let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+    let list = names.join(", ");
+    all.iter()
+        .find(|m| m.name == name)
+        .cloned()
+        .with_context(|| format!("unknown implementation `{name}`; use --impl with one of: {list}"))
+}
+
+/// The protocol a server speaks.
+#[derive(Debug)]
+pub enum AnyService {
+    Herd(Arc<Herd>),
+    Echo(Arc<Echo>),
+}
+
+/// Runs implementation `name` on `listener` until the process exits.
+pub fn serve(name: &str, listener: TcpListener, service: AnyService, options: &ServeOptions) -> io::Result<()> {
+    match (name, service) {
+        ("threadpool", AnyService::Herd(s)) => herd_threadpool::serve(listener, s, options),
+        ("threadpool", AnyService::Echo(s)) => herd_threadpool::serve(listener, s, options),
+        (other, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no implementation named `{other}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metadata_file_parses_and_names_are_unique() {
+        let all = super::all().expect("metadata parses");
+        let mut names: Vec<_> = all.iter().map(|m| m.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        let err = super::find("nope").expect_err("unknown").to_string();
+        assert!(err.contains("threadpool"), "{err}");
+    }
+}

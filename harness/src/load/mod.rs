@@ -1,0 +1,332 @@
+//! The load generator (`harness load`, and the driver inside `harness run`).
+//!
+//! It must out-produce the servers it measures (checked against ../shared/reference/echo_client in
+//! the closing notes), so the hot path is a plain mio loop per thread with no per-request locking,
+//! and its threads keep their own histograms, merged once at the end.
+//!
+//! # Layout
+//! - [`schedule`]: seeded randomness and the open-loop schedule of intended send times.
+//! - [`requests`]: what to send and how each reply is checked.
+//! - [`worker`]: one thread's event loop.
+//! - [`timer`]: a timerfd for sub-millisecond wake-ups.
+
+pub mod requests;
+pub mod schedule;
+pub mod timer;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use herd_core::Timestamp;
+
+use crate::result::{Latency, Percentiles, Summary, TimelinePoint};
+use crate::serve::Mode;
+use crate::units::Load;
+use crate::workload::Workload;
+pub use requests::{Failure, KINDS};
+pub use schedule::{Arrival, SplitMix64};
+pub use worker::{Progress, Target};
+
+/// Everything that defines a load.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub targets: Vec<Target>,
+    pub connections: usize,
+    pub load: Load,
+    pub arrival: Arrival,
+    /// Requests in flight per connection in a closed loop.
+    pub pipeline: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub threads: usize,
+    pub seed: u64,
+    pub workload: Workload,
+}
+
+/// What a load measured, ready for the result file.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub summary: Summary,
+    pub commands: BTreeMap<String, Latency>,
+    pub errors: BTreeMap<String, u64>,
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// Announces every client of a herd workload (one IAMAT each, spread over the servers) and waits for
+/// the floods to settle, so WHATSAT can ask any server about any client from the first second.
+pub fn announce_clients(spec: &LoadSpec) -> Result<()> {
+    let w = &spec.workload;
+    if w.mode != Mode::Herd || w.whatsat == 0 {
+        return Ok(());
+    }
+    let mut source = requests::RequestSource::new(w, SplitMix64::derive(spec.seed, u64::MAX));
+    for (t, target) in spec.targets.iter().enumerate() {
+        let mut batch = Vec::new();
+        let mut count = 0;
+        for client in (t as u32..w.clients).step_by(spec.targets.len()) {
+            source.write_iamat(&mut batch, client, Timestamp::from_system_time(std::time::SystemTime::now()));
+            count += 1;
+        }
+        let mut stream = TcpStream::connect_timeout(&target.addr, Duration::from_secs(2))
+            .with_context(|| format!("connecting to {} to announce clients", target.addr))?;
+        stream.set_read_timeout(Some(spec.timeout))?;
+        let reader_stream = stream.try_clone()?;
+        let writer = std::thread::spawn(move || stream.write_all(&batch));
+        let mut reader = BufReader::new(reader_stream);
+        let mut line = String::new();
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).with_context(|| format!("announcing clients to {}", target.addr))?;
+            if !line.starts_with("AT ") {
+                bail!("announcing clients to {}: unexpected reply {line:?}", target.addr);
+            }
+        }
+        writer.join().map_err(|_| anyhow::anyhow!("announce writer panicked"))??;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
+/// Runs the load: warm-up, measured window, drain. `stop` ends it early (Ctrl-C).
+pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Result<LoadOutcome> {
+    let threads = spec.threads.clamp(1, spec.connections);
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_start = start + spec.warmup;
+    let end = measure_start + spec.duration;
+    let started_at = chrono::Utc::now() + chrono::Duration::from_std(spec.warmup + Duration::from_millis(50))?;
+    let plans: Vec<worker::ThreadPlan> = (0..threads)
+        .map(|t| worker::ThreadPlan {
+            index: t,
+            conns: (t..spec.connections).step_by(threads).map(|c| (c % spec.targets.len(), c as u64)).collect(),
+            targets: spec.targets.clone(),
+            workload: spec.workload.clone(),
+            rate: spec.load.offered_rps().map(|r| r / threads as f64),
+            arrival: spec.arrival,
+            pipeline: spec.pipeline.max(1),
+            start,
+            measure_start,
+            end,
+            timeout: spec.timeout,
+            seed: spec.seed,
+        })
+        .collect();
+    let reports = std::thread::scope(|scope| {
+        let handles: Vec<_> = plans
+            .iter()
+            .map(|plan| {
+                std::thread::Builder::new()
+                    .name(format!("load-{}", plan.index))
+                    .spawn_scoped(scope, move || worker::run(plan, progress, stop))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))?.map_err(anyhow::Error::from))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok(merge(spec, reports, started_at))
+}
+
+fn merge(spec: &LoadSpec, reports: Vec<worker::ThreadReport>, started_at: chrono::DateTime<chrono::Utc>) -> LoadOutcome {
+    let mut latency: Vec<Histogram<u64>> = KINDS.iter().map(|_| herd_core::stats::new_histogram()).collect();
+    let mut errors = [0u64; Failure::ALL.len()];
+    let mut completed = 0;
+    let mut timeline: Vec<worker::Second> = Vec::new();
+    for r in reports {
+        for (into, from) in latency.iter_mut().zip(&r.latency) {
+            let _ = into.add(from);
+        }
+        for (into, from) in errors.iter_mut().zip(r.errors) {
+            *into += from;
+        }
+        completed += r.completed_in_window;
+        if timeline.is_empty() {
+            timeline = r.timeline;
+        } else {
+            for (into, from) in timeline.iter_mut().zip(r.timeline) {
+                into.completed += from.completed;
+                into.errors += from.errors;
+                let _ = into.latency.add(&from.latency);
+            }
+        }
+    }
+    let mut all = herd_core::stats::new_histogram();
+    let mut commands = BTreeMap::new();
+    for (kind, h) in KINDS.iter().zip(&latency) {
+        if !h.is_empty() {
+            let _ = all.add(h);
+            commands.insert(kind.name().to_owned(), Latency::from_histogram(h));
+        }
+    }
+    let error_total = errors.iter().sum();
+    let summary = Summary {
+        offered_rps: spec.load.offered_rps(),
+        achieved_rps: completed as f64 / spec.duration.as_secs_f64(),
+        requests: all.len(),
+        errors: error_total,
+        latency_us: Percentiles::of(&all),
+    };
+    LoadOutcome {
+        started_at,
+        summary,
+        commands,
+        errors: Failure::ALL.iter().map(|f| (f.name().to_owned(), errors[f.index()])).collect(),
+        timeline: timeline
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| TimelinePoint {
+                second: i as u32,
+                completed: s.completed,
+                errors: s.errors,
+                p99_us: s.latency.value_at_quantile(0.99),
+            })
+            .collect(),
+    }
+}
+
+/// `harness load`: drive any address (a herd server, or the reference echo server).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Server address; repeat to spread connections over several. Loopback only.
+    #[arg(long = "addr", required = true)]
+    pub addrs: Vec<SocketAddr>,
+    #[command(flatten)]
+    pub common: GeneratorArgs,
+}
+
+/// Generator flags shared by `run` and `load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GeneratorArgs {
+    /// Offered load: requests/s such as 10k or 1.5M (open loop), or `max` (closed loop).
+    #[arg(long, default_value = "10k")]
+    pub load: Load,
+    /// Workload name (a file in workloads/) or path.
+    #[arg(long, default_value = "herd-mixed")]
+    pub workload: String,
+    /// Override the workload's mode (`echo` uses the echo workload's message size).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Connections (default: the workload's).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Measured window.
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before the window, excluded from the results.
+    #[arg(long, default_value = "2s", value_parser = crate::units::parse_duration)]
+    pub warmup: Duration,
+    /// A request unanswered this long counts as a timeout.
+    #[arg(long, default_value = "5s", value_parser = crate::units::parse_duration)]
+    pub timeout: Duration,
+    /// Spacing of intended send times in an open loop.
+    #[arg(long, value_enum, default_value_t = Arrival::Uniform)]
+    pub arrival: Arrival,
+    /// Requests in flight per connection with --load max.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Generator threads.
+    #[arg(long, default_value_t = 1)]
+    pub gen_threads: usize,
+    /// Seed for request contents and Poisson arrivals.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl GeneratorArgs {
+    /// The workload, with `--mode echo` switching to the echo workload.
+    pub fn workload(&self) -> Result<Workload> {
+        let w = Workload::load(&self.workload)?;
+        match self.mode {
+            Some(mode) if mode != w.mode => match mode {
+                Mode::Echo => Workload::load("echo"),
+                Mode::Herd => bail!("workload `{}` is an echo workload; pick a herd workload with --workload", w.name),
+            },
+            _ => Ok(w),
+        }
+    }
+
+    pub fn spec(&self, targets: Vec<Target>, workload: Workload) -> Result<LoadSpec> {
+        if self.duration.is_zero() {
+            bail!("--duration must be above 0, e.g. --duration 10s");
+        }
+        if let Some(0) = self.connections {
+            bail!("--connections must be at least 1");
+        }
+        if self.gen_threads == 0 {
+            bail!("--gen-threads must be at least 1");
+        }
+        Ok(LoadSpec {
+            targets,
+            connections: self.connections.unwrap_or(workload.connections),
+            load: self.load,
+            arrival: self.arrival,
+            pipeline: self.pipeline,
+            warmup: self.warmup,
+            duration: self.duration,
+            timeout: self.timeout,
+            threads: self.gen_threads,
+            seed: self.seed,
+            workload,
+        })
+    }
+}
+
+/// Refuses anything but loopback: herdbench never sends load to another machine.
+pub fn require_loopback(addr: &SocketAddr) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        bail!("{addr} is not a loopback address; herdbench only drives 127.0.0.1 or ::1");
+    }
+    Ok(())
+}
+
+/// A live progress line: indicatif on a terminal, a plain line a second otherwise.
+pub fn show_progress(spec: &LoadSpec, progress: &Progress, done: &AtomicBool) {
+    use std::io::IsTerminal;
+    let total = spec.warmup + spec.duration;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last = (0u64, Instant::now());
+    let mut next_line = Instant::now() + Duration::from_secs(1);
+    while !done.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        let completed = progress.completed.load(Relaxed);
+        let errors = progress.errors.load(Relaxed);
+        let elapsed = now - started;
+        let phase = if elapsed < spec.warmup { "warm-up" } else if elapsed < total { "measuring" } else { "draining" };
+        let msg = |rate: f64| format!("{phase}: {completed} replies, {rate:.0}/s, {errors} errors");
+        if let Some(bar) = &bar {
+            let rate = (completed - last.0) as f64 / (now - last.1).as_secs_f64().max(1e-3);
+            bar.set_position(elapsed.as_millis().min(total.as_millis()) as u64);
+            bar.set_message(msg(rate));
+            if now >= next_line {
+                last = (completed, now);
+                next_line = now + Duration::from_secs(1);
+            }
+        } else if now >= next_line {
+            let rate = (completed - last.0) as f64 / (now - last.1).as_secs_f64();
+            eprintln!("[{:>5.1}s] {}", elapsed.as_secs_f64(), msg(rate));
+            last = (completed, now);
+            next_line = now + Duration::from_secs(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}

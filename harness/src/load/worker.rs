@@ -1,0 +1,415 @@
+//! One generator thread: a mio event loop over its share of the connections.
+//!
+//! Open loop: a [`Timer`] wakes the loop at each intended send time; every request that is due is
+//! written (round-robin over this thread's connections) with its intended time, and its latency is
+//! measured from that time when the reply arrives. Closed loop: each connection keeps `pipeline`
+//! requests in flight and sends the next as soon as a reply arrives.
+//!
+//! Replies come back in order on each connection, so each connection keeps a FIFO of what it is
+//! waiting for; every reply is checked against the head of that FIFO.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use herd_core::Timestamp;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::requests::{Expect, Failure, KINDS, Kind, RequestSource, check, reply_len};
+use super::schedule::{Arrival, OpenLoopSchedule, SplitMix64};
+use super::timer::{self, Timer};
+use crate::workload::Workload;
+
+const TIMER: Token = Token(usize::MAX);
+const HOUSEKEEPING: Duration = Duration::from_millis(20);
+const RECONNECT_AFTER: Duration = Duration::from_millis(100);
+const MAX_REPLY: usize = 8 * 1024 * 1024;
+
+/// A server the generator talks to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The herd name replies must carry, when known.
+    pub name: Option<String>,
+}
+
+/// Everything one thread needs; built by [`super::generate`].
+#[derive(Debug)]
+pub struct ThreadPlan {
+    pub index: usize,
+    /// (target index, connection number) for each connection of this thread.
+    pub conns: Vec<(usize, u64)>,
+    pub targets: Vec<Target>,
+    pub workload: Workload,
+    /// Rate for this thread, or `None` for a closed loop.
+    pub rate: Option<f64>,
+    pub arrival: Arrival,
+    pub pipeline: usize,
+    pub start: Instant,
+    pub measure_start: Instant,
+    pub end: Instant,
+    pub timeout: Duration,
+    pub seed: u64,
+}
+
+/// Live counters the progress display reads.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub completed: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// One second of the measured window.
+#[derive(Debug, Clone)]
+pub struct Second {
+    pub completed: u64,
+    pub errors: u64,
+    pub latency: Histogram<u64>,
+}
+
+/// What a thread measured.
+#[derive(Debug)]
+pub struct ThreadReport {
+    /// Per [`Kind`], requests intended inside the measured window.
+    pub latency: Vec<Histogram<u64>>,
+    pub timeline: Vec<Second>,
+    pub errors: [u64; Failure::ALL.len()],
+    /// Replies received inside the measured window.
+    pub completed_in_window: u64,
+}
+
+struct Pending {
+    kind: Kind,
+    expect: Expect,
+    intended: Instant,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    target: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    pending: VecDeque<Pending>,
+    source: RequestSource,
+    retry_at: Instant,
+}
+
+struct Generator<'a> {
+    plan: &'a ThreadPlan,
+    poll: Poll,
+    conns: Vec<Conn>,
+    report: ThreadReport,
+    cursor: usize,
+    unreported: (u64, u64),
+    progress: &'a Progress,
+    message: Vec<u8>,
+}
+
+/// Runs one generator thread to the end of its window (or until `stop`), then drains.
+pub fn run(plan: &ThreadPlan, progress: &Progress, stop: &AtomicBool) -> io::Result<ThreadReport> {
+    timer::tighten_timer_slack();
+    let mut generator = Generator::new(plan, progress)?;
+    generator.event_loop(stop)?;
+    Ok(generator.report)
+}
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_nodelay(true)?;
+    s.set_nonblocking(true)?;
+    Ok(TcpStream::from_std(s))
+}
+
+impl<'a> Generator<'a> {
+    fn new(plan: &'a ThreadPlan, progress: &'a Progress) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut conns = Vec::with_capacity(plan.conns.len());
+        for (i, &(target, number)) in plan.conns.iter().enumerate() {
+            let addr = plan.targets[target].addr;
+            let mut stream = connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
+            poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+            conns.push(Conn {
+                stream: Some(stream),
+                target,
+                out: Vec::with_capacity(4096),
+                out_pos: 0,
+                inbuf: vec![0; 16 * 1024],
+                in_start: 0,
+                in_end: 0,
+                pending: VecDeque::new(),
+                source: RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number)),
+                retry_at: plan.start,
+            });
+        }
+        let seconds = (plan.end - plan.measure_start).as_secs_f64().ceil() as usize;
+        let second_histogram = Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds");
+        let report = ThreadReport {
+            latency: KINDS.iter().map(|_| herd_core::stats::new_histogram()).collect(),
+            timeline: vec![Second { completed: 0, errors: 0, latency: second_histogram }; seconds],
+            errors: [0; Failure::ALL.len()],
+            completed_in_window: 0,
+        };
+        let message = RequestSource::new(&plan.workload, SplitMix64::new(0)).message().to_vec();
+        Ok(Self { plan, poll, conns, report, cursor: 0, unreported: (0, 0), progress, message })
+    }
+
+    fn event_loop(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let plan = self.plan;
+        let timer = Timer::new()?;
+        let mut schedule = plan.rate.map(|rate| {
+            OpenLoopSchedule::new(plan.start, rate, plan.arrival, SplitMix64::derive(plan.seed, 1 << 40 | plan.index as u64))
+        });
+        if schedule.is_some() {
+            self.poll.registry().register(&mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&timer)), TIMER, Interest::READABLE)?;
+        } else {
+            for c in 0..self.conns.len() {
+                for _ in 0..plan.pipeline {
+                    self.send(c, Instant::now());
+                }
+                self.flush(c);
+            }
+        }
+        let mut end = plan.end;
+        let mut events = Events::with_capacity(1024);
+        let mut next_housekeeping = Instant::now();
+        loop {
+            let now = Instant::now();
+            if stop.load(Relaxed) && end > now {
+                end = now;
+            }
+            if let Some(schedule) = &mut schedule {
+                let mut sent_any = false;
+                while schedule.peek() <= now && schedule.peek() < end {
+                    let intended = schedule.advance();
+                    if let Some(c) = self.next_conn() {
+                        self.send(c, intended);
+                        sent_any = true;
+                    } else {
+                        self.fail(Failure::NotSent, intended, now);
+                    }
+                }
+                if sent_any {
+                    for c in 0..self.conns.len() {
+                        if self.conns[c].out.len() > self.conns[c].out_pos {
+                            self.flush(c);
+                        }
+                    }
+                }
+                if schedule.peek() < end {
+                    timer.arm(schedule.peek())?;
+                }
+            }
+            if now >= next_housekeeping {
+                next_housekeeping = now + HOUSEKEEPING;
+                self.housekeeping(now);
+                if now >= end && self.conns.iter().all(|c| c.pending.is_empty()) {
+                    return Ok(());
+                }
+                if now >= end + plan.timeout + HOUSEKEEPING {
+                    return Ok(()); // housekeeping has failed everything older than the timeout
+                }
+            }
+            let wait = next_housekeeping.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            for event in &events {
+                match event.token() {
+                    TIMER => timer.clear(),
+                    Token(c) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(c, end);
+                        }
+                        if event.is_writable() {
+                            self.flush(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next connected connection, round-robin.
+    fn next_conn(&mut self) -> Option<usize> {
+        let n = self.conns.len();
+        for _ in 0..n {
+            let c = self.cursor;
+            self.cursor = (self.cursor + 1) % n;
+            if self.conns[c].stream.is_some() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn send(&mut self, c: usize, intended: Instant) {
+        let conn = &mut self.conns[c];
+        let wall = Timestamp::from_system_time(SystemTime::now());
+        let (kind, expect) = conn.source.write_next(&mut conn.out, wall);
+        conn.pending.push_back(Pending { kind, expect, intended });
+    }
+
+    fn flush(&mut self, c: usize) {
+        let conn = &mut self.conns[c];
+        let Some(stream) = &mut conn.stream else { return };
+        while conn.out_pos < conn.out.len() {
+            match stream.write(&conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.disconnect(c, Failure::Disconnect, Instant::now()),
+            }
+        }
+        conn.out.clear();
+        conn.out_pos = 0;
+    }
+
+    /// Reads what is there and checks every complete reply.
+    fn read(&mut self, c: usize, end: Instant) {
+        loop {
+            let conn = &mut self.conns[c];
+            let Some(stream) = &mut conn.stream else { return };
+            if conn.in_start > 0 && (conn.in_start == conn.in_end || conn.inbuf.len() - conn.in_end < 4096) {
+                conn.inbuf.copy_within(conn.in_start..conn.in_end, 0);
+                conn.in_end -= conn.in_start;
+                conn.in_start = 0;
+            }
+            if conn.inbuf.len() - conn.in_end < 4096 {
+                if conn.inbuf.len() >= MAX_REPLY {
+                    return self.disconnect(c, Failure::WrongReply, Instant::now());
+                }
+                let grown = conn.inbuf.len() * 2;
+                conn.inbuf.resize(grown, 0);
+            }
+            let space = conn.inbuf.len() - conn.in_end;
+            let n = match stream.read(&mut conn.inbuf[conn.in_end..]) {
+                Ok(0) => return self.disconnect(c, Failure::Disconnect, Instant::now()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.disconnect(c, Failure::Disconnect, Instant::now()),
+            };
+            conn.in_end += n;
+            let now = Instant::now();
+            if !self.take_replies(c, now, end) {
+                return self.disconnect(c, Failure::WrongReply, now);
+            }
+            if n < space {
+                return; // a short read drained the socket
+            }
+        }
+    }
+
+    /// Checks and records every complete reply in the buffer. False: the stream is out of step.
+    fn take_replies(&mut self, c: usize, now: Instant, end: Instant) -> bool {
+        let server = self.plan.targets[self.conns[c].target].name.as_deref();
+        let closed_loop = self.plan.rate.is_none();
+        loop {
+            let conn = &mut self.conns[c];
+            let buf = &conn.inbuf[conn.in_start..conn.in_end];
+            if buf.is_empty() {
+                return true;
+            }
+            let Some(head) = conn.pending.front() else { return false };
+            let Some(len) = reply_len(head.kind, buf) else { return true };
+            let verdict = check(&buf[..len], &head.expect, server, &self.message);
+            conn.in_start += len;
+            let p = conn.pending.pop_front().expect("head exists");
+            match verdict {
+                Ok(()) => self.record(p.kind, p.intended, now),
+                Err(f) => self.fail(f, p.intended, now),
+            }
+            if closed_loop && now < end {
+                self.send(c, now);
+                self.flush(c);
+            }
+        }
+    }
+
+    fn record(&mut self, kind: Kind, intended: Instant, now: Instant) {
+        let plan = self.plan;
+        let micros = now.saturating_duration_since(intended).as_micros() as u64;
+        if intended >= plan.measure_start {
+            self.report.latency[kind.index()].saturating_record(micros.max(1));
+        }
+        if now >= plan.measure_start && now < plan.end {
+            self.report.completed_in_window += 1;
+            let s = (now - plan.measure_start).as_secs() as usize;
+            if let Some(second) = self.report.timeline.get_mut(s) {
+                second.completed += 1;
+                second.latency.saturating_record(micros.max(1));
+            }
+        }
+        self.unreported.0 += 1;
+    }
+
+    /// Counts a failed request (in any phase: errors are never dropped).
+    fn fail(&mut self, failure: Failure, _intended: Instant, now: Instant) {
+        self.report.errors[failure.index()] += 1;
+        if now >= self.plan.measure_start {
+            let s = (now - self.plan.measure_start).as_secs() as usize;
+            if let Some(second) = self.report.timeline.get_mut(s) {
+                second.errors += 1;
+            }
+        }
+        self.unreported.1 += 1;
+    }
+
+    /// Fails everything in flight on `c` with `failure`, closes it, and schedules a reconnect.
+    fn disconnect(&mut self, c: usize, failure: Failure, now: Instant) {
+        let conn = &mut self.conns[c];
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        let lost: Vec<Pending> = conn.pending.drain(..).collect();
+        conn.out.clear();
+        conn.out_pos = 0;
+        conn.in_start = 0;
+        conn.in_end = 0;
+        conn.retry_at = now + RECONNECT_AFTER;
+        for (i, p) in lost.into_iter().enumerate() {
+            // A wrong reply is one failure and costs the rest their connection; everything behind
+            // a timed-out reply timed out too.
+            let f = if i == 0 || failure == Failure::Timeout { failure } else { Failure::Disconnect };
+            self.fail(f, p.intended, now);
+        }
+    }
+
+    /// Timeouts, reconnects and progress, every few milliseconds.
+    fn housekeeping(&mut self, now: Instant) {
+        let timeout = self.plan.timeout;
+        for c in 0..self.conns.len() {
+            let conn = &self.conns[c];
+            if conn.pending.front().is_some_and(|p| now.saturating_duration_since(p.intended) > timeout) {
+                self.disconnect(c, Failure::Timeout, now);
+            }
+            let conn = &mut self.conns[c];
+            if conn.stream.is_none() && now >= conn.retry_at && now < self.plan.end {
+                conn.retry_at = now + RECONNECT_AFTER;
+                if let Ok(mut stream) = connect(self.plan.targets[conn.target].addr) {
+                    if self.poll.registry().register(&mut stream, Token(c), Interest::READABLE | Interest::WRITABLE).is_ok() {
+                        conn.stream = Some(stream);
+                        if self.plan.rate.is_none() {
+                            for _ in 0..self.plan.pipeline {
+                                self.send(c, now);
+                            }
+                            self.flush(c);
+                        }
+                    }
+                }
+            }
+        }
+        let (done, errors) = std::mem::take(&mut self.unreported);
+        self.progress.completed.fetch_add(done, Relaxed);
+        self.progress.errors.fetch_add(errors, Relaxed);
+    }
+}

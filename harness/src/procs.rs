@@ -1,0 +1,193 @@
+//! Child processes of a run: spawned so they cannot outlive the harness, measured from outside
+//! (rusage at reaping, thread count sampled from /proc), and always reaped.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::result::ProcessResources;
+
+/// A running child process.
+#[derive(Debug)]
+pub struct Child {
+    pub name: String,
+    pub pid: i32,
+    max_threads: Arc<AtomicU64>,
+    reaped: Option<ProcessResources>,
+}
+
+/// The children of one run. Dropping it kills and reaps any still alive.
+#[derive(Debug, Default)]
+pub struct Children {
+    list: Vec<Child>,
+    sampler: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+/// Pins the calling thread (and threads it creates afterwards) to `cpus`.
+pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Children {
+    /// Starts `cmd` as child `name`, killed by the kernel if the harness dies, on `cpus` if given.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command, cpus: Option<Vec<usize>>) -> Result<i32> {
+        // SAFETY: the closure only makes async-signal-safe syscalls (prctl, sched_setaffinity).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(cpus) = &cpus {
+                    pin_current_thread(cpus)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let pid = child.id() as i32;
+        // Reaped with wait4 below, which std's Child never learns of; dropping it does not wait.
+        drop(child);
+        self.list.push(Child { name: name.to_owned(), pid, max_threads: Arc::new(AtomicU64::new(0)), reaped: None });
+        Ok(pid)
+    }
+
+    /// Samples each child's thread count every 100 ms until [`Self::stop`].
+    pub fn start_sampling(&mut self) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let targets: Vec<(i32, Arc<AtomicU64>)> = self.list.iter().map(|c| (c.pid, Arc::clone(&c.max_threads))).collect();
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Relaxed) {
+                for (pid, max) in &targets {
+                    if let Some(n) = threads_of(*pid) {
+                        max.fetch_max(n, Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        self.sampler = Some((stop, handle));
+    }
+
+    /// True while child `name` has not exited.
+    pub fn is_running(&self, name: &str) -> bool {
+        let Some(child) = self.list.iter().find(|c| c.name == name) else { return false };
+        // SAFETY: waitid with WNOWAIT only inspects the child's state and leaves it to be reaped.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, child.pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() == 0
+        }
+    }
+
+    /// SIGTERM to all, up to `grace` for them to exit, then SIGKILL; reaps all and returns their
+    /// resources by name, in spawn order.
+    pub fn stop(&mut self, grace: Duration) -> Vec<(String, ProcessResources)> {
+        if let Some((flag, handle)) = self.sampler.take() {
+            flag.store(true, Relaxed);
+            let _ = handle.join();
+        }
+        for c in &self.list {
+            if c.reaped.is_none() {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(c.pid, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            for c in &mut self.list {
+                if c.reaped.is_none() {
+                    c.reaped = reap(c.pid, libc::WNOHANG, c.max_threads.load(Relaxed));
+                }
+            }
+            if self.list.iter().all(|c| c.reaped.is_some()) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in &mut self.list {
+            if c.reaped.is_none() {
+                // SAFETY: killing and reaping our own child.
+                unsafe { libc::kill(c.pid, libc::SIGKILL) };
+                c.reaped = reap(c.pid, 0, c.max_threads.load(Relaxed));
+            }
+        }
+        self.list.iter().filter_map(|c| c.reaped.clone().map(|r| (c.name.clone(), r))).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        if self.list.iter().any(|c| c.reaped.is_none()) {
+            self.stop(Duration::from_millis(500));
+        }
+    }
+}
+
+fn reap(pid: i32, flags: i32, max_threads: u64) -> Option<ProcessResources> {
+    // SAFETY: wait4 writes into the status and rusage we own.
+    unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let r = libc::wait4(pid, &mut status, flags, &mut usage);
+        if r != pid {
+            return None;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let exit = if libc::WIFEXITED(status) {
+            format!("exited {}", libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            format!("signal {}", libc::WTERMSIG(status))
+        } else {
+            format!("status {status}")
+        };
+        Some(ProcessResources {
+            pid: pid as u32,
+            cpu_user_s: secs(usage.ru_utime),
+            cpu_sys_s: secs(usage.ru_stime),
+            peak_rss_kib: usage.ru_maxrss as u64,
+            max_threads,
+            exit,
+        })
+    }
+}
+
+fn threads_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Raises the open-files soft limit to the hard limit (10,000 connections need more than 1,024).
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(lim.rlim_cur)
+    }
+}
+

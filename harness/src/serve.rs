@@ -1,0 +1,213 @@
+//! `harness serve`: one herd (or echo) server of a chosen style, as a child process of `run`.
+//!
+//! On SIGTERM or SIGINT it writes its counters to `--stats`, flushes its log and exits: the
+//! style's own threads are not unwound, since the process ends anyway and no style needs to
+//! know how to stop for the others to be measured fairly.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, ServeOptions, Service};
+
+use crate::impls::{self, AnyService};
+use crate::result::ServerCounters;
+use crate::units::parse_duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The proxy herd (IAMAT, WHATSAT, flooding).
+    Herd,
+    /// Every line is sent back unchanged.
+    Echo,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Implementation (style) to run.
+    #[arg(long = "impl")]
+    pub implementation: String,
+    /// This server's name in the herd.
+    #[arg(long, default_value = "Alford")]
+    pub name: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// A neighbour as NAME=ADDR; repeat for each link.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    pub peers: Vec<(String, SocketAddr)>,
+    /// The places backend.
+    #[arg(long)]
+    pub places: Option<SocketAddr>,
+    #[arg(long, value_enum, default_value_t = Mode::Herd)]
+    pub mode: Mode,
+    /// The style's parallelism; see its README for the meaning and default.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// I/O threads, for styles that separate them from workers.
+    #[arg(long)]
+    pub io_threads: Option<usize>,
+    /// Event log file (one JSON object a line).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Also log every input and output line.
+    #[arg(long)]
+    pub log_io: bool,
+    /// Where to write counters at shutdown (JSON).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Longest accepted line in bytes.
+    #[arg(long, default_value_t = herd_core::DEFAULT_MAX_LINE)]
+    pub max_line: usize,
+    /// Seconds a stored location lives.
+    #[arg(long, default_value_t = herd_core::store::DEFAULT_TTL_SECS)]
+    pub ttl: u64,
+    /// Give up on a places request after this long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+}
+
+fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
+    let hint = "expected NAME=ADDR, e.g. --peer Hamilton=127.0.0.1:12001";
+    let (name, addr) = s.split_once('=').ok_or_else(|| format!("`{s}`: {hint}"))?;
+    let addr = addr.parse().map_err(|_| format!("`{s}`: bad address; {hint}"))?;
+    Ok((name.to_owned(), addr))
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let meta = impls::find(&args.implementation)?;
+    let mode_name = if args.mode == Mode::Herd { "herd" } else { "echo" };
+    if !meta.modes.iter().any(|m| m == mode_name) {
+        bail!("{} does not support --mode {mode_name}", meta.name);
+    }
+    let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let (log, flusher) = match &args.log {
+        Some(path) => {
+            let (sink, flusher) = FileSink::start(path, &args.name)?;
+            (EventLog::new(Arc::new(sink), args.log_io), Some(flusher))
+        }
+        None => (EventLog::discard(), None),
+    };
+    log.event(Event::Listening { addr: listener.local_addr()?.to_string() });
+    let options = ServeOptions {
+        name: args.name.clone(),
+        neighbours: args.peers.clone(),
+        places: args.places,
+        threads: args.threads,
+        io_threads: args.io_threads,
+        max_line: args.max_line,
+        upstream_timeout: args.upstream_timeout,
+        ..ServeOptions::default()
+    };
+    let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send>) = match args.mode {
+        Mode::Herd => {
+            let config = HerdConfig {
+                name: args.name.clone(),
+                neighbours: args.peers.iter().map(|(n, _)| n.clone()).collect(),
+                ttl_secs: args.ttl,
+            };
+            let herd = Arc::new(Herd::new(config, log.clone()));
+            let h = Arc::clone(&herd);
+            (AnyService::Herd(herd), Box::new(move || ServerCounters::from_snapshot(&h.stats().snapshot())))
+        }
+        Mode::Echo => {
+            let echo = Arc::new(Echo::new(log.clone()));
+            let e = Arc::clone(&echo);
+            (AnyService::Echo(echo), Box::new(move || ServerCounters::from_snapshot(&e.stats().snapshot())))
+        }
+    };
+    let name = meta.name.clone();
+    let server = std::thread::Builder::new().name("serve".into()).spawn(move || {
+        let result = impls::serve(&name, listener, service, &options);
+        if let Err(e) = &result {
+            eprintln!("serve: {name} stopped: {e}");
+            std::process::exit(1);
+        }
+    })?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    let _ = signals.forever().next();
+    log.event(Event::Stopping);
+    if let Some(path) = &args.stats {
+        let counters = stats_of();
+        std::fs::write(path, serde_json::to_vec_pretty(&counters)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(flusher) = flusher {
+        flusher.flush_and_stop();
+    }
+    drop(server);
+    std::process::exit(0);
+}
+
+/// A log that never blocks the request path: events go into a bounded queue (dropped, and counted,
+/// when it is full) and a writer thread stamps, buffers and flushes them every 200 ms.
+#[derive(Debug)]
+struct FileSink {
+    tx: Sender<LogMsg>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+enum LogMsg {
+    Event(Event, chrono::DateTime<chrono::Utc>),
+    Flush(Sender<()>),
+}
+
+struct Flusher(Sender<LogMsg>);
+
+impl FileSink {
+    fn start(path: &std::path::Path, server: &str) -> Result<(Self, Flusher)> {
+        let file = File::create(path).with_context(|| format!("creating log {}", path.display()))?;
+        let (tx, rx) = crossbeam_channel::bounded(64 * 1024);
+        let server = server.to_owned();
+        std::thread::Builder::new().name("log".into()).spawn(move || write_log(BufWriter::new(file), &rx, &server))?;
+        Ok((Self { tx: tx.clone(), dropped: 0.into() }, Flusher(tx)))
+    }
+}
+
+impl EventSink for FileSink {
+    fn record(&self, event: Event) {
+        if self.tx.try_send(LogMsg::Event(event, chrono::Utc::now())).is_err() {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Flusher {
+    /// Waits (at most a second) for everything queued so far to reach the file.
+    fn flush_and_stop(self) {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        if self.0.send_timeout(LogMsg::Flush(done), Duration::from_secs(1)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+fn write_log(mut out: BufWriter<File>, rx: &Receiver<LogMsg>, server: &str) {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(LogMsg::Event(event, at)) => {
+                let mut line = serde_json::json!({ "ts": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "server": server });
+                if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (line.as_object_mut(), serde_json::to_value(&event)) {
+                    obj.extend(fields);
+                }
+                let _ = writeln!(out, "{line}");
+            }
+            Ok(LogMsg::Flush(done)) => {
+                let _ = out.flush();
+                let _ = done.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = out.flush();
+                return;
+            }
+        }
+    }
+}

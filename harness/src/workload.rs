@@ -1,0 +1,174 @@
+//! Workload definitions: TOML files under `workloads/`, one per workload. Unknown keys are errors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::serve::Mode;
+
+/// A workload: what the generator sends and what the places backend is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// The file's stem (`herd-mixed`); filled in on load.
+    #[serde(default)]
+    pub name: String,
+    /// One sentence on what the workload exercises.
+    pub description: String,
+    /// `herd` or `echo`.
+    pub mode: Mode,
+    /// Relative weight of IAMAT requests (herd mode).
+    #[serde(default)]
+    pub iamat: u32,
+    /// Relative weight of WHATSAT requests (herd mode).
+    #[serde(default)]
+    pub whatsat: u32,
+    /// Number of distinct client ids (`client-0` …); all are announced before the run starts.
+    #[serde(default = "default_clients")]
+    pub clients: u32,
+    /// WHATSAT radius in km, drawn uniformly from this inclusive integer range (1 ≤ r ≤ 50).
+    #[serde(default = "default_radius")]
+    pub radius_km: [u32; 2],
+    /// WHATSAT result bound, drawn uniformly from this inclusive range (1 ≤ b ≤ 20).
+    #[serde(default = "default_bound")]
+    pub bound: [u8; 2],
+    /// Client locations are drawn uniformly inside this box: [lat_min, lat_max, long_min, long_max].
+    #[serde(default = "default_area")]
+    pub area: [f64; 4],
+    /// The places backend's `--latency` (e.g. `0`, `20ms`, `exp:20ms`).
+    #[serde(default = "default_latency")]
+    pub places_latency: String,
+    /// Echo mode: bytes per message, newline included.
+    #[serde(default = "default_message")]
+    pub message_bytes: usize,
+    /// Connections opened by the generator when `--connections` is not given.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+fn default_clients() -> u32 {
+    1000
+}
+fn default_radius() -> [u32; 2] {
+    [1, 50]
+}
+fn default_bound() -> [u8; 2] {
+    [1, 20]
+}
+fn default_area() -> [f64; 4] {
+    [33.7, 34.3, -118.7, -117.9]
+}
+fn default_latency() -> String {
+    "0".into()
+}
+fn default_message() -> usize {
+    64
+}
+fn default_connections() -> usize {
+    64
+}
+
+/// The workspace this harness was built from (workloads, results and REPORT.md live there).
+pub fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// The folder of the workspace's workload files.
+pub fn workloads_dir() -> PathBuf {
+    workspace_root().join("workloads")
+}
+
+impl Workload {
+    /// Loads `name_or_path`: a path to a TOML file, or the name of one in `workloads/`.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        let as_path = Path::new(name_or_path);
+        let path = if as_path.extension().is_some_and(|e| e == "toml") || as_path.components().count() > 1 {
+            as_path.to_path_buf()
+        } else {
+            workloads_dir().join(format!("{name_or_path}.toml"))
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("no workload `{name_or_path}` ({}); use --workload with one of: {}", path.display(), available().join(", "))
+        })?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::parse(&text, &stem).with_context(|| format!("in workload {}", path.display()))
+    }
+
+    pub fn parse(text: &str, name: &str) -> Result<Self> {
+        let mut w: Workload = toml::from_str(text)?;
+        w.name = name.to_owned();
+        w.validate()?;
+        Ok(w)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.mode == Mode::Herd && self.iamat + self.whatsat == 0 {
+            bail!("a herd workload needs iamat or whatsat weight above 0");
+        }
+        if self.clients == 0 {
+            bail!("clients must be at least 1");
+        }
+        let [r0, r1] = self.radius_km;
+        if !(1 <= r0 && r0 <= r1 && r1 <= 50) {
+            bail!("radius_km must be a range within 1..=50, got {r0}..{r1}");
+        }
+        let [b0, b1] = self.bound;
+        if !(1 <= b0 && b0 <= b1 && b1 <= 20) {
+            bail!("bound must be a range within 1..=20, got {b0}..{b1}");
+        }
+        let [la0, la1, lo0, lo1] = self.area;
+        if !(-90.0 <= la0 && la0 <= la1 && la1 <= 90.0 && -180.0 <= lo0 && lo0 <= lo1 && lo1 <= 180.0) {
+            bail!("area must be [lat_min, lat_max, long_min, long_max] within ±90/±180");
+        }
+        if self.message_bytes < 2 || self.message_bytes > 60_000 {
+            bail!("message_bytes must be within 2..=60000");
+        }
+        if self.connections == 0 {
+            bail!("connections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Names of the workloads in `workloads/`.
+pub fn available() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(workloads_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_committed_workload_loads() {
+        let names = available();
+        for required in ["herd-mixed", "herd-update", "herd-query", "echo"] {
+            assert!(names.iter().any(|n| n == required), "workloads/{required}.toml is missing");
+        }
+        for name in names {
+            let w = Workload::load(&name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(w.name, name);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_rejected() {
+        let base = "description = \"x\"\nmode = \"herd\"\niamat = 1\n";
+        assert!(Workload::parse(base, "t").is_ok());
+        assert!(Workload::parse(&format!("{base}iamats = 3\n"), "t").is_err());
+        assert!(Workload::parse(&format!("{base}bound = [0, 5]\n"), "t").is_err());
+        assert!(Workload::parse(&format!("{base}radius_km = [1, 51]\n"), "t").is_err());
+        assert!(Workload::parse("description = \"x\"\nmode = \"herd\"\n", "t").is_err());
+        let err = Workload::load("no-such-workload").expect_err("missing").to_string();
+        assert!(err.contains("herd-mixed"), "{err}");
+    }
+}

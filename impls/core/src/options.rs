@@ -1,0 +1,45 @@
+//! What a style needs to know to serve, besides the [`Service`](crate::Service) itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Wiring and knobs common to every style. Plain data: the harness fills it from the command line.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// This server's herd name (sent as the hello on the flood links it opens).
+    pub name: String,
+    /// Neighbours as (name, address), in the same order as [`HerdConfig::neighbours`](crate::HerdConfig),
+    /// so [`Flood::to`](crate::Flood) indices address them.
+    pub neighbours: Vec<(String, SocketAddr)>,
+    /// The places backend; `None` in echo mode.
+    pub places: Option<SocketAddr>,
+    /// The style's own parallelism (`--threads`); `None` picks the style's documented default.
+    pub threads: Option<usize>,
+    /// I/O threads for styles that separate them from workers (`--io-threads`).
+    pub io_threads: Option<usize>,
+    pub max_line: usize,
+    /// Give up on one places request after this long.
+    pub upstream_timeout: Duration,
+    /// Close a client whose unread replies have blocked a write this long.
+    pub write_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            name: String::from("herd"),
+            neighbours: Vec::new(),
+            places: None,
+            threads: None,
+            io_threads: None,
+            max_line: crate::DEFAULT_MAX_LINE,
+            upstream_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The machine's available parallelism, the default for most styles.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
