@@ -88,7 +88,13 @@ fn load_command(args: &load::LoadArgs) -> anyhow::Result<()> {
     let s = &outcome.summary;
     println!(
         "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",
-        s.achieved_rps, spec.connections, s.errors, s.latency_us.p50, s.latency_us.p99, s.latency_us.p999, s.latency_us.max
+        s.achieved_rps,
+        spec.connections,
+        s.errors,
+        s.latency_us.p50,
+        s.latency_us.p99,
+        s.latency_us.p999,
+        s.latency_us.max
     );
     for (k, n) in outcome.errors.iter().filter(|(_, n)| **n > 0) {
         println!("  {k}: {n}");

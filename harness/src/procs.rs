@@ -4,8 +4,8 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -70,7 +70,8 @@ impl Children {
     /// Samples each child's thread count every 100 ms until [`Self::stop`].
     pub fn start_sampling(&mut self) {
         let stop = Arc::new(AtomicBool::new(false));
-        let targets: Vec<(i32, Arc<AtomicU64>)> = self.list.iter().map(|c| (c.pid, Arc::clone(&c.max_threads))).collect();
+        let targets: Vec<(i32, Arc<AtomicU64>)> =
+            self.list.iter().map(|c| (c.pid, Arc::clone(&c.max_threads))).collect();
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
             while !flag.load(Relaxed) {
@@ -190,4 +191,3 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         Ok(lim.rlim_cur)
     }
 }
-

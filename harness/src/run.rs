@@ -8,7 +8,7 @@
 //! ```
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -215,7 +215,8 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&output, serde_json::to_vec_pretty(&result)?).with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(&output, serde_json::to_vec_pretty(&result)?)
+        .with_context(|| format!("writing {}", output.display()))?;
     summary::print(&result);
     if stop.load(Relaxed) {
         eprintln!("interrupted: the result covers only the part of the run that happened");

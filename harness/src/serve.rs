@@ -19,7 +19,9 @@ use crate::impls::{self, AnyService};
 use crate::result::ServerCounters;
 use crate::units::parse_duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// The proxy herd (IAMAT, WHATSAT, flooding).
@@ -135,7 +137,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     log.event(Event::Stopping);
     if let Some(path) = &args.stats {
         let counters = stats_of();
-        std::fs::write(path, serde_json::to_vec_pretty(&counters)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&counters)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(flusher) = flusher {
         flusher.flush_and_stop();
@@ -192,7 +195,9 @@ fn write_log(mut out: BufWriter<File>, rx: &Receiver<LogMsg>, server: &str) {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(LogMsg::Event(event, at)) => {
                 let mut line = serde_json::json!({ "ts": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "server": server });
-                if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (line.as_object_mut(), serde_json::to_value(&event)) {
+                if let (Some(obj), Ok(serde_json::Value::Object(fields))) =
+                    (line.as_object_mut(), serde_json::to_value(&event))
+                {
                     obj.extend(fields);
                 }
                 let _ = writeln!(out, "{line}");

@@ -38,7 +38,16 @@ pub fn print(r: &RunResult) {
 
     let mut servers = Table::new();
     servers.load_style(UTF8_FULL_CONDENSED);
-    servers.set_header(["process", "CPU user s", "CPU sys s", "peak RSS MiB", "threads", "requests", "floods out", "exit"]);
+    servers.set_header([
+        "process",
+        "CPU user s",
+        "CPU sys s",
+        "peak RSS MiB",
+        "threads",
+        "requests",
+        "floods out",
+        "exit",
+    ]);
     for srv in &r.servers {
         let c = srv.counters.as_ref().map(|c| &c.counters);
         let get = |k: &str| c.and_then(|c| c.get(k)).copied().unwrap_or(0);

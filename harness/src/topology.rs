@@ -57,9 +57,7 @@ impl Topology {
     pub fn neighbours(&self, name: &str) -> Vec<String> {
         self.servers
             .iter()
-            .filter(|s| {
-                self.links.iter().any(|[a, b]| (a == name && b == *s) || (b == name && a == *s))
-            })
+            .filter(|s| self.links.iter().any(|[a, b]| (a == name && b == *s) || (b == name && a == *s)))
             .cloned()
             .collect()
     }

@@ -90,7 +90,11 @@ impl Workload {
             workloads_dir().join(format!("{name_or_path}.toml"))
         };
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("no workload `{name_or_path}` ({}); use --workload with one of: {}", path.display(), available().join(", "))
+            format!(
+                "no workload `{name_or_path}` ({}); use --workload with one of: {}",
+                path.display(),
+                available().join(", ")
+            )
         })?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Self::parse(&text, &stem).with_context(|| format!("in workload {}", path.display()))

@@ -135,7 +135,11 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
     Ok(merge(spec, reports, started_at))
 }
 
-fn merge(spec: &LoadSpec, reports: Vec<worker::ThreadReport>, started_at: chrono::DateTime<chrono::Utc>) -> LoadOutcome {
+fn merge(
+    spec: &LoadSpec,
+    reports: Vec<worker::ThreadReport>,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> LoadOutcome {
     let mut latency: Vec<Histogram<u64>> = KINDS.iter().map(|_| herd_core::stats::new_histogram()).collect();
     let mut errors = [0u64; Failure::ALL.len()];
     let mut completed = 0;
@@ -309,7 +313,13 @@ pub fn show_progress(spec: &LoadSpec, progress: &Progress, done: &AtomicBool) {
         let completed = progress.completed.load(Relaxed);
         let errors = progress.errors.load(Relaxed);
         let elapsed = now - started;
-        let phase = if elapsed < spec.warmup { "warm-up" } else if elapsed < total { "measuring" } else { "draining" };
+        let phase = if elapsed < spec.warmup {
+            "warm-up"
+        } else if elapsed < total {
+            "measuring"
+        } else {
+            "draining"
+        };
         let msg = |rate: f64| format!("{phase}: {completed} replies, {rate:.0}/s, {errors} errors");
         if let Some(bar) = &bar {
             let rate = (completed - last.0) as f64 / (now - last.1).as_secs_f64().max(1e-3);

@@ -46,7 +46,10 @@ pub enum Expect {
     Echo,
     /// The last three AT fields, `<client> <location> <time>`.
     Iamat(Box<[u8]>),
-    Whatsat { client: u32, bound: u8 },
+    Whatsat {
+        client: u32,
+        bound: u8,
+    },
 }
 
 /// Why a reply was rejected: the error kinds of the result file.

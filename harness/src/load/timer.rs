@@ -26,7 +26,10 @@ impl Timer {
         let wait = at.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: i64::from(wait.subsec_nanos()) as _ },
+            it_value: libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: i64::from(wait.subsec_nanos()) as _,
+            },
         };
         // SAFETY: `spec` is a valid itimerspec; the old value is not wanted.
         let rc = unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };

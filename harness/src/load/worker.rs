@@ -133,7 +133,8 @@ impl<'a> Generator<'a> {
         let mut conns = Vec::with_capacity(plan.conns.len());
         for (i, &(target, number)) in plan.conns.iter().enumerate() {
             let addr = plan.targets[target].addr;
-            let mut stream = connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
+            let mut stream =
+                connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
             poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
             conns.push(Conn {
                 stream: Some(stream),
@@ -164,10 +165,19 @@ impl<'a> Generator<'a> {
         let plan = self.plan;
         let timer = Timer::new()?;
         let mut schedule = plan.rate.map(|rate| {
-            OpenLoopSchedule::new(plan.start, rate, plan.arrival, SplitMix64::derive(plan.seed, 1 << 40 | plan.index as u64))
+            OpenLoopSchedule::new(
+                plan.start,
+                rate,
+                plan.arrival,
+                SplitMix64::derive(plan.seed, 1 << 40 | plan.index as u64),
+            )
         });
         if schedule.is_some() {
-            self.poll.registry().register(&mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&timer)), TIMER, Interest::READABLE)?;
+            self.poll.registry().register(
+                &mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&timer)),
+                TIMER,
+                Interest::READABLE,
+            )?;
         } else {
             for c in 0..self.conns.len() {
                 for _ in 0..plan.pipeline {
@@ -217,10 +227,10 @@ impl<'a> Generator<'a> {
                 }
             }
             let wait = next_housekeeping.saturating_duration_since(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
             }
             for event in &events {
                 match event.token() {
@@ -384,6 +394,23 @@ impl<'a> Generator<'a> {
         }
     }
 
+    /// One attempt to bring connection `c` back; a closed loop refills its pipeline.
+    fn reconnect(&mut self, c: usize, now: Instant) {
+        let conn = &mut self.conns[c];
+        conn.retry_at = now + RECONNECT_AFTER;
+        let Ok(mut stream) = connect(self.plan.targets[conn.target].addr) else { return };
+        if self.poll.registry().register(&mut stream, Token(c), Interest::READABLE | Interest::WRITABLE).is_err() {
+            return;
+        }
+        conn.stream = Some(stream);
+        if self.plan.rate.is_none() {
+            for _ in 0..self.plan.pipeline {
+                self.send(c, now);
+            }
+            self.flush(c);
+        }
+    }
+
     /// Timeouts, reconnects and progress, every few milliseconds.
     fn housekeeping(&mut self, now: Instant) {
         let timeout = self.plan.timeout;
@@ -392,20 +419,8 @@ impl<'a> Generator<'a> {
             if conn.pending.front().is_some_and(|p| now.saturating_duration_since(p.intended) > timeout) {
                 self.disconnect(c, Failure::Timeout, now);
             }
-            let conn = &mut self.conns[c];
-            if conn.stream.is_none() && now >= conn.retry_at && now < self.plan.end {
-                conn.retry_at = now + RECONNECT_AFTER;
-                if let Ok(mut stream) = connect(self.plan.targets[conn.target].addr) {
-                    if self.poll.registry().register(&mut stream, Token(c), Interest::READABLE | Interest::WRITABLE).is_ok() {
-                        conn.stream = Some(stream);
-                        if self.plan.rate.is_none() {
-                            for _ in 0..self.plan.pipeline {
-                                self.send(c, now);
-                            }
-                            self.flush(c);
-                        }
-                    }
-                }
+            if self.conns[c].stream.is_none() && now >= self.conns[c].retry_at && now < self.plan.end {
+                self.reconnect(c, now);
             }
         }
         let (done, errors) = std::mem::take(&mut self.unreported);

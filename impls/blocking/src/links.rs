@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use herd_core::log::{Direction, Event};
-use herd_core::{Flood, Service, ServerStats};
+use herd_core::{Flood, ServerStats, Service};
 
 use crate::wait;
 
@@ -40,7 +40,13 @@ impl FloodLinks {
             .iter()
             .map(|(name, addr)| {
                 let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-                let link = Link { hello: format!("PEER {me}\n"), name: name.clone(), addr: *addr, conn: None, last_attempt: None };
+                let link = Link {
+                    hello: format!("PEER {me}\n"),
+                    name: name.clone(),
+                    addr: *addr,
+                    conn: None,
+                    last_attempt: None,
+                };
                 let service = Arc::clone(&service);
                 thread::Builder::new()
                     .name(format!("link-{name}"))

@@ -65,12 +65,7 @@ impl AtRecord {
     /// The reply to an IAMAT received by `server` at `now`.
     pub fn answer(server: &str, iamat: &Iamat, now: Timestamp) -> Self {
         let delta = now.since(iamat.time);
-        let line = format!(
-            "AT {server} {delta} {} {} {}",
-            iamat.client,
-            iamat.location.as_str(),
-            iamat.time_text
-        );
+        let line = format!("AT {server} {delta} {} {} {}", iamat.client, iamat.location.as_str(), iamat.time_text);
         Self {
             server: server.to_owned(),
             delta,
@@ -230,7 +225,9 @@ mod tests {
 
     #[test]
     fn whatsat_accepts_its_range() {
-        for (line, radius, bound) in [("WHATSAT a 10 5", 10.0, 5), ("WHATSAT a 50 20", 50.0, 20), ("WHATSAT a 0.5 1", 0.5, 1)] {
+        for (line, radius, bound) in
+            [("WHATSAT a 10 5", 10.0, 5), ("WHATSAT a 50 20", 50.0, 20), ("WHATSAT a 0.5 1", 0.5, 1)]
+        {
             match Request::parse(line.as_bytes()) {
                 Request::Whatsat(w) => assert_eq!((w.radius_km, w.bound), (radius, bound), "{line}"),
                 other => panic!("{line}: {other:?}"),

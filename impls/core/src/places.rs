@@ -86,7 +86,8 @@ pub fn decode_response(input: &[u8]) -> Result<Decoded, UpstreamError> {
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            content_length = Some(value.parse::<usize>().map_err(|_| UpstreamError::Http("bad Content-Length".into()))?);
+            content_length =
+                Some(value.parse::<usize>().map_err(|_| UpstreamError::Http("bad Content-Length".into()))?);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().contains("chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -232,7 +233,8 @@ mod tests {
 
     #[test]
     fn chunked_response_with_trailer() {
-        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\nX-T: 1\r\n\r\n";
+        let wire =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\nX-T: 1\r\n\r\n";
         for cut in 0..wire.len() {
             assert_eq!(decode_response(&wire[..cut]).expect("no error"), Decoded::Partial, "cut at {cut}");
         }

@@ -124,7 +124,8 @@ impl Herd {
 
     fn shard(&self, client: &str) -> &Mutex<LocationStore> {
         // FNV-1a: cheap and good enough to spread client ids.
-        let hash = client.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash =
+            client.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         &self.shards[(hash % SHARDS as u64) as usize]
     }
 
@@ -272,8 +273,12 @@ mod tests {
     #[test]
     fn iamat_replies_and_floods_to_every_neighbour() {
         let h = herd("Alford", &["Hamilton", "Welsh"]);
-        let out = h.handle(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450", &mut Link::default(), now());
-        assert_eq!(bytes(&out), b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450\n");
+        let out =
+            h.handle(b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450", &mut Link::default(), now());
+        assert_eq!(
+            bytes(&out),
+            b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450\n"
+        );
         let flood = out.flood.as_ref().expect("stored, so flooded");
         assert_eq!(flood.to, vec![0, 1]);
         assert_eq!(&flood.line[..], bytes(&out));

@@ -27,7 +27,11 @@ pub struct LocationStore {
 
 impl LocationStore {
     pub fn new(ttl_secs: u64) -> Self {
-        Self { entries: HashMap::new(), ttl: Delta::from_nanos(i128::from(ttl_secs) * 1_000_000_000), sweep_at_len: 1024 }
+        Self {
+            entries: HashMap::new(),
+            ttl: Delta::from_nanos(i128::from(ttl_secs) * 1_000_000_000),
+            sweep_at_len: 1024,
+        }
     }
 
     /// Stores `record` if its client time is newer than what is held (or what is held expired).

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use herd_blocking::{FloodLinks, PlacesClient, wait};
-use herd_core::{Frame, LineFramer, Link, ReplyOrder, Reply, ServeOptions, Service, ServerStats, Timestamp};
+use herd_core::{Frame, LineFramer, Link, Reply, ReplyOrder, ServeOptions, ServerStats, Service, Timestamp};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -81,7 +81,12 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
 }
 
 /// The reader: accept, read what is ready, frame, queue one job per line.
-fn read_loop<S: Service>(mut listener: TcpListener, service: &S, jobs: &Sender<Job>, max_line: usize) -> io::Result<()> {
+fn read_loop<S: Service>(
+    mut listener: TcpListener,
+    service: &S,
+    jobs: &Sender<Job>,
+    max_line: usize,
+) -> io::Result<()> {
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut events = Events::with_capacity(1024);

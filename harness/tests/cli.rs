@@ -1,0 +1,85 @@
+//! The harness as a user meets it: a short `harness run` end to end, its result file checked
+//! against the committed JSON Schema, and the CLI's answers to bad arguments.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().expect("harness runs")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("herdbench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn schema() -> jsonschema::Validator {
+    let text = include_str!("../../results/schema/result.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(text).expect("schema is JSON");
+    jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+fn run_and_validate(extra: &[&str], name: &str) -> serde_json::Value {
+    let out_path = temp_dir(name).join("result.json");
+    let out = out_path.to_str().expect("utf8 path");
+    let mut args = vec!["run", "--impl", "threadpool", "--duration", "1s", "--warmup", "500ms", "--output", out];
+    args.extend_from_slice(extra);
+    let output = harness(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "harness run failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().last(), Some(out), "the last line printed is the result file's path");
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).expect("result written")).expect("JSON");
+    let errors: Vec<String> = schema().iter_errors(&result).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "result does not match the schema: {errors:#?}");
+    let _ = std::fs::remove_dir_all(out_path.parent().expect("dir"));
+    result
+}
+
+#[test]
+fn a_short_herd_run_writes_a_valid_result_with_no_errors() {
+    let r = run_and_validate(&["--load", "500", "--connections", "8"], "herd");
+    let summary = &r["summary"];
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(summary["offered_rps"], 500.0);
+    let achieved = summary["achieved_rps"].as_f64().expect("number");
+    assert!(achieved > 400.0, "achieved {achieved}/s of 500/s offered");
+    assert!(r["commands"]["iamat"]["count"].as_u64().expect("count") > 0);
+    let servers = r["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 5);
+    for s in servers {
+        assert_eq!(s["resources"]["exit"], "exited 0", "graceful stop: {s}");
+        assert!(s["counters"]["counters"]["iamat"].as_u64().expect("counted") > 0);
+        assert!(s["resources"]["cpu_user_s"].as_f64().expect("cpu") > 0.0);
+    }
+    assert!(r["propagation_us"]["count"].as_u64().expect("floods measured") > 0);
+    assert_eq!(r["schema_version"], 1);
+}
+
+#[test]
+fn a_closed_loop_echo_run_reports_null_offered_rate() {
+    let r = run_and_validate(&["--mode", "echo", "--load", "max", "--connections", "4"], "echo");
+    assert_eq!(r["summary"]["offered_rps"], serde_json::Value::Null);
+    assert_eq!(r["summary"]["errors"], 0);
+    assert!(r["commands"]["echo"]["count"].as_u64().expect("count") > 100);
+    assert_eq!(r["servers"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn bad_arguments_say_what_to_type_instead() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--load", "tenk"], "10k"),
+        (&["--impl", "nope", "--duration", "1s"], "threadpool"),
+        (&["--workload", "nope", "--duration", "1s"], "herd-mixed"),
+        (&["--duration", "ten"], "10s"),
+        (&["load", "--addr", "10.1.2.3:80", "--duration", "1s"], "loopback"),
+        (&["serve", "--impl", "threadpool", "--peer", "Ball"], "NAME=ADDR"),
+    ];
+    for (args, hint) in cases {
+        let out = harness(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(hint), "{args:?}: error should mention `{hint}`:\n{stderr}");
+    }
+}
