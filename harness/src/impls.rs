@@ -28,7 +28,11 @@ pub struct ImplMeta {
     pub modes: Vec<String>,
 }
 
-const METADATA: &[&str] = &[include_str!("../../impls/threadpool/impl.toml")];
+const METADATA: &[&str] = &[
+    include_str!("../../impls/threadpool/impl.toml"),
+    include_str!("../../impls/thread-per-request/impl.toml"),
+    include_str!("../../impls/two-stage/impl.toml"),
+];
 
 /// Every implementation's metadata, in the order reports list them.
 pub fn all() -> Result<Vec<ImplMeta>> {
@@ -58,6 +62,10 @@ pub fn serve(name: &str, listener: TcpListener, service: AnyService, options: &S
     match (name, service) {
         ("threadpool", AnyService::Herd(s)) => herd_threadpool::serve(listener, s, options),
         ("threadpool", AnyService::Echo(s)) => herd_threadpool::serve(listener, s, options),
+        ("thread-per-request", AnyService::Herd(s)) => herd_thread_per_request::serve(listener, s, options),
+        ("thread-per-request", AnyService::Echo(s)) => herd_thread_per_request::serve(listener, s, options),
+        ("two-stage", AnyService::Herd(s)) => herd_two_stage::serve(listener, s, options),
+        ("two-stage", AnyService::Echo(s)) => herd_two_stage::serve(listener, s, options),
         (other, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no implementation named `{other}`"))),
     }
 }

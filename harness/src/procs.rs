@@ -45,12 +45,14 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
 }
 
 impl Children {
-    /// Starts `cmd` as child `name`, killed by the kernel if the harness dies, on `cpus` if given.
+    /// Starts `cmd` as child `name`, on `cpus` if given. The child is killed by the kernel if the
+    /// harness dies, and sits in its own process group so a Ctrl-C reaches only the harness, which
+    /// then stops it in order.
     pub fn spawn(&mut self, name: &str, mut cmd: Command, cpus: Option<Vec<usize>>) -> Result<i32> {
-        // SAFETY: the closure only makes async-signal-safe syscalls (prctl, sched_setaffinity).
+        // SAFETY: the closure only makes async-signal-safe syscalls (prctl, setpgid, sched_setaffinity).
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::setpgid(0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 if let Some(cpus) = &cpus {

@@ -8,7 +8,7 @@
 //! ```
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// I/O threads, for styles that separate them from workers.
     #[arg(long)]
     pub io_threads: Option<usize>,
+    /// Stack size in KiB for request threads or coroutines, in styles that choose it.
+    #[arg(long)]
+    pub stack_kib: Option<usize>,
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
@@ -103,9 +106,8 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         let latency = args.places_latency.clone().unwrap_or_else(|| workload.places_latency.clone());
         let mut cmd = Command::new(&exe);
         cmd.args(["places", "--listen", &addr.to_string(), "--latency", &latency]);
-        cmd.stdout(std::process::Stdio::null());
-        children.spawn("places", cmd, server_cpus.clone())?;
-        wait_accepting(&children, "places", addr, &stop)?;
+        children.spawn("places", with_output_to(cmd, &logs, "places")?, server_cpus.clone())?;
+        wait_accepting(&children, "places", addr, &stop, &logs)?;
         Some(addr)
     } else {
         None
@@ -132,15 +134,18 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         if let Some(t) = args.io_threads {
             cmd.args(["--io-threads", &t.to_string()]);
         }
+        if let Some(k) = args.stack_kib {
+            cmd.args(["--stack-kib", &k.to_string()]);
+        }
         if args.log_io {
             cmd.arg("--log-io");
         }
         cmd.arg("--log").arg(logs.join(format!("{name}.log")));
         cmd.arg("--stats").arg(logs.join(format!("{name}.stats.json")));
-        children.spawn(name, cmd, server_cpus.clone())?;
+        children.spawn(name, with_output_to(cmd, &logs, name)?, server_cpus.clone())?;
     }
     for (name, addr) in names.iter().zip(&addrs) {
-        wait_accepting(&children, name, *addr, &stop)?;
+        wait_accepting(&children, name, *addr, &stop, &logs)?;
     }
     children.start_sampling();
 
@@ -240,8 +245,16 @@ fn free_port() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// Sends a child's stdout and stderr to `<logs>/<name>.out`, keeping the run's own output readable.
+fn with_output_to(mut cmd: Command, logs: &Path, name: &str) -> Result<Command> {
+    let path = logs.join(format!("{name}.out"));
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    cmd.stdout(file.try_clone()?).stderr(file);
+    Ok(cmd)
+}
+
 /// Waits until `addr` accepts a connection (10 s at most), failing early if the child died.
-fn wait_accepting(children: &Children, name: &str, addr: SocketAddr, stop: &AtomicBool) -> Result<()> {
+fn wait_accepting(children: &Children, name: &str, addr: SocketAddr, stop: &AtomicBool, logs: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -251,7 +264,8 @@ fn wait_accepting(children: &Children, name: &str, addr: SocketAddr, stop: &Atom
             bail!("interrupted while starting {name}");
         }
         if !children.is_running(name) {
-            bail!("{name} exited during start-up (see its message above)");
+            let said = std::fs::read_to_string(logs.join(format!("{name}.out"))).unwrap_or_default();
+            bail!("{name} exited during start-up: {}", said.trim());
         }
         if Instant::now() >= deadline {
             bail!("{name} did not accept connections on {addr} within 10 s");

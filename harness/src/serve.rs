@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// I/O threads, for styles that separate them from workers.
     #[arg(long)]
     pub io_threads: Option<usize>,
+    /// Stack size in KiB for request threads or coroutines, in styles that choose it.
+    #[arg(long)]
+    pub stack_kib: Option<usize>,
     /// Event log file (one JSON object a line).
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -103,6 +106,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         places: args.places,
         threads: args.threads,
         io_threads: args.io_threads,
+        stack_kib: args.stack_kib,
         max_line: args.max_line,
         upstream_timeout: args.upstream_timeout,
         ..ServeOptions::default()

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use herd_core::places::{Decoded, decode_response};
 use herd_core::{HttpResponse, PlacesQuery, UpstreamError};
 
+const READ_CHUNK: usize = 16 * 1024;
+
 /// One thread's connection to the places backend. Not shared: each worker thread owns one, so a
 /// request never waits for another thread's request on the same socket.
 #[derive(Debug)]
@@ -56,20 +58,24 @@ impl PlacesClient {
         };
         conn.write_all(request).map_err(Failure::stale)?;
         self.buf.clear();
-        let mut chunk = [0u8; 16 * 1024];
         loop {
             conn.set_read_timeout(Some(remaining(deadline)?)).map_err(Failure::io)?;
-            let n = match conn.read(&mut chunk) {
+            // Read straight into the buffer's tail: no large array on the stack, since the
+            // thread-per-request style runs this on deliberately small stacks.
+            let filled = self.buf.len();
+            self.buf.resize(filled + READ_CHUNK, 0);
+            let read = conn.read(&mut self.buf[filled..]);
+            self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
+            match read {
                 Ok(0) if self.buf.is_empty() => return Err(Failure::Stale),
                 Ok(0) => return Err(Failure::Fatal(UpstreamError::Http("connection closed mid-response".into()))),
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Err(Failure::Fatal(UpstreamError::Timeout));
                 }
                 Err(e) if self.buf.is_empty() => return Err(Failure::stale(e)),
                 Err(e) => return Err(Failure::io(e)),
-            };
-            self.buf.extend_from_slice(&chunk[..n]);
+            }
             if let Decoded::Complete(resp) = decode_response(&self.buf).map_err(Failure::Fatal)? {
                 return Ok(resp);
             }

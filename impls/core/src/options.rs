@@ -17,6 +17,9 @@ pub struct ServeOptions {
     pub threads: Option<usize>,
     /// I/O threads for styles that separate them from workers (`--io-threads`).
     pub io_threads: Option<usize>,
+    /// Stack size in KiB for the threads or coroutines that run requests (`--stack-kib`), in styles
+    /// that choose it; `None` picks the style's documented default.
+    pub stack_kib: Option<usize>,
     pub max_line: usize,
     /// Give up on one places request after this long.
     pub upstream_timeout: Duration,
@@ -32,6 +35,7 @@ impl Default for ServeOptions {
             places: None,
             threads: None,
             io_threads: None,
+            stack_kib: None,
             max_line: crate::DEFAULT_MAX_LINE,
             upstream_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(5),

@@ -1,7 +1,7 @@
 //! Server-side counters, shared by every thread of a server and read once at shutdown.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
@@ -26,8 +26,8 @@ pub struct ServerStats {
     pub upstream_ok: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub connections: AtomicU64,
-    /// Style-specific gauges (queue depths, time queued), by name.
-    pub extra: Mutex<Vec<(String, u64)>>,
+    /// Style-specific gauges (queue depths, time queued), by name, read live at snapshot time.
+    extra: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     /// Flood propagation delay in µs: receive time − (client time + delta) of each stored AT.
     propagation_us: Mutex<Histogram<u64>>,
 }
@@ -90,14 +90,15 @@ impl ServerStats {
         }
     }
 
-    /// Sets a style-specific gauge.
-    pub fn set_extra(&self, name: &str, value: u64) {
-        if let Ok(mut extra) = self.extra.lock() {
-            match extra.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = value,
-                None => extra.push((name.to_owned(), value)),
-            }
+    /// A style-specific gauge, created on first use; the style updates it, the snapshot reads it.
+    pub fn gauge(&self, name: &str) -> Arc<AtomicU64> {
+        let mut extra = self.extra.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, g)) = extra.iter().find(|(n, _)| n == name) {
+            return Arc::clone(g);
         }
+        let g = Arc::new(AtomicU64::new(0));
+        extra.push((name.to_owned(), Arc::clone(&g)));
+        g
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -118,7 +119,11 @@ impl ServerStats {
                 ("upstream_errors", c(&self.upstream_errors)),
                 ("connections", c(&self.connections)),
             ],
-            extra: self.extra.lock().map(|e| e.clone()).unwrap_or_default(),
+            extra: self
+                .extra
+                .lock()
+                .map(|e| e.iter().map(|(n, g)| (n.clone(), g.load(Relaxed))).collect())
+                .unwrap_or_default(),
             propagation_us: self.propagation_us.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram()),
         }
     }

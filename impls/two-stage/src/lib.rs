@@ -1,0 +1,435 @@
+//! Two-stage (SEDA) style: an I/O stage that answers what it can at once, and a worker stage for
+//! what has to block, joined by bounded queues.
+//!
+//! ```text
+//!            stage 1: I/O (--io-threads event loops)                stage 2: workers (--threads)
+//! clients ─► read ─► frame ─► Service::handle ─┬─ IAMAT, AT, ? ─► reply now
+//!                                              └─ WHATSAT ──► [bounded queue] ──► places fetch (blocks)
+//!    ◄──────────────── ReplyOrder ◄── write ◄── [completion queue + waker] ◄──────── Service::complete
+//! ```
+//!
+//! Stage 1 owns every socket: only it reads and writes, never blocking. Stage 2 owns only the
+//! upstream calls. When the stage-2 queue is full, stage 1 parks the WHATSAT on its connection and
+//! stops reading *that* connection (back-pressure) until a slot frees; other connections keep being
+//! served, so cheap commands are not stuck behind slow ones — the point of splitting the stages.
+//! Memory stays bounded: one parked request per connection, a bounded queue, a capped output buffer.
+//!
+//! The counters (`extra` in the result file) show where requests waited: stage-2 queue depth
+//! (max and at the end), time queued before a worker took a request, time a finished reply waited
+//! for stage 1 to write it, and how often back-pressure parked a connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use herd_blocking::{FloodLinks, PlacesClient};
+use herd_core::{
+    Frame, LineFramer, Link, PlacesLookup, Reply, ReplyOrder, ServeOptions, ServerStats, Service, Timestamp,
+    UpstreamError,
+};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// Stage-2 workers when `--threads` is not given: sized for blocking upstream calls, as in the
+/// threadpool style (see its README), so the two compare on structure, not pool size.
+pub const DEFAULT_WORKERS: usize = 64;
+/// Stage-1 event loops when `--io-threads` is not given. One loop parses far faster than the
+/// upstream answers; more loops only pay off at echo-like rates.
+pub const DEFAULT_IO_THREADS: usize = 1;
+/// Capacity of the queue into stage 2.
+pub const STAGE2_QUEUE: usize = 1024;
+/// Replies buffered for a client that does not read before it is disconnected.
+pub const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// A WHATSAT on its way to stage 2.
+struct Job {
+    io: usize,
+    conn: Token,
+    seq: u64,
+    lookup: PlacesLookup,
+    queued: Instant,
+}
+
+/// A finished stage-2 reply on its way back to stage 1.
+struct Done {
+    conn: Token,
+    seq: u64,
+    reply: Vec<u8>,
+    finished: Instant,
+}
+
+/// Where requests waited, as gauges in the server's counters.
+struct Gauges {
+    depth_max: Arc<AtomicU64>,
+    depth_end: Arc<AtomicU64>,
+    queued_us_total: Arc<AtomicU64>,
+    queued_us_max: Arc<AtomicU64>,
+    return_us_total: Arc<AtomicU64>,
+    return_us_max: Arc<AtomicU64>,
+    jobs: Arc<AtomicU64>,
+    parked: Arc<AtomicU64>,
+    overflow_closes: Arc<AtomicU64>,
+}
+
+impl Gauges {
+    fn new(stats: &ServerStats) -> Self {
+        Self {
+            depth_max: stats.gauge("stage2_queue_depth_max"),
+            depth_end: stats.gauge("stage2_queue_depth_end"),
+            queued_us_total: stats.gauge("stage2_queued_us_total"),
+            queued_us_max: stats.gauge("stage2_queued_us_max"),
+            return_us_total: stats.gauge("stage1_return_queued_us_total"),
+            return_us_max: stats.gauge("stage1_return_queued_us_max"),
+            jobs: stats.gauge("stage2_jobs"),
+            parked: stats.gauge("stage1_backpressure_parks"),
+            overflow_closes: stats.gauge("stage1_output_overflow_closes"),
+        }
+    }
+}
+
+/// Serves `service` on `listener` until the process exits.
+pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let links = FloodLinks::spawn(&options.name, &options.neighbours, Arc::clone(&service));
+    let gauges = Arc::new(Gauges::new(service.stats()));
+    let (to_stage2, stage2) = crossbeam_channel::bounded::<Job>(STAGE2_QUEUE);
+    let io_threads = options.io_threads.unwrap_or(DEFAULT_IO_THREADS).max(1);
+
+    // Stage 1's loops, each with its completion channel and waker, so stage 2 can hand replies back.
+    let mut loops = Vec::new();
+    let mut returns = Vec::new();
+    for _ in 0..io_threads {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded::<Done>();
+        returns.push((tx, waker));
+        loops.push((poll, rx));
+    }
+    let returns = Arc::new(returns);
+
+    for i in 0..options.threads.unwrap_or(DEFAULT_WORKERS).max(1) {
+        let (service, stage2, returns, gauges) =
+            (Arc::clone(&service), stage2.clone(), Arc::clone(&returns), Arc::clone(&gauges));
+        let upstream = options.places.map(|addr| PlacesClient::new(addr, options.upstream_timeout));
+        thread::Builder::new()
+            .name(format!("stage2-{i}"))
+            .stack_size(256 * 1024)
+            .spawn(move || stage2_worker(&*service, &stage2, &returns, upstream, &gauges))?;
+    }
+
+    let mut handles = Vec::new();
+    for (i, (poll, done)) in loops.into_iter().enumerate() {
+        let stage1 = Stage1 {
+            index: i,
+            poll,
+            listener: TcpListener::from_std(listener.try_clone()?),
+            conns: HashMap::new(),
+            parked: VecDeque::new(),
+            next_token: 0,
+            done,
+            to_stage2: to_stage2.clone(),
+            stage2_len: stage2.clone(),
+            service: Arc::clone(&service),
+            links: links.clone(),
+            gauges: Arc::clone(&gauges),
+            max_line: options.max_line,
+        };
+        handles.push(thread::Builder::new().name(format!("stage1-{i}")).spawn(move || stage1.run())?);
+    }
+    for h in handles {
+        h.join().map_err(|_| io::Error::other("a stage-1 loop panicked"))??;
+    }
+    Ok(())
+}
+
+/// Stage 2: take a WHATSAT, block on the upstream, hand the reply back to its loop.
+fn stage2_worker<S: Service>(
+    service: &S,
+    jobs: &Receiver<Job>,
+    returns: &[(Sender<Done>, Arc<Waker>)],
+    mut upstream: Option<PlacesClient>,
+    gauges: &Gauges,
+) {
+    for job in jobs {
+        let waited = job.queued.elapsed().as_micros() as u64;
+        gauges.queued_us_total.fetch_add(waited, Relaxed);
+        gauges.queued_us_max.fetch_max(waited, Relaxed);
+        gauges.depth_end.store(jobs.len() as u64, Relaxed);
+        let result = match &mut upstream {
+            Some(client) => client.fetch(&job.lookup.query),
+            None => Err(UpstreamError::Unreachable("no places backend configured".into())),
+        };
+        let reply = service.complete(job.lookup, result);
+        let (tx, waker) = &returns[job.io];
+        if tx.send(Done { conn: job.conn, seq: job.seq, reply, finished: Instant::now() }).is_ok() {
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// One connection as stage 1 holds it.
+struct Conn {
+    stream: TcpStream,
+    framer: LineFramer,
+    link: Link,
+    order: ReplyOrder,
+    out: Vec<u8>,
+    /// A WHATSAT stage 2 had no room for; while set, this connection is not read.
+    parked: Option<(u64, PlacesLookup)>,
+    /// The client closed its side; the connection ends once nothing is owed.
+    read_closed: bool,
+}
+
+/// One stage-1 event loop.
+struct Stage1<S> {
+    index: usize,
+    poll: Poll,
+    listener: TcpListener,
+    conns: HashMap<Token, Conn>,
+    parked: VecDeque<Token>,
+    next_token: usize,
+    done: Receiver<Done>,
+    to_stage2: Sender<Job>,
+    stage2_len: Receiver<Job>,
+    service: Arc<S>,
+    links: FloodLinks,
+    gauges: Arc<Gauges>,
+    max_line: usize,
+}
+
+impl<S: Service> Stage1<S> {
+    fn run(mut self) -> io::Result<()> {
+        self.poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            // While connections are parked, look again soon even if nothing else happens.
+            let timeout = (!self.parked.is_empty()).then(|| Duration::from_millis(1));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.serve_input(token);
+                        }
+                    }
+                }
+            }
+            self.take_completions();
+            self.unpark();
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token = (self.next_token + 1) % (usize::MAX - 2);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    ServerStats::bump(&self.service.stats().connections);
+                    let conn = Conn {
+                        stream,
+                        framer: LineFramer::new(self.max_line),
+                        link: Link::default(),
+                        order: ReplyOrder::new(),
+                        out: Vec::new(),
+                        parked: None,
+                        read_closed: false,
+                    };
+                    self.conns.insert(token, conn);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.service.log().error("accept", &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles every buffered line, then reads more, until the socket is drained or the connection
+    /// is parked. Fast commands are answered here; WHATSAT goes to stage 2.
+    fn serve_input(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let mut keep = true;
+        'input: loop {
+            if conn.parked.is_some() {
+                break;
+            }
+            let now = Timestamp::from_system_time(SystemTime::now());
+            while let Some(frame) = conn.framer.next_frame() {
+                let seq = conn.order.admit();
+                let line = match frame {
+                    Frame::Line(line) => line,
+                    Frame::Oversized(quote) => {
+                        let reply = self.service.oversized(quote);
+                        conn.out.extend_from_slice(&conn.order.complete(seq, reply));
+                        conn.read_closed = true;
+                        break 'input;
+                    }
+                };
+                let outcome = self.service.handle(line, &mut conn.link, now);
+                if let Some(flood) = &outcome.flood {
+                    self.links.send(flood, self.service.stats());
+                }
+                let ready = match outcome.reply {
+                    Reply::Bytes(bytes) => conn.order.complete(seq, bytes),
+                    Reply::Nothing => conn.order.complete(seq, Vec::new()),
+                    Reply::Places(lookup) => {
+                        if let Some(parked) =
+                            offer(&self.to_stage2, &self.gauges, &self.stage2_len, self.index, token, seq, lookup)
+                        {
+                            conn.parked = Some(parked);
+                            self.parked.push_back(token);
+                            self.gauges.parked.fetch_add(1, Relaxed);
+                            break 'input;
+                        }
+                        continue;
+                    }
+                };
+                conn.out.extend_from_slice(&ready);
+            }
+            if conn.read_closed {
+                break;
+            }
+            match conn.stream.read(conn.framer.read_buf()) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    break;
+                }
+                Ok(n) => conn.framer.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    keep = false;
+                    break;
+                }
+            }
+        }
+        if keep {
+            self.flush(token);
+        } else {
+            self.close(token);
+        }
+    }
+
+    /// Writes what the connection owes; closes it when it is done or misbehaving.
+    fn flush(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let mut written = 0;
+        let mut failed = false;
+        while written < conn.out.len() {
+            match conn.stream.write(&conn.out[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        conn.out.drain(..written);
+        if conn.out.len() > MAX_PENDING_OUTPUT {
+            self.gauges.overflow_closes.fetch_add(1, Relaxed);
+            self.service.log().error("write", "client is not reading its replies; closing");
+            failed = true;
+        }
+        let finished = conn.read_closed && conn.out.is_empty() && conn.order.in_flight() == 0 && conn.parked.is_none();
+        if failed || finished {
+            self.close(token);
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    /// Replies from stage 2, released in request order.
+    fn take_completions(&mut self) {
+        let mut touched = Vec::new();
+        while let Ok(done) = self.done.try_recv() {
+            let waited = done.finished.elapsed().as_micros() as u64;
+            self.gauges.return_us_total.fetch_add(waited, Relaxed);
+            self.gauges.return_us_max.fetch_max(waited, Relaxed);
+            if let Some(conn) = self.conns.get_mut(&done.conn) {
+                let ready = conn.order.complete(done.seq, done.reply);
+                conn.out.extend_from_slice(&ready);
+                touched.push(done.conn);
+            }
+        }
+        for token in touched {
+            self.flush(token);
+        }
+    }
+
+    /// Offers parked WHATSATs to stage 2 again; a connection whose request got in is read again.
+    fn unpark(&mut self) {
+        for _ in 0..self.parked.len() {
+            let Some(token) = self.parked.pop_front() else { break };
+            let Some(conn) = self.conns.get_mut(&token) else { continue };
+            let Some((seq, lookup)) = conn.parked.take() else { continue };
+            match offer(&self.to_stage2, &self.gauges, &self.stage2_len, self.index, token, seq, lookup) {
+                Some(still) => {
+                    conn.parked = Some(still);
+                    self.parked.push_back(token);
+                }
+                None => self.serve_input(token),
+            }
+        }
+    }
+}
+
+/// Queues a WHATSAT for stage 2, or gives it back when the queue is full.
+fn offer(
+    to_stage2: &Sender<Job>,
+    gauges: &Gauges,
+    queue: &Receiver<Job>,
+    io: usize,
+    conn: Token,
+    seq: u64,
+    lookup: PlacesLookup,
+) -> Option<(u64, PlacesLookup)> {
+    match to_stage2.try_send(Job { io, conn, seq, lookup, queued: Instant::now() }) {
+        Ok(()) => {
+            gauges.jobs.fetch_add(1, Relaxed);
+            let depth = queue.len() as u64;
+            gauges.depth_max.fetch_max(depth, Relaxed);
+            gauges.depth_end.store(depth, Relaxed);
+            None
+        }
+        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some((job.seq, job.lookup)),
+    }
+}
