@@ -42,6 +42,10 @@ pub struct Workload {
     /// Echo mode: bytes per message, newline included.
     #[serde(default = "default_message")]
     pub message_bytes: usize,
+    /// Requests sent on a connection before the generator closes it and opens a new one
+    /// (connection churn); 0 keeps connections open for the whole run.
+    #[serde(default)]
+    pub requests_per_connection: u32,
     /// Connections opened by the generator when `--connections` is not given.
     #[serde(default = "default_connections")]
     pub connections: usize,
@@ -155,7 +159,7 @@ mod tests {
     #[test]
     fn every_committed_workload_loads() {
         let names = available();
-        for required in ["herd-mixed", "herd-update", "herd-query", "echo"] {
+        for required in ["herd-mixed", "herd-update", "herd-query", "echo", "churn"] {
             assert!(names.iter().any(|n| n == required), "workloads/{required}.toml is missing");
         }
         for name in names {

@@ -99,6 +99,26 @@ struct Conn {
     pending: VecDeque<Pending>,
     source: RequestSource,
     retry_at: Instant,
+    /// Requests sent on the current connection (for connection churn).
+    sent_here: u32,
+}
+
+impl Conn {
+    fn new(stream: Option<TcpStream>, target: usize, source: RequestSource, retry_at: Instant) -> Self {
+        Self {
+            stream,
+            target,
+            out: Vec::with_capacity(4096),
+            out_pos: 0,
+            inbuf: vec![0; 16 * 1024],
+            in_start: 0,
+            in_end: 0,
+            pending: VecDeque::new(),
+            source,
+            retry_at,
+            sent_here: 0,
+        }
+    }
 }
 
 struct Generator<'a> {
@@ -136,18 +156,12 @@ impl<'a> Generator<'a> {
             let mut stream =
                 connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
             poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-            conns.push(Conn {
-                stream: Some(stream),
+            conns.push(Conn::new(
+                Some(stream),
                 target,
-                out: Vec::with_capacity(4096),
-                out_pos: 0,
-                inbuf: vec![0; 16 * 1024],
-                in_start: 0,
-                in_end: 0,
-                pending: VecDeque::new(),
-                source: RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number)),
-                retry_at: plan.start,
-            });
+                RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number)),
+                plan.start,
+            ));
         }
         let seconds = (plan.end - plan.measure_start).as_secs_f64().ceil() as usize;
         let second_histogram = Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds");
@@ -198,7 +212,7 @@ impl<'a> Generator<'a> {
                 let mut sent_any = false;
                 while schedule.peek() <= now && schedule.peek() < end {
                     let intended = schedule.advance();
-                    if let Some(c) = self.next_conn() {
+                    if let Some(c) = self.next_conn().or_else(|| self.add_churn_conn(now)) {
                         self.send(c, intended);
                         sent_any = true;
                     } else {
@@ -248,21 +262,62 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// The next connected connection, round-robin.
+    /// The next connection that can take a request, round-robin: connected, and under its
+    /// request allowance when connections churn.
     fn next_conn(&mut self) -> Option<usize> {
         let n = self.conns.len();
+        let cap = self.plan.workload.requests_per_connection;
         for _ in 0..n {
             let c = self.cursor;
             self.cursor = (self.cursor + 1) % n;
-            if self.conns[c].stream.is_some() {
+            let conn = &self.conns[c];
+            if conn.stream.is_some() && (cap == 0 || conn.sent_here < cap) {
                 return Some(c);
             }
         }
         None
     }
 
+    /// Connection churn in an open loop: when every connection is busy, arrivals do not wait for
+    /// one (that would be coordinated omission); a new connection is opened, up to 16× the plan.
+    fn add_churn_conn(&mut self, now: Instant) -> Option<usize> {
+        let plan = self.plan;
+        if plan.workload.requests_per_connection == 0 || self.conns.len() >= plan.conns.len() * 16 {
+            return None;
+        }
+        let c = self.conns.len();
+        let target = c % plan.targets.len();
+        let stream_number = (plan.index as u64) << 32 | c as u64;
+        let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed ^ 0xC0FFEE, stream_number));
+        self.conns.push(Conn::new(None, target, source, now));
+        self.reconnect(c, now);
+        self.conns[c].stream.is_some().then_some(c)
+    }
+
+    /// Connection churn: a connection that has had all its requests answered is closed and
+    /// replaced by a new one (a graceful close, not an error). True if it was.
+    fn recycle_if_spent(&mut self, c: usize, now: Instant) -> bool {
+        let cap = self.plan.workload.requests_per_connection;
+        let conn = &mut self.conns[c];
+        if cap == 0 || conn.sent_here < cap || !conn.pending.is_empty() {
+            return false;
+        }
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        conn.in_start = 0;
+        conn.in_end = 0;
+        conn.out.clear();
+        conn.out_pos = 0;
+        if now < self.plan.end {
+            self.reconnect(c, now);
+        }
+        true
+    }
+
     fn send(&mut self, c: usize, intended: Instant) {
         let conn = &mut self.conns[c];
+        conn.sent_here += 1;
         let wall = Timestamp::from_system_time(SystemTime::now());
         let (kind, expect) = conn.source.write_next(&mut conn.out, wall);
         conn.pending.push_back(Pending { kind, expect, intended });
@@ -338,7 +393,9 @@ impl<'a> Generator<'a> {
                 Ok(()) => self.record(p.kind, p.intended, now),
                 Err(f) => self.fail(f, p.intended, now),
             }
-            if closed_loop && now < end {
+            // A recycled connection was refilled by `reconnect` in a closed loop.
+            let recycled = self.recycle_if_spent(c, now);
+            if closed_loop && !recycled && now < end && self.conns[c].stream.is_some() {
                 self.send(c, now);
                 self.flush(c);
             }
@@ -403,6 +460,7 @@ impl<'a> Generator<'a> {
             return;
         }
         conn.stream = Some(stream);
+        conn.sent_here = 0;
         if self.plan.rate.is_none() {
             for _ in 0..self.plan.pipeline {
                 self.send(c, now);
