@@ -56,13 +56,8 @@ struct Proc {
 
 impl Proc {
     fn spawn(label: &str, addr: SocketAddr, args: Vec<String>, dir: &Path) -> Result<Self, String> {
-        let mut proc = Self {
-            label: label.to_owned(),
-            addr,
-            args,
-            stderr: dir.join(format!("{label}.stderr")),
-            child: None,
-        };
+        let mut proc =
+            Self { label: label.to_owned(), addr, args, stderr: dir.join(format!("{label}.stderr")), child: None };
         proc.launch()?;
         Ok(proc)
     }
@@ -273,4 +268,3 @@ impl Drop for Herd {
         }
     }
 }
-

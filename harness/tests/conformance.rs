@@ -1,0 +1,71 @@
+//! Black-box conformance suite for the proxy herd, over TCP, runnable against any style by name.
+//!
+//! Every case starts its own herd from the real binary: a places backend (`harness places`) and the
+//! five servers of the default topology (`harness serve --impl <style> … --mode herd`), each on a
+//! free loopback port, all killed when the case ends (also when it fails). A test client then
+//! speaks the protocol of DESIGN.md to them with blocking sockets and checks every byte that comes
+//! back: AT replies and their deltas, `?` for every invalid form, newest-wins, flooding within
+//! 0.5 s, WHATSAT framing and JSON, pipelining, split lines, 100 concurrent clients, a server killed
+//! and restarted, oversized lines, vanishing clients and a dead or faulty places backend.
+//!
+//! Run it for one style (test names are `<style>::<case>`):
+//!
+//! ```text
+//! cargo test -p harness --test conformance threadpool
+//! cargo test -p harness --test conformance threadpool::flooding   # one case
+//! ```
+//!
+//! A new style adds itself with one line at the bottom of this file, naming the module and the
+//! `--impl` name, once `harness serve --impl <name>` knows it:
+//!
+//! ```text
+//! conformance!(future_tokio, "future-tokio");
+//! ```
+//!
+//! # Layout
+//! - `conformance/herd.rs`: the fixture, [`herd::Herd`]: start, kill and restart child processes.
+//! - `conformance/client.rs`: [`client::Client`], a blocking line client with 2 s read timeouts, and
+//!   the reply shapes ([`client::AtLine`], [`client::WhatsatReply`]).
+//! - `conformance/cases.rs`: the cases, each `fn(style: &str)`.
+
+#[path = "conformance/cases.rs"]
+mod cases;
+#[path = "conformance/client.rs"]
+mod client;
+#[path = "conformance/herd.rs"]
+mod herd;
+
+/// `conformance!(module, "style")`: a module of `#[test]`s, one per case, against `style`.
+macro_rules! conformance {
+    ($module:ident, $style:literal) => {
+        conformance!(@cases $module, $style,
+            sample_exchange,
+            white_space_is_flexible,
+            invalid_forms,
+            older_update_ignored,
+            flooding_reaches_every_server,
+            whatsat_json,
+            pipelined_lines_answered_in_order,
+            pipelined_whatsat_sees_preceding_iamat,
+            split_line_reassembled,
+            concurrent_clients,
+            herd_survives_and_relinks_a_restarted_server,
+            oversized_line_closes_only_its_connection,
+            abrupt_disconnects_are_harmless,
+            dead_upstream_still_framed,
+            failing_upstream_still_framed,
+        );
+    };
+    (@cases $module:ident, $style:literal, $($case:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[test]
+                fn $case() {
+                    crate::cases::$case($style);
+                }
+            )+
+        }
+    };
+}
+
+conformance!(threadpool, "threadpool");

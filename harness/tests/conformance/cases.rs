@@ -1,0 +1,609 @@
+//! The conformance cases, each a function of the style's name that starts its own herd.
+//! `conformance!` in `conformance.rs` turns every one into a `#[test]` per style.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::client::{AtLine, Client, READ_TIMEOUT, WhatsatReply, now_nanos, now_text, time_text};
+use crate::herd::{Herd, SERVERS, Upstream};
+
+/// The DESIGN.md sample.
+const KIWI: &str = "kiwi.cs.ucla.edu";
+const UCLA: &str = "+34.068930-118.445127";
+const SAMPLE_TIME: &str = "1479413884.392014450";
+/// Somewhere else, to tell two updates of one client apart.
+const MIT: &str = "+42.360082-071.058880";
+/// How soon a flood must be visible at every server of a healthy herd.
+const FLOOD_DEADLINE: Duration = Duration::from_millis(500);
+/// Interval between two WHATSAT polls of one server.
+const POLL: Duration = Duration::from_millis(20);
+/// The places backend answers every non-polar query with this many places (harness `places`).
+const BACKEND_RESULTS: usize = 20;
+
+const SECOND: i128 = 1_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Where `at_line` (newline included) became visible through WHATSAT at each of `servers`, as time
+/// since `since`; polls every server every [`POLL`] until all show it or `within` has passed.
+fn visibility(
+    herd: &Herd,
+    servers: &[&str],
+    client: &str,
+    at_line: &str,
+    since: Instant,
+    within: Duration,
+) -> Vec<(String, Option<Duration>)> {
+    let mut pollers: Vec<(String, Client, Option<Duration>)> =
+        servers.iter().map(|s| ((*s).to_owned(), herd.client(s), None)).collect();
+    loop {
+        for (name, client_conn, seen) in pollers.iter_mut().filter(|p| p.2.is_none()) {
+            let reply = client_conn
+                .try_whatsat(client, "10", "1")
+                .unwrap_or_else(|e| panic!("polling {name} with WHATSAT {client}: {e}"));
+            if reply.split_inclusive('\n').next() == Some(at_line) {
+                *seen = Some(since.elapsed());
+            }
+        }
+        if pollers.iter().all(|p| p.2.is_some()) || since.elapsed() >= within {
+            return pollers.into_iter().map(|(name, _, seen)| (name, seen)).collect();
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Panics unless `at_line` is visible at every one of `servers` within `within` of `since`.
+fn assert_visible(herd: &Herd, servers: &[&str], client: &str, at_line: &str, since: Instant, within: Duration) {
+    let seen = visibility(herd, servers, client, at_line, since, within);
+    let late: Vec<_> = seen.iter().filter(|(_, t)| t.is_none_or(|t| t > within)).collect();
+    assert!(late.is_empty(), "{at_line:?} not visible within {within:?} at: {late:?} (all: {seen:?})");
+}
+
+/// Waits until the herd floods: an update at each server is seen at all the others (re-sent newer
+/// while links are still being made at start-up). Only tests about flooding need this.
+fn wait_linked(herd: &Herd) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for origin in SERVERS {
+        let others: Vec<&str> = SERVERS.iter().copied().filter(|s| *s != origin).collect();
+        let client = format!("settle-{origin}");
+        let mut conn = herd.client(origin);
+        loop {
+            let at = conn.iamat(&client, UCLA, &now_text());
+            let seen = visibility(herd, &others, &client, &at, Instant::now(), Duration::from_millis(300));
+            if seen.iter().all(|(_, t)| t.is_some()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the {} herd did not link up within 5 s: {origin}'s update reached {seen:?}",
+                herd.style()
+            );
+        }
+    }
+}
+
+fn whatsat_reply(reply: &str, context: &str) -> WhatsatReply {
+    WhatsatReply::parse(reply).unwrap_or_else(|e| panic!("{context}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The sample exchange
+
+/// `IAMAT` gets `AT <server> <delta> <client> <location> <time>` with a nanosecond signed delta.
+pub fn sample_exchange(style: &str) {
+    let herd = Herd::start(style);
+    let mut alford = herd.client("Alford");
+
+    let sent = now_nanos();
+    let time = time_text(sent);
+    let reply = alford.request(&format!("IAMAT {KIWI} {UCLA} {time}"));
+    let received = now_nanos();
+    let at = AtLine::parse(&reply).expect("the reply to IAMAT is an AT line");
+    assert_eq!(reply, format!("AT Alford {} {KIWI} {UCLA} {time}\n", at.delta), "reply fields and order");
+    let delta = at.delta_nanos().expect("a signed delta with nine decimals");
+    assert!(
+        delta.abs() < 5 * SECOND,
+        "delta {} is far from the real difference (< {} ms)",
+        at.delta,
+        (received - sent) / 1_000_000
+    );
+
+    let reply = alford.request(&format!("IAMAT {KIWI} {UCLA} {SAMPLE_TIME}"));
+    let at = AtLine::parse(&reply).expect("the reply to the DESIGN sample is an AT line");
+    assert_eq!(
+        reply,
+        format!("AT Alford {} {KIWI} {UCLA} {SAMPLE_TIME}\n", at.delta),
+        "the time text is echoed exactly"
+    );
+    assert!(at.delta.starts_with('+'), "a client time in the past gives a positive delta: {reply:?}");
+    let expected = now_nanos() - 1_479_413_884_392_014_450;
+    let delta = at.delta_nanos().expect("a signed delta with nine decimals");
+    assert!((delta - expected).abs() < 5 * SECOND, "delta {} should be about {}", at.delta, time_text(expected));
+
+    // A client clock 100 s ahead: a negative delta, same shape.
+    let ahead = time_text(now_nanos() + 100 * SECOND);
+    let reply = alford.request(&format!("IAMAT {KIWI} {UCLA} {ahead}"));
+    let at = AtLine::parse(&reply).expect("the reply to a future time is an AT line");
+    assert_eq!(reply, format!("AT Alford {} {KIWI} {UCLA} {ahead}\n", at.delta));
+    let delta = at.delta_nanos().expect("a signed delta with nine decimals");
+    assert!(
+        at.delta.starts_with('-') && (delta + 100 * SECOND).abs() < 5 * SECOND,
+        "delta {} should be about -100 s",
+        at.delta
+    );
+}
+
+/// Runs of spaces and tabs separate fields; leading and trailing white space and a CR are ignored.
+pub fn white_space_is_flexible(style: &str) {
+    let herd = Herd::start(style);
+    let mut ball = herd.client("Ball");
+    let time = now_text();
+    let reply = ball.request(&format!(" \tIAMAT  {KIWI}\t\t{UCLA} \t {time}  \r"));
+    let at = AtLine::parse(&reply).expect("white space variants are a valid IAMAT");
+    assert_eq!(reply, format!("AT Ball {} {KIWI} {UCLA} {time}\n", at.delta));
+    let answer = ball.whatsat(KIWI, "\t10 ", " 2\t");
+    let answer = whatsat_reply(&answer, "WHATSAT with tabs and spaces");
+    assert_eq!(answer.at_line, reply);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Invalid forms
+
+/// Everything the protocol does not accept is answered `? <line as sent>` and the connection lives on.
+pub fn invalid_forms(style: &str) {
+    let herd = Herd::start(style);
+    let mut conn = herd.client("Hamilton");
+    // A known client, so the WHATSAT range checks below cannot be passed off as "unknown client".
+    conn.iamat(KIWI, UCLA, &now_text());
+    let t = SAMPLE_TIME;
+    let lines: Vec<Vec<u8>> = [
+        format!("IAMTA {KIWI} {UCLA} {t}"),
+        format!("IAMAT ghost1 {UCLA}"),
+        format!("IAMAT ghost2 {UCLA} {t} extra"),
+        "IAMAT".to_owned(),
+        format!("IAMAT ghost3 34.068930-118.445127 {t}"),
+        format!("IAMAT ghost4 +91.000000-118.445127 {t}"),
+        format!("IAMAT ghost5 +34.068930-181.000000 {t}"),
+        format!("IAMAT ghost6 {UCLA} -{t}"),
+        format!("IAMAT ghost7 {UCLA} abc"),
+        format!("IAMAT ghost8 {UCLA} 1479413884.39201445x"),
+        format!("WHATSAT {KIWI} 10"),
+        format!("WHATSAT {KIWI} 10 5 extra"),
+        "WHATSAT".to_owned(),
+        format!("WHATSAT {KIWI} 0 5"),
+        format!("WHATSAT {KIWI} 51 5"),
+        format!("WHATSAT {KIWI} 1000 5"),
+        format!("WHATSAT {KIWI} -1 5"),
+        format!("WHATSAT {KIWI} abc 5"),
+        format!("WHATSAT {KIWI} 10 0"),
+        format!("WHATSAT {KIWI} 10 21"),
+        format!("WHATSAT {KIWI} 10 1000"),
+        "WHATSAT nobody.example 10 5".to_owned(),
+        "at Alford +0.1 kiwi +1-2 1".to_owned(),
+        String::new(),
+        "   \t ".to_owned(),
+        "#$%^ garbage !!".to_owned(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .chain([b"\x01\xff\xfe IAMAT".to_vec()])
+    .collect();
+    for line in &lines {
+        let mut sent = line.clone();
+        sent.push(b'\n');
+        conn.send(&sent);
+        let reply = conn.read_line_bytes();
+        let mut expected = b"? ".to_vec();
+        expected.extend_from_slice(&sent);
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            String::from_utf8_lossy(&expected),
+            "the reply to {:?} must be `? ` and the line as sent",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // None of the rejected IAMATs was stored.
+    for ghost in 1..=8 {
+        let reply = conn.request(&format!("WHATSAT ghost{ghost} 10 5"));
+        assert_eq!(reply, format!("? WHATSAT ghost{ghost} 10 5\n"), "a rejected IAMAT must not be stored");
+    }
+    // And the connection still works.
+    conn.iamat("after.invalid", UCLA, &now_text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Older updates are ignored
+
+/// Newer wins, at the server that got both and across the herd.
+pub fn older_update_ignored(style: &str) {
+    let herd = Herd::start(style);
+    wait_linked(&herd);
+    let now = now_nanos();
+    let (t1, t2) = (time_text(now - SECOND), time_text(now));
+
+    // One server: T2 then T1.
+    let mut alford = herd.client("Alford");
+    let newer = alford.iamat("lark", UCLA, &t2);
+    alford.iamat("lark", MIT, &t1);
+    let shown = whatsat_reply(&alford.whatsat("lark", "10", "1"), "WHATSAT lark at Alford");
+    assert_eq!(shown.at_line, newer, "an older IAMAT must not replace a newer one");
+
+    // Across servers: T2 at Alford, and at once T1 at Ball (almost always before T2's flood gets
+    // there, so Ball stores and floods T1). Everyone must end with T2; Alford must never show T1.
+    let mut ball = herd.client("Ball");
+    alford.send(format!("IAMAT wren {UCLA} {t2}\n").as_bytes());
+    ball.send(format!("IAMAT wren {MIT} {t1}\n").as_bytes());
+    let newer = alford.read_line();
+    assert!(newer.starts_with("AT Alford "), "IAMAT wren at Alford: {newer:?}");
+    let older = ball.read_line();
+    assert!(
+        older.starts_with("AT Ball ") && older.contains(MIT),
+        "IAMAT wren at Ball (older) still gets its AT: {older:?}"
+    );
+    let started = Instant::now();
+    let mut alford_poll = herd.client("Alford");
+    while started.elapsed() < Duration::from_millis(200) {
+        let shown = whatsat_reply(&alford_poll.whatsat("wren", "10", "1"), "WHATSAT wren at Alford");
+        assert_eq!(shown.at_line, newer, "Alford replaced its newer update by Ball's older one");
+        thread::sleep(POLL);
+    }
+    assert_visible(&herd, &SERVERS, "wren", &newer, started, Duration::from_millis(700));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Flooding
+
+/// An IAMAT at Alford is visible at every other server within [`FLOOD_DEADLINE`].
+pub fn flooding_reaches_every_server(style: &str) {
+    let herd = Herd::start(style);
+    wait_linked(&herd);
+    let mut alford = herd.client("Alford");
+    for round in 0..3 {
+        let client = format!("gull{round}");
+        let started = Instant::now();
+        let at = alford.iamat(&client, UCLA, &now_text());
+        let seen = visibility(&herd, &["Ball", "Hamilton", "Holiday", "Welsh"], &client, &at, started, FLOOD_DEADLINE);
+        for (server, took) in &seen {
+            let took = took.unwrap_or_else(|| {
+                panic!("{client} from Alford not visible at {server} within {FLOOD_DEADLINE:?}: {seen:?}")
+            });
+            assert!(took <= FLOOD_DEADLINE, "{client} reached {server} after {took:?} (> {FLOOD_DEADLINE:?})");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. WHATSAT replies
+
+/// AT line as stored, then the places JSON trimmed to the bound, then exactly two newlines.
+pub fn whatsat_json(style: &str) {
+    let herd = Herd::start(style);
+    wait_linked(&herd);
+    let mut holiday = herd.client("Holiday");
+    let stored = holiday.iamat(KIWI, UCLA, &now_text());
+    for bound in [1usize, 5, 20] {
+        let reply = holiday.whatsat(KIWI, "50", &bound.to_string());
+        let answer = whatsat_reply(&reply, &format!("WHATSAT {KIWI} 50 {bound}"));
+        assert_eq!(answer.at_line, stored, "the first line is the stored AT line, exactly");
+        assert_eq!(answer.status(), "OK", "{reply}");
+        let results = answer.results().unwrap_or_else(|| panic!("no results array: {reply}"));
+        assert!(results <= bound, "{results} results for bound {bound}");
+        assert_eq!(results, bound.min(BACKEND_RESULTS), "the backend has {BACKEND_RESULTS} places for this query");
+        // Nothing follows the two newlines: the next reply starts right after them.
+        assert_eq!(holiday.request("NEXT"), "? NEXT\n", "bytes after the WHATSAT reply's two newlines");
+    }
+    let json = whatsat_reply(&holiday.whatsat(KIWI, "10", "3"), "WHATSAT radius 10").json;
+    let first = &json["results"][0]["geometry"]["location"];
+    assert!(first["lat"].is_f64() && first["lng"].is_f64(), "places keep the Nearby Search shape: {json}");
+    // Elsewhere in the herd, the flooded line is the origin's, unchanged.
+    let started = Instant::now();
+    assert_visible(&herd, &["Ball", "Welsh"], KIWI, &stored, started, FLOOD_DEADLINE);
+    let mut welsh = herd.client("Welsh");
+    let answer = whatsat_reply(&welsh.whatsat(KIWI, "50", "2"), "WHATSAT at Welsh");
+    assert_eq!(answer.at_line, stored);
+    assert_eq!(answer.results(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Pipelining and 7. split lines
+
+/// Several lines in one write are all answered, in order.
+pub fn pipelined_lines_answered_in_order(style: &str) {
+    let herd = Herd::start(style);
+    let mut conn = herd.client("Welsh");
+    for round in 0..5 {
+        let (a, b) = (format!("pipe-a{round}"), format!("pipe-b{round}"));
+        let (ta, tb) = (now_text(), now_text());
+        conn.send(format!("IAMAT {a} {UCLA} {ta}\nWHATSAT {a} 10 2\nIAMTA junk\nIAMAT {b} {MIT} {tb}\n").as_bytes());
+        let first = conn.read_line();
+        let at_a = AtLine::parse(&first).unwrap_or_else(|e| panic!("round {round}, reply 1 (IAMAT {a}): {e}"));
+        assert_eq!((at_a.client.as_str(), at_a.time.as_str()), (a.as_str(), ta.as_str()), "round {round}, reply 1");
+        let second = conn.read_whatsat();
+        let answer =
+            whatsat_reply(&second, &format!("round {round}, reply 2 (WHATSAT {a} after IAMAT {a} in the same write)"));
+        assert_eq!(answer.at_line, first, "round {round}, reply 2");
+        assert_eq!(answer.results(), Some(2), "round {round}, reply 2");
+        assert_eq!(conn.read_line(), "? IAMTA junk\n", "round {round}, reply 3");
+        let fourth = conn.read_line();
+        let at_b = AtLine::parse(&fourth).unwrap_or_else(|e| panic!("round {round}, reply 4 (IAMAT {b}): {e}"));
+        assert_eq!((at_b.client.as_str(), at_b.time.as_str()), (b.as_str(), tb.as_str()), "round {round}, reply 4");
+    }
+}
+
+/// A line that arrives in two writes gets one reply.
+pub fn split_line_reassembled(style: &str) {
+    let herd = Herd::start(style);
+    let mut conn = herd.client("Alford");
+    let time = now_text();
+    let line = format!("IAMAT {KIWI} {UCLA} {time}\n");
+    let (head, tail) = line.split_at(line.len() / 2);
+    conn.send(head.as_bytes());
+    thread::sleep(Duration::from_millis(50));
+    conn.send(tail.as_bytes());
+    let reply = conn.read_line();
+    let at = AtLine::parse(&reply).expect("one AT reply to the reassembled line");
+    assert_eq!(reply, format!("AT Alford {} {KIWI} {UCLA} {time}\n", at.delta));
+    // Split inside the terminating newline's neighbourhood too, and check nothing extra came back.
+    conn.send(format!("WHATSAT {KIWI} 10 1").as_bytes());
+    thread::sleep(Duration::from_millis(50));
+    conn.send(b"\nNEXT\n");
+    let answer = whatsat_reply(&conn.read_whatsat(), "WHATSAT split before its newline");
+    assert_eq!(answer.at_line, reply);
+    assert_eq!(conn.read_line(), "? NEXT\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Many clients at once
+
+/// 100 concurrent clients, each with its own id, spread over the herd; every reply correct.
+pub fn concurrent_clients(style: &str) {
+    const CLIENTS: usize = 100;
+    const ROUNDS: i128 = 3;
+    let herd = Herd::start(style);
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let base = now_nanos();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let server = SERVERS[i % SERVERS.len()];
+            let addr = herd.addr(server);
+            let start = Arc::clone(&start);
+            thread::Builder::new()
+                .name(format!("client-{i}"))
+                .stack_size(256 * 1024)
+                .spawn(move || -> Result<(), String> {
+                    let conn = Client::try_connect(addr);
+                    // Every thread reaches the barrier, also one that could not connect.
+                    start.wait();
+                    let mut conn = conn.map_err(|e| format!("client {i}: connecting to {server}: {e}"))?;
+                    let id = format!("crowd-{i}.example");
+                    let location = format!("+{:02}.{:06}-118.445127", i % 80, i);
+                    for round in 0..ROUNDS {
+                        let time = time_text(base + round * 1_000_000 + i128::try_from(i).unwrap_or(0));
+                        conn.try_send(format!("IAMAT {id} {location} {time}\n").as_bytes())
+                            .map_err(|e| format!("client {i} round {round}: {e}"))?;
+                        let at = conn.try_read_line().map_err(|e| format!("client {i} round {round}: {e}"))?;
+                        let parsed = AtLine::parse(&at).map_err(|e| format!("client {i} round {round}: {e}"))?;
+                        if (
+                            parsed.server.as_str(),
+                            parsed.client.as_str(),
+                            parsed.location.as_str(),
+                            parsed.time.as_str(),
+                        ) != (server, id.as_str(), location.as_str(), time.as_str())
+                        {
+                            return Err(format!(
+                                "client {i} round {round}: IAMAT {id} {location} {time} to {server} got {at:?}"
+                            ));
+                        }
+                        let reply =
+                            conn.try_whatsat(&id, "5", "3").map_err(|e| format!("client {i} round {round}: {e}"))?;
+                        let answer =
+                            WhatsatReply::parse(&reply).map_err(|e| format!("client {i} round {round}: {e}"))?;
+                        if answer.at_line != at || answer.status() != "OK" || answer.results() != Some(3) {
+                            return Err(format!("client {i} round {round}: WHATSAT got {reply:?}, stored {at:?}"));
+                        }
+                    }
+                    Ok(())
+                })
+                .expect("spawning a client thread")
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .filter_map(|t| match t.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("a client thread panicked".to_owned()),
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {CLIENTS} clients failed; first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A server dies and comes back
+
+/// With Welsh dead the others serve and flood around it; restarted on its port, Welsh gets floods again.
+pub fn herd_survives_and_relinks_a_restarted_server(style: &str) {
+    let mut herd = Herd::start(style);
+    wait_linked(&herd);
+    herd.kill("Welsh");
+
+    let mut alford = herd.client("Alford");
+    let started = Instant::now();
+    let at = alford.iamat("petrel", UCLA, &now_text());
+    // Alford–Hamilton–Holiday–Ball is the only path left to Ball.
+    assert_visible(&herd, &["Ball", "Hamilton", "Holiday"], "petrel", &at, started, FLOOD_DEADLINE);
+    // And the other way round, Ball–Holiday–Hamilton–Alford.
+    let mut ball = herd.client("Ball");
+    let started = Instant::now();
+    let at = ball.iamat("petrel-ball", MIT, &now_text());
+    assert_visible(&herd, &["Alford"], "petrel-ball", &at, started, FLOOD_DEADLINE);
+
+    herd.restart("Welsh");
+    let restarted = Instant::now();
+    let deadline = Duration::from_secs(2);
+    let mut last = None;
+    while restarted.elapsed() < deadline {
+        // Links to Welsh come back within their retry interval; each round sends a newer update.
+        let at = alford.iamat("albatross", UCLA, &now_text());
+        let seen = visibility(&herd, &["Welsh"], "albatross", &at, Instant::now(), Duration::from_millis(250));
+        if seen[0].1.is_some() {
+            last = Some(restarted.elapsed());
+            break;
+        }
+    }
+    let took = last.unwrap_or_else(|| panic!("no flood from Alford reached the restarted Welsh within {deadline:?}"));
+    assert!(took <= deadline, "restarted Welsh got a flood only after {took:?}");
+    // And Welsh floods onwards again: an update made at Welsh reaches Ball and Alford.
+    let mut welsh = herd.client("Welsh");
+    let at = welsh.iamat("albatross-welsh", MIT, &now_text());
+    assert_visible(&herd, &["Alford", "Ball"], "albatross-welsh", &at, Instant::now(), Duration::from_secs(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Robustness
+
+/// A line past the limit is answered `? …` and its connection closed; other clients are unaffected.
+pub fn oversized_line_closes_only_its_connection(style: &str) {
+    let herd = Herd::start(style);
+    let mut bystander = herd.client("Alford");
+    bystander.iamat("bystander", UCLA, &now_text());
+    let mut big = herd.client("Alford");
+    let payload = vec![b'x'; 70_000];
+    // The server may close before it has read everything: a failed write is part of the story.
+    let _ = big.try_send(&payload);
+    let rest = big.read_to_close().unwrap_or_else(|e| panic!("waiting for the oversized line's answer and close: {e}"));
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("? "), "an oversized line is answered `? …`, got {:?}", &text[..text.len().min(80)]);
+    let first_line = text.split_inclusive('\n').next().unwrap_or_default();
+    assert!(
+        first_line.ends_with('\n') && first_line[2..first_line.len() - 1].bytes().all(|b| b == b'x'),
+        "the `?` reply quotes the line: {first_line:?}"
+    );
+    assert_eq!(first_line.len(), text.len(), "nothing after the `?` reply before the close: {text:?}");
+    bystander.iamat("bystander", UCLA, &now_text());
+    assert_eq!(bystander.request("STILL here"), "? STILL here\n");
+    herd.client("Alford").iamat("newcomer", UCLA, &now_text());
+}
+
+/// Clients that vanish mid-line or before reading their reply do not hurt the server.
+pub fn abrupt_disconnects_are_harmless(style: &str) {
+    let herd = Herd::start(style);
+    let mut bystander = herd.client("Ball");
+    bystander.iamat(KIWI, UCLA, &now_text());
+    for _ in 0..5 {
+        let mut half = herd.client("Ball");
+        half.send(b"IAMAT dropped.example +34.06");
+        drop(half);
+        let mut half = herd.client("Ball");
+        half.send(format!("WHATSAT {KIWI} 10").as_bytes());
+        drop(half);
+        // A whole WHATSAT whose client is gone before the (upstream-delayed) reply is written.
+        let mut gone = herd.client("Ball");
+        gone.send(format!("WHATSAT {KIWI} 50 20\nWHATSAT {KIWI} 50 20\n").as_bytes());
+        drop(gone);
+    }
+    // Whole lines, half a line, then end of stream: the whole lines are still answered, the
+    // fragment is not taken for a command, the server closes, and nothing crashes.
+    let mut eof = herd.client("Ball");
+    let time = now_text();
+    eof.send(
+        format!("IAMAT eof.example {UCLA} {time}\nWHATSAT eof.example 10 1\nIAMAT eof.fragment {UCLA} 14794")
+            .as_bytes(),
+    );
+    eof.shutdown_write();
+    let at = eof.read_line();
+    assert_eq!(AtLine::parse(&at).map(|a| a.time), Ok(time), "IAMAT before our end of stream: {at:?}");
+    let answer = whatsat_reply(&eof.read_whatsat(), "WHATSAT before our end of stream");
+    assert_eq!(answer.at_line, at);
+    let after = eof.read_to_close().unwrap_or_else(|e| panic!("the server should close after our end of stream: {e}"));
+    assert!(
+        after.is_empty() || after.starts_with(b"? "),
+        "reply to an unterminated fragment: {:?}",
+        String::from_utf8_lossy(&after)
+    );
+    let reply = bystander.request(&format!("IAMAT {KIWI} {UCLA} {}", now_text()));
+    assert!(reply.starts_with("AT Ball "), "the earlier connection still works: {reply:?}");
+    let answer = whatsat_reply(&bystander.whatsat(KIWI, "10", "1"), "WHATSAT after the disconnects");
+    assert_eq!(answer.at_line, reply);
+    let mut fresh = herd.client("Ball");
+    let answer = whatsat_reply(&fresh.whatsat(KIWI, "10", "1"), "WHATSAT on a new connection");
+    assert_eq!(answer.at_line, reply);
+    for fragment in ["dropped.example", "eof.fragment"] {
+        let line = format!("WHATSAT {fragment} 10 1");
+        assert_eq!(fresh.request(&line), format!("? {line}\n"), "an unterminated IAMAT must not be stored");
+    }
+}
+
+/// With the places backend unreachable, WHATSAT still gets its AT line and an error JSON, framed.
+pub fn dead_upstream_still_framed(style: &str) {
+    let herd = Herd::start_with(style, &Upstream::Dead);
+    let mut conn = herd.client("Hamilton");
+    let stored = conn.iamat(KIWI, UCLA, &now_text());
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let reply = conn.whatsat(KIWI, "10", "5");
+        assert!(asked.elapsed() < READ_TIMEOUT, "reply took {:?}", asked.elapsed());
+        let answer = whatsat_reply(&reply, "WHATSAT with the places backend down");
+        assert_eq!(answer.at_line, stored);
+        assert_ne!(answer.status(), "OK", "{reply}");
+    }
+    conn.iamat(KIWI, MIT, &now_text());
+}
+
+/// A backend answering 503 or malformed JSON: every reply still AT line, error JSON, two newlines.
+pub fn failing_upstream_still_framed(style: &str) {
+    let flags = ["--fail-rate", "0.5", "--malformed-rate", "0.5"].map(str::to_owned).to_vec();
+    let herd = Herd::start_with(style, &Upstream::Backend(flags));
+    let mut conn = herd.client("Holiday");
+    let stored = conn.iamat(KIWI, UCLA, &now_text());
+    for i in 0..10 {
+        let reply = conn.whatsat(KIWI, "10", "5");
+        let answer = whatsat_reply(&reply, &format!("WHATSAT {i} with a failing backend"));
+        assert_eq!(answer.at_line, stored);
+        assert_ne!(answer.status(), "OK", "{reply}");
+    }
+    assert_eq!(conn.request("NEXT"), "? NEXT\n");
+}
+
+/// A WHATSAT pipelined right behind its client's IAMAT (same write) sees that IAMAT: lines of one
+/// connection take effect in the order they were sent, not only their replies.
+pub fn pipelined_whatsat_sees_preceding_iamat(style: &str) {
+    const BATCHES: usize = 40;
+    const PAIRS: usize = 50;
+    let herd = Herd::start(style);
+    let mut conn = herd.client("Hamilton");
+    let mut misses = Vec::new();
+    for batch in 0..BATCHES {
+        let mut write = String::new();
+        let mut sent = Vec::new();
+        for pair in 0..PAIRS {
+            let id = format!("order-{batch}-{pair}");
+            let time = now_text();
+            write.push_str(&format!("IAMAT {id} {UCLA} {time}\nWHATSAT {id} 10 1\n"));
+            sent.push(id);
+        }
+        conn.send(write.as_bytes());
+        for id in &sent {
+            let at = conn.read_line();
+            assert!(at.starts_with("AT Hamilton ") && at.contains(id.as_str()), "IAMAT {id}: {at:?}");
+            let reply = conn.read_whatsat();
+            if reply.split_inclusive('\n').next() != Some(at.as_str()) {
+                misses.push(format!("WHATSAT {id} got {:?}", reply.lines().next().unwrap_or_default()));
+            }
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "{} of {} WHATSATs sent in the same write right after their IAMAT did not see it; first: {:?}",
+        misses.len(),
+        BATCHES * PAIRS,
+        &misses[..misses.len().min(3)]
+    );
+}
