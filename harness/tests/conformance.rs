@@ -69,3 +69,5 @@ macro_rules! conformance {
 }
 
 conformance!(threadpool, "threadpool");
+conformance!(thread_per_request, "thread-per-request");
+conformance!(two_stage, "two-stage");

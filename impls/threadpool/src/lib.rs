@@ -1,235 +1,318 @@
 //! Thread-pool style: one reader thread frames requests, a fixed pool of workers executes them.
 //!
 //! ```text
-//!   clients ──► reader thread (mio readiness, LineFramer) ──► crossbeam channel of Jobs
-//!                                                                   │
-//!               ┌───────────────────────────────────────────────────┘
-//!               ▼
-//!   worker 1..N: Service::handle ─► blocking places fetch (WHATSAT) ─► ReplyOrder ─► write
-//!                                └► FloodLinks (one thread per neighbour)
+//!   clients ──► reader thread (mio readiness, LineFramer) ──► connection's inbox ──► crossbeam channel
+//!                     ▲                                                               (ready connections)
+//!                     │ resume (waker)                                                      │
+//!   worker 1..N ◄─────┴──────────────────────────────────────────────────────────────────────┘
+//!     take the connection, run its queued requests in order: Service::handle ─► blocking
+//!     places fetch (WHATSAT) ─► blocking write; floods go to FloodLinks (a thread per neighbour)
 //! ```
 //!
-//! The reader never executes a request: it reads whatever is ready, cuts it into lines and queues
-//! one job per line. Workers block freely: on the places backend, and on a client that is slow to
-//! read. Because several workers may finish one connection's requests out of order, each
-//! connection has a [`ReplyOrder`] and replies leave in request order.
+//! The reader never executes a request: it reads whatever is ready, cuts it into lines and puts
+//! them in the connection's inbox. A connection with work is queued on the channel once; a worker
+//! takes it and runs its requests one after another, so a WHATSAT sees the IAMAT sent before it
+//! and replies leave in request order. Workers block freely: on the places backend, and on a
+//! client that is slow to read.
 //!
-//! The job channel is bounded: when every worker is blocked and the queue is full, the reader
-//! blocks too and stops reading from all clients. That is the pool's back-pressure, and its
-//! weakness: one slow upstream slows everyone, which is what this style is here to show.
+//! Back-pressure: an inbox holds at most [`INBOX_LIMIT`] requests; past that the reader stops
+//! reading that connection until a worker has drained it and wakes the reader. The channel itself
+//! is bounded by the number of connections (each is queued at most once). When every worker is
+//! blocked, ready connections wait in the channel: one slow upstream slows everyone, which is
+//! what this style is here to show.
 //!
 //! # Layout
 //! - [`serve`]: start links and workers, then run the reader loop on the calling thread.
-//! - `Conn`: what workers share with the reader about one connection.
-//! - `worker`: execute one job and write what is ready.
+//! - `Conn` / `Inbox`: what workers share with the reader about one connection.
+//! - `worker`: run a connection's queued requests and write their replies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use herd_blocking::{FloodLinks, PlacesClient, wait};
-use herd_core::{Frame, LineFramer, Link, Reply, ReplyOrder, ServeOptions, ServerStats, Service, Timestamp};
+use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Workers when `--threads` is not given. Workers block on the places backend, so the pool is sized
 /// by Little's law rather than by cores: 2,000 WHATSAT/s at 20 ms upstream keeps 40 requests in
 /// flight, and 64 workers cover that with room for slow clients, at ~64 small stacks of memory.
 pub const DEFAULT_WORKERS: usize = 64;
-/// Jobs queued between the reader and the workers before the reader blocks.
-pub const QUEUE: usize = 16 * 1024;
+/// Requests queued on one connection before the reader stops reading it.
+pub const INBOX_LIMIT: usize = 1024;
+/// Requests a worker runs for one connection before giving other connections a turn.
+const BATCH: usize = 32;
 const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
 
-/// One framed request for a worker.
-struct Job {
-    conn: Arc<Conn>,
-    seq: u64,
-    line: Vec<u8>,
-    received: Timestamp,
-}
-
-/// A client connection as workers see it: the socket to write to, the reply order, the link state.
+/// A client connection as workers see it.
 struct Conn {
+    token: Token,
     stream: TcpStream,
-    out: Mutex<ReplyOrder>,
+    inbox: Mutex<Inbox>,
+    /// Only the worker currently holding the connection touches it.
     link: Mutex<Link>,
     /// Set once a write failed: later replies are dropped instead of written.
-    closed: AtomicBool,
+    broken: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inbox {
+    requests: VecDeque<Request>,
+    /// The connection is on the channel or held by a worker.
+    scheduled: bool,
+    /// The reader stopped reading because the inbox was full; the worker that drains it resumes it.
+    paused: bool,
+}
+
+enum Request {
+    Line(Vec<u8>, Timestamp),
+    /// The reply to an oversized line; the connection closes after it.
+    Oversized(Vec<u8>),
 }
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let links = FloodLinks::spawn(&options.name, &options.neighbours, Arc::clone(&service));
-    let (jobs, queue) = crossbeam_channel::bounded::<Job>(QUEUE);
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (resume_tx, resume_rx) = crossbeam_channel::unbounded::<Token>();
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Arc<Conn>>();
     for i in 0..options.threads.unwrap_or(DEFAULT_WORKERS).max(1) {
-        let (service, queue, links) = (Arc::clone(&service), queue.clone(), links.clone());
-        let upstream = options.places.map(|addr| PlacesClient::new(addr, options.upstream_timeout));
-        let write_timeout = options.write_timeout;
-        thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .stack_size(256 * 1024)
-            .spawn(move || worker(&*service, &queue, &links, upstream, write_timeout))?;
-    }
-    read_loop(TcpListener::from_std(listener), &*service, &jobs, options.max_line)
-}
-
-/// The reader: accept, read what is ready, frame, queue one job per line.
-fn read_loop<S: Service>(
-    mut listener: TcpListener,
-    service: &S,
-    jobs: &Sender<Job>,
-    max_line: usize,
-) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut events = Events::with_capacity(1024);
-    let mut conns: HashMap<Token, (Arc<Conn>, LineFramer)> = HashMap::new();
-    let mut next_token = 0usize;
-    loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        for event in &events {
-            if event.token() == LISTENER {
-                accept_all(&listener, &poll, &mut conns, &mut next_token, service, max_line);
-                continue;
-            }
-            let token = event.token();
-            let Some((conn, framer)) = conns.get_mut(&token) else { continue };
-            if !read_ready(conn, framer, service, jobs) {
-                // Stop reading. Jobs still queued keep the socket open until their replies are
-                // written; it closes when the last one lets go of the connection.
-                if let Some((conn, _)) = conns.remove(&token) {
-                    let _ = poll.registry().deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
-                }
-            }
-        }
-    }
-}
-
-fn accept_all<S: Service>(
-    listener: &TcpListener,
-    poll: &Poll,
-    conns: &mut HashMap<Token, (Arc<Conn>, LineFramer)>,
-    next_token: &mut usize,
-    service: &S,
-    max_line: usize,
-) {
-    loop {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                let token = Token(*next_token);
-                if poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
-                    continue;
-                }
-                *next_token = (*next_token + 1) % (usize::MAX - 1);
-                let conn = Arc::new(Conn {
-                    stream,
-                    out: Mutex::new(ReplyOrder::new()),
-                    link: Mutex::new(Link::default()),
-                    closed: AtomicBool::new(false),
-                });
-                ServerStats::bump(&service.stats().connections);
-                conns.insert(token, (conn, LineFramer::new(max_line)));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // Out of descriptors, most likely: log and wait for the next readiness event.
-                service.log().error("accept", e);
-                return;
-            }
-        }
-    }
-}
-
-/// Reads until the socket would block, queueing every complete line. False: close the connection.
-fn read_ready<S: Service>(conn: &Arc<Conn>, framer: &mut LineFramer, service: &S, jobs: &Sender<Job>) -> bool {
-    loop {
-        let n = match (&conn.stream).read(framer.read_buf()) {
-            Ok(0) => return false,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+        let worker = Worker {
+            service: Arc::clone(&service),
+            ready: ready_rx.clone(),
+            requeue: ready_tx.clone(),
+            resume: (resume_tx.clone(), Arc::clone(&waker)),
+            links: links.clone(),
+            upstream: options.places.map(|addr| PlacesClient::new(addr, options.upstream_timeout)),
+            write_timeout: options.write_timeout,
         };
-        framer.filled(n);
-        let received = Timestamp::from_system_time(SystemTime::now());
-        while let Some(frame) = framer.next_frame() {
-            match frame {
-                Frame::Line(line) => {
-                    let seq = lock(&conn.out).admit();
-                    let job = Job { conn: Arc::clone(conn), seq, line: line.to_vec(), received };
-                    if jobs.send(job).is_err() {
-                        return false; // workers gone: the server is stopping
+        thread::Builder::new().name(format!("worker-{i}")).stack_size(256 * 1024).spawn(move || worker.run())?;
+    }
+    let reader = Reader {
+        poll,
+        listener: TcpListener::from_std(listener),
+        conns: HashMap::new(),
+        next_token: 0,
+        ready: ready_tx,
+        resume: resume_rx,
+        service,
+        max_line: options.max_line,
+    };
+    reader.run()
+}
+
+/// The reader thread: accept, read what is ready, frame, fill inboxes.
+struct Reader<S> {
+    poll: Poll,
+    listener: TcpListener,
+    conns: HashMap<Token, (Arc<Conn>, LineFramer)>,
+    next_token: usize,
+    ready: Sender<Arc<Conn>>,
+    resume: Receiver<Token>,
+    service: Arc<S>,
+    max_line: usize,
+}
+
+impl<S: Service> Reader<S> {
+    fn run(mut self) -> io::Result<()> {
+        self.poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, None)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => self.read(token),
+                }
+            }
+            while let Ok(token) = self.resume.try_recv() {
+                self.read(token);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token = (self.next_token + 1) % (usize::MAX - 2);
+                    if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                        continue;
+                    }
+                    ServerStats::bump(&self.service.stats().connections);
+                    let conn = Arc::new(Conn {
+                        token,
+                        stream,
+                        inbox: Mutex::new(Inbox::default()),
+                        link: Mutex::new(Link::default()),
+                        broken: AtomicBool::new(false),
+                    });
+                    self.conns.insert(token, (conn, LineFramer::new(self.max_line)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors, most likely: log and wait for the next readiness event.
+                    self.service.log().error("accept", e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads until the socket would block or the inbox is full, queueing every complete line.
+    fn read(&mut self, token: Token) {
+        let Some((conn, framer)) = self.conns.get_mut(&token) else { return };
+        let open = loop {
+            if lock(&conn.inbox).paused {
+                break true;
+            }
+            let n = match (&conn.stream).read(framer.read_buf()) {
+                Ok(0) => break false,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break false,
+            };
+            framer.filled(n);
+            let received = Timestamp::from_system_time(SystemTime::now());
+            let mut requests = Vec::new();
+            let mut oversized = false;
+            while let Some(frame) = framer.next_frame() {
+                match frame {
+                    Frame::Line(line) => requests.push(Request::Line(line.to_vec(), received)),
+                    Frame::Oversized(quote) => {
+                        requests.push(Request::Oversized(self.service.oversized(quote)));
+                        oversized = true;
                     }
                 }
-                Frame::Oversized(quote) => {
-                    let seq = lock(&conn.out).admit();
-                    let reply = service.oversized(quote);
-                    deliver(conn, seq, reply, Duration::from_secs(1), service);
-                    return false;
+            }
+            if !requests.is_empty() {
+                let mut inbox = lock(&conn.inbox);
+                inbox.requests.extend(requests);
+                inbox.paused = inbox.requests.len() >= INBOX_LIMIT;
+                if !inbox.scheduled {
+                    inbox.scheduled = true;
+                    drop(inbox);
+                    if self.ready.send(Arc::clone(conn)).is_err() {
+                        break false; // workers gone: the server is stopping
+                    }
                 }
+            }
+            if oversized {
+                break false;
+            }
+        };
+        if !open {
+            // Stop reading. Requests already queued still run and their replies are written; the
+            // socket closes when the last worker lets go of the connection.
+            if let Some((conn, _)) = self.conns.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
             }
         }
     }
 }
 
-/// A worker: run jobs until the channel closes.
-fn worker<S: Service>(
-    service: &S,
-    queue: &Receiver<Job>,
-    links: &FloodLinks,
-    mut upstream: Option<PlacesClient>,
+/// One worker thread and what it owns.
+struct Worker<S> {
+    service: Arc<S>,
+    ready: Receiver<Arc<Conn>>,
+    requeue: Sender<Arc<Conn>>,
+    resume: (Sender<Token>, Arc<Waker>),
+    links: FloodLinks,
+    /// This worker's own kept-alive connection to the places backend.
+    upstream: Option<PlacesClient>,
     write_timeout: Duration,
-) {
-    for job in queue {
-        let outcome = {
-            let mut link = lock(&job.conn.link);
-            service.handle(&job.line, &mut link, job.received)
-        };
-        if let Some(flood) = &outcome.flood {
-            links.send(flood, service.stats());
+}
+
+impl<S: Service> Worker<S> {
+    fn run(mut self) {
+        while let Ok(conn) = self.ready.recv() {
+            self.serve_connection(conn);
         }
-        let reply = match outcome.reply {
+    }
+
+    /// Runs up to [`BATCH`] of the connection's requests in order, then lets it go: unscheduled if
+    /// its inbox is empty, back on the channel otherwise.
+    fn serve_connection(&mut self, conn: Arc<Conn>) {
+        for _ in 0..BATCH {
+            let request = {
+                let mut inbox = lock(&conn.inbox);
+                let next = inbox.requests.pop_front();
+                if inbox.paused && inbox.requests.len() < INBOX_LIMIT / 2 {
+                    inbox.paused = false;
+                    let _ = self.resume.0.send(conn.token);
+                    let _ = self.resume.1.wake();
+                }
+                match next {
+                    Some(request) => request,
+                    None => {
+                        inbox.scheduled = false;
+                        return;
+                    }
+                }
+            };
+            let reply = match request {
+                Request::Line(line, received) => self.execute(&conn, &line, received),
+                Request::Oversized(reply) => {
+                    self.write(&conn, &reply);
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                    conn.broken.store(true, Ordering::Release);
+                    continue;
+                }
+            };
+            self.write(&conn, &reply);
+        }
+        let _ = self.requeue.send(conn);
+    }
+
+    fn execute(&mut self, conn: &Conn, line: &[u8], received: Timestamp) -> Vec<u8> {
+        let outcome = self.service.handle(line, &mut lock(&conn.link), received);
+        if let Some(flood) = &outcome.flood {
+            self.links.send(flood, self.service.stats());
+        }
+        match outcome.reply {
             Reply::Bytes(bytes) => bytes,
             Reply::Nothing => Vec::new(),
             Reply::Places(lookup) => {
-                let result = match &mut upstream {
+                let result = match &mut self.upstream {
                     Some(client) => client.fetch(&lookup.query),
-                    None => Err(herd_core::UpstreamError::Unreachable("no places backend configured".into())),
+                    None => Err(UpstreamError::Unreachable("no places backend configured".into())),
                 };
-                service.complete(lookup, result)
+                self.service.complete(lookup, result)
             }
-        };
-        deliver(&job.conn, job.seq, reply, write_timeout, service);
-    }
-}
-
-/// Hands reply `seq` to the connection's order and writes whatever became ready, blocking (up to
-/// `timeout` per stall) while the client is slow to read. A client that stalls past it is closed.
-fn deliver<S: Service>(conn: &Conn, seq: u64, reply: Vec<u8>, timeout: Duration, service: &S) {
-    let mut out = lock(&conn.out);
-    let ready = out.complete(seq, reply);
-    if ready.is_empty() || conn.closed.load(Ordering::Acquire) {
-        return;
-    }
-    if let Err(e) = write_all(&conn.stream, &ready, timeout) {
-        if !conn.closed.swap(true, Ordering::AcqRel) {
-            service.log().error("write", e);
         }
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Writes a reply, blocking (up to the write timeout per stall) while the client is slow to
+    /// read. A client that stalls past it is closed.
+    fn write(&self, conn: &Conn, reply: &[u8]) {
+        if reply.is_empty() || conn.broken.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = write_all(&conn.stream, reply, self.write_timeout) {
+            if !conn.broken.swap(true, Ordering::AcqRel) {
+                self.service.log().error("write", e);
+            }
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -252,6 +335,6 @@ fn write_all(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Res
 }
 
 /// Locks, recovering from a worker that panicked while holding the lock (the state is still usable).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
