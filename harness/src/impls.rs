@@ -32,6 +32,12 @@ const METADATA: &[&str] = &[
     include_str!("../../impls/threadpool/impl.toml"),
     include_str!("../../impls/thread-per-request/impl.toml"),
     include_str!("../../impls/two-stage/impl.toml"),
+    include_str!("../../impls/event-handler/impl.toml"),
+    include_str!("../../impls/callback/impl.toml"),
+    include_str!("../../impls/future-tokio/impl.toml"),
+    include_str!("../../impls/future-async-std/impl.toml"),
+    include_str!("../../impls/future-smol/impl.toml"),
+    include_str!("../../impls/coroutine/impl.toml"),
 ];
 
 /// Every implementation's metadata, in the order reports list them.
@@ -57,17 +63,32 @@ pub enum AnyService {
     Echo(Arc<Echo>),
 }
 
+/// Matches a style name to its crate's `serve`, for both services.
+macro_rules! dispatch {
+    ($name:expr, $listener:expr, $service:expr, $options:expr; $($style:literal => $krate:ident,)*) => {
+        match ($name, $service) {
+            $(
+                ($style, AnyService::Herd(s)) => $krate::serve($listener, s, $options),
+                ($style, AnyService::Echo(s)) => $krate::serve($listener, s, $options),
+            )*
+            (other, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no implementation named `{other}`"))),
+        }
+    };
+}
+
 /// Runs implementation `name` on `listener` until the process exits.
 pub fn serve(name: &str, listener: TcpListener, service: AnyService, options: &ServeOptions) -> io::Result<()> {
-    match (name, service) {
-        ("threadpool", AnyService::Herd(s)) => herd_threadpool::serve(listener, s, options),
-        ("threadpool", AnyService::Echo(s)) => herd_threadpool::serve(listener, s, options),
-        ("thread-per-request", AnyService::Herd(s)) => herd_thread_per_request::serve(listener, s, options),
-        ("thread-per-request", AnyService::Echo(s)) => herd_thread_per_request::serve(listener, s, options),
-        ("two-stage", AnyService::Herd(s)) => herd_two_stage::serve(listener, s, options),
-        ("two-stage", AnyService::Echo(s)) => herd_two_stage::serve(listener, s, options),
-        (other, _) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no implementation named `{other}`"))),
-    }
+    dispatch!(name, listener, service, options;
+        "threadpool" => herd_threadpool,
+        "thread-per-request" => herd_thread_per_request,
+        "two-stage" => herd_two_stage,
+        "event-handler" => herd_event_handler,
+        "callback" => herd_callback,
+        "future-tokio" => herd_future_tokio,
+        "future-async-std" => herd_future_async_std,
+        "future-smol" => herd_future_smol,
+        "coroutine" => herd_coroutine,
+    )
 }
 
 #[cfg(test)]

@@ -13,15 +13,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod collection;
+mod compare;
 mod impls;
 mod load;
 mod machine;
 mod places;
+mod plots;
 mod procs;
+mod report;
 mod result;
 mod run;
 mod serve;
 mod summary;
+mod sweep;
 mod topology;
 mod units;
 mod workload;
@@ -47,6 +52,10 @@ enum Command {
     Places(places::PlacesArgs),
     /// Drive load at any loopback address (a herd server, or the reference echo server).
     Load(load::LoadArgs),
+    /// Turn result files into Markdown tables and SVG plots; refresh REPORT.md's generated parts.
+    Report(report::ReportArgs),
+    /// Compare results against a baseline; exits non-zero on a regression.
+    Compare(compare::CompareArgs),
     /// Print the JSON Schema of result files.
     Schema,
 }
@@ -58,6 +67,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Places(args) => places::run(&args),
         Command::Load(args) => load_command(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Compare(args) => compare::run(&args),
         Command::Schema => {
             print!("{}", result::schema_json());
             Ok(())
@@ -77,9 +88,9 @@ fn load_command(args: &load::LoadArgs) -> anyhow::Result<()> {
     for addr in &args.addrs {
         load::require_loopback(addr)?;
     }
-    let workload = args.common.workload()?;
+    let workload = load::workload_for(&args.workload, args.mode)?;
     let targets = args.addrs.iter().map(|a| load::Target { addr: *a, name: None }).collect();
-    let spec = args.common.spec(targets, workload)?;
+    let spec = args.common.spec(targets, workload, args.load)?;
     load::announce_clients(&spec)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, std::sync::Arc::clone(&stop))?;

@@ -52,7 +52,8 @@
 //! # Layout
 //! - [`PlacesArgs`], [`LatencySpec`]: the `harness places` flags and the latency grammar.
 //! - [`PlacesConfig`]: what [`serve`] needs, checked once before the first accept.
-//! - [`nearby_json`] and the private `Nearby`/`Place` types: the deterministic answers (pure).
+//! - [`nearby_json`], `nearby_body`, `places`: the deterministic answers (pure), as a JSON value
+//!   for checks and as the exact response text for the server.
 //! - [`run`], [`serve`], `serve_connection`, `respond`: the accept loop, one hyper HTTP/1.1
 //!   connection per task, and per request: draw the fault and latency, route, wait, answer.
 //! - `SplitMix64`: the tiny generator behind both the answers and the draws.
@@ -75,7 +76,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -311,16 +311,40 @@ fn write_duration(f: &mut fmt::Formatter<'_>, d: Duration) -> fmt::Result {
 // ---------------------------------------------------------------------------------------------
 // The answers: a pure function of the query.
 
-/// Deterministic Nearby Search JSON for a query (pure function, unit-testable). The text the server
-/// sends is exactly `serde_json::to_string_pretty` of this value, so a load generator can compute
-/// the places part of a WHATSAT reply without asking the backend.
-#[allow(dead_code, reason = "public API for reply checks and tests; the server itself serializes `Nearby` directly")]
+/// Deterministic Nearby Search JSON for a query (pure function, unit-testable). The server's body
+/// is exactly `serde_json::to_string_pretty` of this value, written directly without building it,
+/// so a load generator can compute the places part of a WHATSAT reply without asking the backend.
+#[allow(dead_code, reason = "public API for reply checks and tests; the server writes the same text directly")]
 pub fn nearby_json(lat: f64, lon: f64, radius_m: u32) -> serde_json::Value {
-    serde_json::to_value(Nearby::generate(lat, lon, radius_m))
-        .unwrap_or_else(|_| serde_json::json!({ "html_attributions": [], "results": [], "status": "UNKNOWN_ERROR" }))
+    let results: Vec<serde_json::Value> = places(lat, lon, radius_m).map(|place| place.to_json()).collect();
+    serde_json::json!({ "html_attributions": [], "results": results, "status": status(lat) })
+}
+
+/// The response body for a query: the text of [`nearby_json`], pretty-printed as serde_json does,
+/// appended piece by piece to one buffer (no intermediate strings or maps on the hot path).
+fn nearby_body(lat: f64, lon: f64, radius_m: u32) -> Result<Bytes, serde_json::Error> {
+    // Twenty places take about 7.8 kB; one allocation, no regrowth.
+    let mut out = Vec::with_capacity(10 * 1024);
+    out.extend_from_slice(b"{\n  \"html_attributions\": [],\n  \"results\": [");
+    let mut empty = true;
+    for place in places(lat, lon, radius_m) {
+        out.extend_from_slice(if empty { b"\n" } else { b",\n" });
+        place.write_pretty(&mut out)?;
+        empty = false;
+    }
+    out.extend_from_slice(if empty { b"],\n  \"status\": \"" } else { b"\n  ],\n  \"status\": \"" });
+    out.extend_from_slice(status(lat).as_bytes());
+    out.extend_from_slice(b"\"\n}");
+    Ok(Bytes::from(out))
+}
+
+/// `ZERO_RESULTS` beyond [`POLAR_LATITUDE`], `OK` elsewhere.
+fn status(lat: f64) -> &'static str {
+    if lat.abs() > POLAR_LATITUDE { "ZERO_RESULTS" } else { "OK" }
 }
 
 /// One kind of place: the word in its name and the Google `types` it carries.
+#[derive(Debug)]
 struct Kind {
     word: &'static str,
     types: &'static [&'static str],
@@ -342,77 +366,123 @@ const KINDS: &[Kind] = &[
 const STREETS: &[&str] =
     &["Main Street", "Oak Avenue", "Cedar Way", "Hill Road", "Lake Drive", "Park Lane", "Mill Street", "Elm Court"];
 
-/// A Nearby Search page, serialized in Google's field order.
-#[derive(Serialize)]
-struct Nearby {
-    html_attributions: [&'static str; 0],
-    results: Vec<Place>,
-    status: &'static str,
-}
+/// Length of a place id: `ChIJ` and 23 URL-safe base64 characters, like Google's.
+const PLACE_ID_LEN: usize = 27;
 
-#[derive(Serialize)]
+/// One generated place, as plain data: written out by [`Place::write_pretty`] (the server) or
+/// turned into a JSON value by [`Place::to_json`] (everyone else), both from the same fields.
+#[derive(Debug)]
 struct Place {
-    geometry: Geometry,
-    name: String,
-    place_id: String,
-    rating: f64,
-    types: &'static [&'static str],
-    vicinity: String,
-}
-
-#[derive(Serialize)]
-struct Geometry {
-    location: LatLng,
-}
-
-#[derive(Serialize)]
-struct LatLng {
+    /// Degrees, rounded to the 7 decimals Google prints.
     lat: f64,
     lng: f64,
+    /// The 4 hex digits of the name: "Place 808a Book Store".
+    tag: u16,
+    kind: &'static Kind,
+    place_id: [u8; PLACE_ID_LEN],
+    /// 10..=50: the rating 1.0..=5.0 in tenths.
+    rating_tenths: u8,
+    /// The vicinity: "5201 Cedar Way".
+    number: u16,
+    street: &'static str,
 }
 
-impl Nearby {
-    /// Twenty places uniformly spread over the disc of `radius_m` around the point, seeded by the
-    /// query; none at all beyond [`POLAR_LATITUDE`].
-    fn generate(lat: f64, lon: f64, radius_m: u32) -> Self {
-        if lat.abs() > POLAR_LATITUDE {
-            return Self { html_attributions: [], results: Vec::new(), status: "ZERO_RESULTS" };
+/// The places of a query, in order: twenty spread uniformly over the disc of `radius_m` around the
+/// point, drawn from a generator seeded by the query; none beyond [`POLAR_LATITUDE`].
+fn places(lat: f64, lon: f64, radius_m: u32) -> impl Iterator<Item = Place> {
+    let count = if lat.abs() > POLAR_LATITUDE { 0 } else { RESULTS_PER_QUERY };
+    let mut rng = SplitMix64::new(mix64(mix64(mix64(lat.to_bits()) ^ lon.to_bits()) ^ u64::from(radius_m)));
+    let (phi1, lambda1) = (lat.to_radians(), lon.to_radians());
+    (0..count).map(move |_| {
+        // sqrt makes the spread uniform over the disc's area; 0.999 leaves room for the rounding
+        // to 7 decimals, so every place stays inside the radius.
+        let distance = 0.999 * f64::from(radius_m) * rng.next_f64().sqrt();
+        let bearing = std::f64::consts::TAU * rng.next_f64();
+        let delta = distance / EARTH_RADIUS_M;
+        // Great-circle destination from (phi1, lambda1).
+        let phi2 = (phi1.sin() * delta.cos() + phi1.cos() * delta.sin() * bearing.cos()).clamp(-1.0, 1.0).asin();
+        let lambda2 = lambda1 + (bearing.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * phi2.sin());
+        let lng = (lambda2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
+        // The draws below happen in this order; changing it changes every answer.
+        let kind = &KINDS[rng.below(KINDS.len() as u64) as usize];
+        let tag = (rng.next_u64() >> 48) as u16;
+        let place_id = place_id(&mut rng);
+        let rating_tenths = 10 + rng.below(41) as u8;
+        let number = 1 + rng.below(9999) as u16;
+        let street = STREETS[rng.below(STREETS.len() as u64) as usize];
+        Place { lat: round7(phi2.to_degrees()), lng: round7(lng), tag, kind, place_id, rating_tenths, number, street }
+    })
+}
+
+impl Place {
+    /// Appends the place as serde_json's pretty printer writes it inside `results`. Every string
+    /// is plain ASCII from the tables above, so nothing needs escaping; the coordinates go through
+    /// serde_json itself so they are spelled exactly as in [`nearby_json`].
+    fn write_pretty(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.extend_from_slice(b"    {\n      \"geometry\": {\n        \"location\": {\n          \"lat\": ");
+        serde_json::to_writer(&mut *out, &self.lat)?;
+        out.extend_from_slice(b",\n          \"lng\": ");
+        serde_json::to_writer(&mut *out, &self.lng)?;
+        out.extend_from_slice(b"\n        }\n      },\n      \"name\": \"");
+        self.write_name(out);
+        out.extend_from_slice(b"\",\n      \"place_id\": \"");
+        out.extend_from_slice(&self.place_id);
+        out.extend_from_slice(b"\",\n      \"rating\": ");
+        out.extend_from_slice(&[b'0' + self.rating_tenths / 10, b'.', b'0' + self.rating_tenths % 10]);
+        out.extend_from_slice(b",\n      \"types\": [");
+        for (i, kind_type) in self.kind.types.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"\n        \"" } else { b",\n        \"" });
+            out.extend_from_slice(kind_type.as_bytes());
+            out.push(b'"');
         }
-        let mut rng = SplitMix64::new(mix64(mix64(mix64(lat.to_bits()) ^ lon.to_bits()) ^ u64::from(radius_m)));
-        let (phi1, lambda1) = (lat.to_radians(), lon.to_radians());
-        let results = (0..RESULTS_PER_QUERY)
-            .map(|_| {
-                // sqrt makes the spread uniform over the disc's area; 0.999 leaves room for the
-                // rounding to 7 decimals below, so every place stays inside the radius.
-                let distance = 0.999 * f64::from(radius_m) * rng.next_f64().sqrt();
-                let bearing = std::f64::consts::TAU * rng.next_f64();
-                let delta = distance / EARTH_RADIUS_M;
-                // Great-circle destination from (phi1, lambda1).
-                let phi2 =
-                    (phi1.sin() * delta.cos() + phi1.cos() * delta.sin() * bearing.cos()).clamp(-1.0, 1.0).asin();
-                let lambda2 =
-                    lambda1 + (bearing.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * phi2.sin());
-                let lng = (lambda2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
-                let kind = &KINDS[rng.below(KINDS.len() as u64) as usize];
-                let tag = rng.next_u64() >> 48;
-                Place {
-                    geometry: Geometry { location: LatLng { lat: round7(phi2.to_degrees()), lng: round7(lng) } },
-                    name: format!("Place {tag:04x} {}", kind.word),
-                    place_id: place_id(&mut rng),
-                    rating: (10 + rng.below(41)) as f64 / 10.0,
-                    types: kind.types,
-                    vicinity: format!("{} {}", 1 + rng.below(9999), STREETS[rng.below(STREETS.len() as u64) as usize]),
-                }
-            })
-            .collect();
-        Self { html_attributions: [], results, status: "OK" }
+        out.extend_from_slice(b"\n      ],\n      \"vicinity\": \"");
+        self.write_vicinity(out);
+        out.extend_from_slice(b"\"\n    }");
+        Ok(())
     }
 
-    /// The response body: pretty-printed like Google's.
-    fn to_body(&self) -> Result<Bytes, serde_json::Error> {
-        let mut body = Vec::with_capacity(8 * 1024);
-        serde_json::to_writer_pretty(&mut body, self)?;
-        Ok(Bytes::from(body))
+    /// The same place as a JSON value, keys in Google's order.
+    fn to_json(&self) -> serde_json::Value {
+        let text = |write: fn(&Self, &mut Vec<u8>)| {
+            let mut bytes = Vec::new();
+            write(self, &mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        serde_json::json!({
+            "geometry": { "location": { "lat": self.lat, "lng": self.lng } },
+            "name": text(Self::write_name),
+            "place_id": String::from_utf8_lossy(&self.place_id),
+            "rating": f64::from(self.rating_tenths) / 10.0,
+            "types": self.kind.types,
+            "vicinity": text(Self::write_vicinity),
+        })
+    }
+
+    /// `Place 808a Book Store`.
+    fn write_name(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(b"Place ");
+        out.extend([12, 8, 4, 0].map(|shift| HEX[usize::from((self.tag >> shift) & 15)]));
+        out.push(b' ');
+        out.extend_from_slice(self.kind.word.as_bytes());
+    }
+
+    /// `5201 Cedar Way`.
+    fn write_vicinity(&self, out: &mut Vec<u8>) {
+        let mut digits = [0u8; 5];
+        let mut start = digits.len();
+        let mut n = self.number;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[start..]);
+        out.push(b' ');
+        out.extend_from_slice(self.street.as_bytes());
     }
 }
 
@@ -422,18 +492,17 @@ fn round7(degrees: f64) -> f64 {
 }
 
 /// A Google-looking place id: `ChIJ` and 23 URL-safe base64 characters.
-fn place_id(rng: &mut SplitMix64) -> String {
+fn place_id(rng: &mut SplitMix64) -> [u8; PLACE_ID_LEN] {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut id = String::with_capacity(27);
-    id.push_str("ChIJ");
-    let mut bits = 0;
-    let mut left = 0;
-    for _ in 0..23 {
+    let mut id = [0u8; PLACE_ID_LEN];
+    id[..4].copy_from_slice(b"ChIJ");
+    let (mut bits, mut left) = (0, 0);
+    for slot in &mut id[4..] {
         if left < 6 {
             bits = rng.next_u64();
             left = 64;
         }
-        id.push(char::from(ALPHABET[(bits & 63) as usize]));
+        *slot = ALPHABET[(bits & 63) as usize];
         bits >>= 6;
         left -= 6;
     }
@@ -664,7 +733,7 @@ fn route(request: &Request<Incoming>) -> Answer {
     let Some(query) = NearbyQuery::parse(uri.query().unwrap_or("")) else {
         return invalid(StatusCode::BAD_REQUEST);
     };
-    match Nearby::generate(query.lat, query.lon, query.radius_m).to_body() {
+    match nearby_body(query.lat, query.lon, query.radius_m) {
         Ok(body) => Answer { status: StatusCode::OK, body },
         Err(_) => Answer {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -838,9 +907,14 @@ mod tests {
 
     #[test]
     fn the_served_body_is_the_pretty_printed_json() {
-        let body = Nearby::generate(UCLA.0, UCLA.1, 10_000).to_body().expect("serializes");
-        let expected = serde_json::to_string_pretty(&nearby_json(UCLA.0, UCLA.1, 10_000)).expect("prints");
-        assert_eq!(std::str::from_utf8(&body).expect("utf8"), expected);
+        // Tiny coordinates (printed in exponent form), the antimeridian, radius 0, the polar rule.
+        for (lat, lon, radius) in
+            [(UCLA.0, UCLA.1, 10_000), (0.0, 0.0, 5), (0.0, 0.0, 0), (-0.5, 179.9999, 50_000), (89.0, 1.0, 10)]
+        {
+            let body = nearby_body(lat, lon, radius).expect("serializes");
+            let expected = serde_json::to_string_pretty(&nearby_json(lat, lon, radius)).expect("prints");
+            assert_eq!(std::str::from_utf8(&body).expect("utf8"), expected, "({lat},{lon}) r={radius}");
+        }
         for constant in [INVALID_REQUEST_BODY, UNAVAILABLE_BODY, NOT_FOUND_BODY, INTERNAL_ERROR_BODY] {
             let v: serde_json::Value = serde_json::from_str(constant).expect("constant bodies are JSON");
             assert_eq!(serde_json::to_string_pretty(&v).expect("prints"), constant);

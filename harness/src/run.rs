@@ -23,19 +23,37 @@ use crate::procs::{self, Children};
 use crate::result::{Latency, Parameters, Pinning, RunResult, SCHEMA_VERSION, ServerCounters, ServerResult};
 use crate::serve::Mode;
 use crate::summary;
+use crate::sweep::{self, LoadList, ThreadList};
 use crate::topology::Topology;
+use crate::units::Load;
 use crate::units::parse_duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Implementation (style) to measure; see README for the list.
+    /// Implementation (style) to measure: a name, a comma list, or `all`.
     #[arg(long = "impl", default_value = "threadpool")]
     pub implementation: String,
+    /// Workload: a name in workloads/ (or a path), or a comma list.
+    #[arg(long, default_value = "herd-mixed")]
+    pub workload: String,
+    /// Offered load: 10k, 1.5M, `max` (closed loop); a list `2k,5k,max`; or a sweep `1k..20k/1k`.
+    #[arg(long, default_value = "10k")]
+    pub load: LoadList,
+    /// Override the workload's mode (`echo` switches to the echo workload).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
     #[command(flatten)]
     pub generator: GeneratorArgs,
-    /// The style's parallelism (its README says what it means); default: the style's own default.
+    /// The style's parallelism (its README says what it means), or a list/sweep such as 1,2 or
+    /// 1..4/1; default: the style's own default.
     #[arg(long)]
-    pub threads: Option<usize>,
+    pub threads: Option<ThreadList>,
+    /// Run every combination this many times (for medians and spread).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Folder for the result files of a matrix (default: results/runs/<UTC timestamp>/).
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
     /// I/O threads, for styles that separate them from workers.
     #[arg(long)]
     pub io_threads: Option<usize>,
@@ -45,7 +63,7 @@ pub struct RunArgs {
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
-    /// Result file (default: results/<UTC timestamp>-<impl>-<workload>.json).
+    /// Result file of a single run (default: results/<UTC timestamp>-<impl>-<workload>.json).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Herd topology file (default: harness/topology.toml).
@@ -67,9 +85,104 @@ pub fn results_dir() -> PathBuf {
     crate::workload::workspace_root().join("results")
 }
 
+/// One point of a matrix.
+#[derive(Debug, Clone)]
+struct Point {
+    implementation: String,
+    workload: String,
+    load: Load,
+    threads: Option<usize>,
+}
+
+/// Runs every combination of the requested styles, workloads, loads and thread counts, `--repeat`
+/// times. Returns the result file of a single run, or the folder holding a matrix's files.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
-    let meta = impls::find(&args.implementation)?;
-    let workload = args.generator.workload()?;
+    let implementations = if args.implementation == "all" {
+        impls::all()?.into_iter().map(|m| m.name).collect()
+    } else {
+        sweep::names(&args.implementation)
+    };
+    for name in &implementations {
+        impls::find(name)?;
+    }
+    let workloads = sweep::names(&args.workload);
+    for w in &workloads {
+        load::workload_for(w, args.mode)?;
+    }
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let threads: Vec<Option<usize>> = match &args.threads {
+        Some(list) => list.0.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let mut points = Vec::new();
+    for workload in &workloads {
+        for implementation in &implementations {
+            for &threads in &threads {
+                for &load in &args.load.0 {
+                    for _ in 0..args.repeat {
+                        points.push(Point {
+                            implementation: implementation.clone(),
+                            workload: workload.clone(),
+                            load,
+                            threads,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    // Resolved once: a rebuild during a long matrix replaces the file, not this path.
+    let exe = std::env::current_exe()?;
+    if let [point] = points.as_slice() {
+        return run_one(args, point, args.output.clone(), &stop, &exe);
+    }
+    if args.output.is_some() {
+        bail!("--output names one result file; this is a matrix of {} runs: use --output-dir", points.len());
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let dir = args.output_dir.clone().unwrap_or_else(|| results_dir().join("runs").join(stamp));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut failures = 0;
+    for (i, point) in points.iter().enumerate() {
+        if stop.load(Relaxed) {
+            break;
+        }
+        let threads = point.threads.map_or("default".into(), |t| t.to_string());
+        let name = format!(
+            "{}-{}-{}-t{threads}-{:02}.json",
+            point.implementation,
+            point.workload.replace(['/', '.'], "_"),
+            point.load,
+            i + 1
+        );
+        eprintln!("== run {}/{}: {name}", i + 1, points.len());
+        // One failed point (a style that crashed) must not lose the rest of the matrix.
+        if let Err(e) = run_one(args, point, Some(dir.join(&name)), &stop, &exe) {
+            eprintln!("run {name} failed: {e:#}");
+            failures += 1;
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} of {} runs failed; the others are in {}", points.len(), dir.display());
+    }
+    Ok(dir)
+}
+
+fn run_one(
+    args: &RunArgs,
+    point: &Point,
+    output: Option<PathBuf>,
+    stop: &Arc<AtomicBool>,
+    exe: &Path,
+) -> Result<PathBuf> {
+    let meta = impls::find(&point.implementation)?;
+    let workload = load::workload_for(&point.workload, args.mode)?;
     let mode = workload.mode;
     let mode_name = if mode == Mode::Herd { "herd" } else { "echo" };
     if !meta.modes.iter().any(|m| m == mode_name) {
@@ -82,14 +195,10 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     if let Err(e) = procs::raise_open_files_limit() {
         eprintln!("warning: could not raise the open-files limit: {e}");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
 
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let label = format!("{stamp}-{}-{}", meta.name, workload.name);
-    let output = args.output.clone().unwrap_or_else(|| results_dir().join(format!("{label}.json")));
+    let output = output.unwrap_or_else(|| results_dir().join(format!("{label}.json")));
     let logs = results_dir().join("logs").join(&label);
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let pinning = args.pin.then(split_cpus).transpose()?;
@@ -97,17 +206,16 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         procs::pin_current_thread(&p.generator_cpus)?;
     }
     let server_cpus = pinning.as_ref().map(|p| p.server_cpus.clone());
-    let exe = std::env::current_exe()?;
     let mut children = Children::default();
 
     // The places backend (herd mode only).
     let places = if mode == Mode::Herd {
         let addr = free_port()?;
         let latency = args.places_latency.clone().unwrap_or_else(|| workload.places_latency.clone());
-        let mut cmd = Command::new(&exe);
+        let mut cmd = Command::new(exe);
         cmd.args(["places", "--listen", &addr.to_string(), "--latency", &latency]);
         children.spawn("places", with_output_to(cmd, &logs, "places")?, server_cpus.clone())?;
-        wait_accepting(&children, "places", addr, &stop, &logs)?;
+        wait_accepting(&children, "places", addr, stop, &logs)?;
         Some(addr)
     } else {
         None
@@ -117,7 +225,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let names: Vec<String> = if mode == Mode::Herd { topology.servers.clone() } else { vec!["Echo".into()] };
     let addrs: Vec<SocketAddr> = names.iter().map(|_| free_port()).collect::<Result<_>>()?;
     for (name, addr) in names.iter().zip(&addrs) {
-        let mut cmd = Command::new(&exe);
+        let mut cmd = Command::new(exe);
         cmd.args(["serve", "--impl", &meta.name, "--name", name, "--listen", &addr.to_string(), "--mode", mode_name]);
         if mode == Mode::Herd {
             for peer in topology.neighbours(name) {
@@ -128,7 +236,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         if let Some(p) = places {
             cmd.args(["--places", &p.to_string()]);
         }
-        if let Some(t) = args.threads {
+        if let Some(t) = point.threads {
             cmd.args(["--threads", &t.to_string()]);
         }
         if let Some(t) = args.io_threads {
@@ -145,7 +253,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         children.spawn(name, with_output_to(cmd, &logs, name)?, server_cpus.clone())?;
     }
     for (name, addr) in names.iter().zip(&addrs) {
-        wait_accepting(&children, name, *addr, &stop, &logs)?;
+        wait_accepting(&children, name, *addr, stop, &logs)?;
     }
     children.start_sampling();
 
@@ -154,7 +262,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         .zip(&addrs)
         .map(|(n, a)| Target { addr: *a, name: (mode == Mode::Herd).then(|| n.clone()) })
         .collect();
-    let spec = args.generator.spec(targets, workload.clone())?;
+    let spec = args.generator.spec(targets, workload.clone(), point.load)?;
     eprintln!(
         "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
         meta.name, meta.style, workload.name, spec.load, spec.connections, spec.warmup, spec.duration
@@ -164,7 +272,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let done = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
         scope.spawn(|| load::show_progress(&spec, &progress, &done));
-        let outcome = load::generate(&spec, &progress, &stop);
+        let outcome = load::generate(&spec, &progress, stop);
         done.store(true, Relaxed);
         outcome
     })?;
@@ -201,7 +309,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             warmup_s: spec.warmup.as_secs_f64(),
             timeout_s: spec.timeout.as_secs_f64(),
             seed: spec.seed,
-            threads: args.threads,
+            threads: point.threads,
             generator_threads: spec.threads,
             pipeline: spec.pipeline,
             pinning,

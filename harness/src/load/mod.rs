@@ -48,6 +48,7 @@ pub struct LoadSpec {
     pub threads: usize,
     pub seed: u64,
     pub workload: Workload,
+    pub show_errors: usize,
 }
 
 /// What a load measured, ready for the result file.
@@ -116,6 +117,7 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
             end,
             timeout: spec.timeout,
             seed: spec.seed,
+            show_errors: spec.show_errors,
         })
         .collect();
     let reports = std::thread::scope(|scope| {
@@ -202,6 +204,15 @@ pub struct LoadArgs {
     /// Server address; repeat to spread connections over several. Loopback only.
     #[arg(long = "addr", required = true)]
     pub addrs: Vec<SocketAddr>,
+    /// Offered load: requests/s such as 10k or 1.5M (open loop), or `max` (closed loop).
+    #[arg(long, default_value = "10k")]
+    pub load: Load,
+    /// Workload name (a file in workloads/) or path.
+    #[arg(long, default_value = "herd-mixed")]
+    pub workload: String,
+    /// Override the workload's mode (`echo` switches to the echo workload).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
     #[command(flatten)]
     pub common: GeneratorArgs,
 }
@@ -209,15 +220,6 @@ pub struct LoadArgs {
 /// Generator flags shared by `run` and `load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GeneratorArgs {
-    /// Offered load: requests/s such as 10k or 1.5M (open loop), or `max` (closed loop).
-    #[arg(long, default_value = "10k")]
-    pub load: Load,
-    /// Workload name (a file in workloads/) or path.
-    #[arg(long, default_value = "herd-mixed")]
-    pub workload: String,
-    /// Override the workload's mode (`echo` uses the echo workload's message size).
-    #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
     /// Connections (default: the workload's).
     #[arg(long)]
     pub connections: Option<usize>,
@@ -242,22 +244,25 @@ pub struct GeneratorArgs {
     /// Seed for request contents and Poisson arrivals.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print the first N rejected replies (with what was expected) to stderr, for debugging.
+    #[arg(long, default_value_t = 0)]
+    pub show_errors: usize,
+}
+
+/// Loads workload `name`, with `mode = echo` switching to the echo workload.
+pub fn workload_for(name: &str, mode: Option<Mode>) -> Result<Workload> {
+    let w = Workload::load(name)?;
+    match mode {
+        Some(mode) if mode != w.mode => match mode {
+            Mode::Echo => Workload::load("echo"),
+            Mode::Herd => bail!("workload `{}` is an echo workload; pick a herd workload with --workload", w.name),
+        },
+        _ => Ok(w),
+    }
 }
 
 impl GeneratorArgs {
-    /// The workload, with `--mode echo` switching to the echo workload.
-    pub fn workload(&self) -> Result<Workload> {
-        let w = Workload::load(&self.workload)?;
-        match self.mode {
-            Some(mode) if mode != w.mode => match mode {
-                Mode::Echo => Workload::load("echo"),
-                Mode::Herd => bail!("workload `{}` is an echo workload; pick a herd workload with --workload", w.name),
-            },
-            _ => Ok(w),
-        }
-    }
-
-    pub fn spec(&self, targets: Vec<Target>, workload: Workload) -> Result<LoadSpec> {
+    pub fn spec(&self, targets: Vec<Target>, workload: Workload, load: Load) -> Result<LoadSpec> {
         if self.duration.is_zero() {
             bail!("--duration must be above 0, e.g. --duration 10s");
         }
@@ -270,7 +275,7 @@ impl GeneratorArgs {
         Ok(LoadSpec {
             targets,
             connections: self.connections.unwrap_or(workload.connections),
-            load: self.load,
+            load,
             arrival: self.arrival,
             pipeline: self.pipeline,
             warmup: self.warmup,
@@ -279,6 +284,7 @@ impl GeneratorArgs {
             threads: self.gen_threads,
             seed: self.seed,
             workload,
+            show_errors: self.show_errors,
         })
     }
 }

@@ -54,6 +54,8 @@ pub struct ThreadPlan {
     pub end: Instant,
     pub timeout: Duration,
     pub seed: u64,
+    /// Rejected replies to print to stderr.
+    pub show_errors: usize,
 }
 
 /// Live counters the progress display reads.
@@ -130,6 +132,7 @@ struct Generator<'a> {
     unreported: (u64, u64),
     progress: &'a Progress,
     message: Vec<u8>,
+    shown_errors: usize,
 }
 
 /// Runs one generator thread to the end of its window (or until `stop`), then drains.
@@ -172,7 +175,7 @@ impl<'a> Generator<'a> {
             completed_in_window: 0,
         };
         let message = RequestSource::new(&plan.workload, SplitMix64::new(0)).message().to_vec();
-        Ok(Self { plan, poll, conns, report, cursor: 0, unreported: (0, 0), progress, message })
+        Ok(Self { plan, poll, conns, report, cursor: 0, unreported: (0, 0), progress, message, shown_errors: 0 })
     }
 
     fn event_loop(&mut self, stop: &AtomicBool) -> io::Result<()> {
@@ -387,6 +390,16 @@ impl<'a> Generator<'a> {
             let Some(head) = conn.pending.front() else { return false };
             let Some(len) = reply_len(head.kind, buf) else { return true };
             let verdict = check(&buf[..len], &head.expect, server, &self.message);
+            if verdict.is_err() && self.shown_errors < self.plan.show_errors {
+                self.shown_errors += 1;
+                eprintln!(
+                    "rejected reply ({:?}) from {}: {:?}\n  expected: {:?}",
+                    verdict,
+                    self.plan.targets[conn.target].addr,
+                    String::from_utf8_lossy(&buf[..len]),
+                    head.expect
+                );
+            }
             conn.in_start += len;
             let p = conn.pending.pop_front().expect("head exists");
             match verdict {

@@ -1,0 +1,176 @@
+//! Sets of result files, grouped for reports and comparisons.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::result::{RunResult, SCHEMA_VERSION};
+
+/// One result file and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub result: RunResult,
+}
+
+/// What makes two runs the same experiment (repeats share a key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub workload: String,
+    pub implementation: String,
+    pub load: String,
+    pub threads: Option<usize>,
+}
+
+impl Key {
+    pub fn of(r: &RunResult) -> Self {
+        Self {
+            workload: r.workload.name.clone(),
+            implementation: r.implementation.name.clone(),
+            load: r.parameters.load.clone(),
+            threads: r.parameters.threads,
+        }
+    }
+
+    pub fn threads_label(&self) -> String {
+        self.threads.map_or_else(|| "default".into(), |t| t.to_string())
+    }
+}
+
+/// The numbers a report or comparison looks at, derived from one result.
+#[derive(Debug, Clone, Copy)]
+pub struct Metrics {
+    pub offered_rps: Option<f64>,
+    pub achieved_rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub errors: f64,
+    /// Server CPU (user + sys, all servers) per request the servers counted, in µs.
+    pub cpu_us_per_request: f64,
+    /// Peak RSS summed over the servers, MiB.
+    pub rss_mib: f64,
+    /// Most threads seen in one server process.
+    pub threads: f64,
+}
+
+impl Metrics {
+    pub fn of(r: &RunResult) -> Self {
+        let cpu: f64 = r.servers.iter().map(|s| s.resources.cpu_user_s + s.resources.cpu_sys_s).sum();
+        let served: u64 = r
+            .servers
+            .iter()
+            .filter_map(|s| s.counters.as_ref())
+            .map(|c| ["iamat", "whatsat", "invalid", "echo"].iter().filter_map(|k| c.counters.get(*k)).sum::<u64>())
+            .sum();
+        let l = &r.summary.latency_us;
+        Self {
+            offered_rps: r.summary.offered_rps,
+            achieved_rps: r.summary.achieved_rps,
+            p50_us: l.p50 as f64,
+            p99_us: l.p99 as f64,
+            p999_us: l.p999 as f64,
+            max_us: l.max as f64,
+            errors: r.summary.errors as f64,
+            cpu_us_per_request: if served > 0 { cpu * 1e6 / served as f64 } else { f64::NAN },
+            rss_mib: r.servers.iter().map(|s| s.resources.peak_rss_kib as f64 / 1024.0).sum(),
+            threads: r.servers.iter().map(|s| s.resources.max_threads as f64).fold(0.0, f64::max),
+        }
+    }
+}
+
+/// Reads result files: each argument is a file or a folder searched recursively for `*.json`
+/// (skipping `schema/`, `logs/` and `baseline/` unless named directly).
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            collect(p, &mut files)?;
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .with_context(|| format!("{} is not JSON", path.display()))?
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64);
+        if version != Some(u64::from(SCHEMA_VERSION)) {
+            bail!("{}: schema_version {version:?}, this harness reads {SCHEMA_VERSION}", path.display());
+        }
+        let result: RunResult =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a result file", path.display()))?;
+        out.push(Loaded { path, result });
+    }
+    if out.is_empty() {
+        bail!(
+            "no result files found in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !matches!(name, "schema" | "logs" | "baseline" | "plots") {
+                collect(&path, files)?;
+            }
+        } else if name.ends_with(".json") && !name.ends_with(".stats.json") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Runs grouped by key; repeats of one experiment end up together.
+pub fn group(loaded: &[Loaded]) -> BTreeMap<Key, Vec<&RunResult>> {
+    let mut groups: BTreeMap<Key, Vec<&RunResult>> = BTreeMap::new();
+    for l in loaded {
+        groups.entry(Key::of(&l.result)).or_default().push(&l.result);
+    }
+    groups
+}
+
+/// Median of a sample (NaN for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Relative spread of a sample: median absolute deviation over the median (0 for one value).
+pub fn relative_spread(values: &[f64]) -> f64 {
+    let m = median(values);
+    if values.len() < 2 || m == 0.0 || m.is_nan() {
+        return 0.0;
+    }
+    let deviations: Vec<f64> = values.iter().map(|v| (v - m).abs()).collect();
+    median(&deviations) / m.abs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_spread() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(relative_spread(&[10.0]), 0.0);
+        assert!((relative_spread(&[9.0, 10.0, 11.0]) - 0.1).abs() < 1e-12);
+    }
+}

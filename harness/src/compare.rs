@@ -1,0 +1,269 @@
+//! `harness compare`: is the current build slower than the baseline?
+//!
+//! Shared machines are noisy, so a verdict needs more than two numbers:
+//! - each side may hold several runs of one experiment (`harness run --repeat N`); a metric's value
+//!   is their **median**, and its noise is their **relative spread** (median absolute deviation
+//!   over the median);
+//! - a change counts only past a band: the larger of `--threshold` and `--noise-k` × the larger
+//!   spread of the two sides (or `--single-run-noise` when a side has one run, since one run says
+//!   nothing about its own noise);
+//! - with `--normalize-by STYLE`, every metric is first divided by the same metric of STYLE taken
+//!   in the same folder, i.e. measured on the same machine at the same time: a ratio within one
+//!   run, which survives a slower or busier machine. STYLE itself then reads 1.0: choose one
+//!   you are not testing.
+//!
+//! Verdicts, as criterion words them: `no change` (|Δ| ≤ threshold), `within noise` (inside the
+//! band), `improved`, `regressed`. Any new error is a regression. Exit status 1 on a regression.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+use crate::collection::{self, Key, Loaded, Metrics, median, relative_spread};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Baseline result files or folders.
+    #[arg(long, required = true, num_args = 1..)]
+    pub baseline: Vec<PathBuf>,
+    /// Current result files or folders.
+    #[arg(long, required = true, num_args = 1..)]
+    pub current: Vec<PathBuf>,
+    /// Relative changes up to this are "no change".
+    #[arg(long, default_value_t = 0.05)]
+    pub threshold: f64,
+    /// A change must exceed this many times the measured relative spread to count.
+    #[arg(long, default_value_t = 3.0)]
+    pub noise_k: f64,
+    /// The noise band assumed when a side has a single run.
+    #[arg(long, default_value_t = 0.25)]
+    pub single_run_noise: f64,
+    /// Divide each metric by this style's value from the same folder (a within-run ratio).
+    #[arg(long)]
+    pub normalize_by: Option<String>,
+    /// Metrics to compare: p50, p99, cpu (server CPU per request), throughput.
+    #[arg(long, value_delimiter = ',', default_value = "p50,p99,cpu,throughput")]
+    pub metrics: Vec<MetricName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricName {
+    P50,
+    P99,
+    Cpu,
+    Throughput,
+}
+
+impl MetricName {
+    fn value(self, m: &Metrics) -> f64 {
+        match self {
+            MetricName::P50 => m.p50_us,
+            MetricName::P99 => m.p99_us,
+            MetricName::Cpu => m.cpu_us_per_request,
+            MetricName::Throughput => m.achieved_rps,
+        }
+    }
+
+    fn higher_is_better(self) -> bool {
+        self == MetricName::Throughput
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            MetricName::P50 => "p50 µs",
+            MetricName::P99 => "p99 µs",
+            MetricName::Cpu => "CPU µs/req",
+            MetricName::Throughput => "achieved/s",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    NoChange,
+    WithinNoise,
+    Improved,
+    Regressed,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::NoChange => "no change",
+            Verdict::WithinNoise => "within noise",
+            Verdict::Improved => "improved",
+            Verdict::Regressed => "regressed",
+        }
+    }
+}
+
+/// The verdict for one metric: `worse` is the relative change in the bad direction (positive =
+/// worse), `band` the noise band.
+pub fn verdict(worse: f64, threshold: f64, band: f64) -> Verdict {
+    if worse.abs() <= threshold {
+        Verdict::NoChange
+    } else if worse.abs() <= band {
+        Verdict::WithinNoise
+    } else if worse > 0.0 {
+        Verdict::Regressed
+    } else {
+        Verdict::Improved
+    }
+}
+
+/// Per experiment, each metric's values over the repeats (normalised if asked).
+type Samples = BTreeMap<Key, Vec<Metrics>>;
+
+fn samples(loaded: &[Loaded], normalize_by: Option<&str>) -> Result<Samples> {
+    // Group per folder first: normalisation divides by the reference measured in the same folder.
+    let mut by_folder: BTreeMap<PathBuf, Vec<&Loaded>> = BTreeMap::new();
+    for l in loaded {
+        by_folder.entry(l.path.parent().map(PathBuf::from).unwrap_or_default()).or_default().push(l);
+    }
+    let mut out: Samples = BTreeMap::new();
+    for (folder, runs) in by_folder {
+        for l in &runs {
+            let key = Key::of(&l.result);
+            let mut m = Metrics::of(&l.result);
+            if let Some(reference) = normalize_by {
+                let refs: Vec<Metrics> = runs
+                    .iter()
+                    .filter(|r| {
+                        let k = Key::of(&r.result);
+                        k.implementation == reference && k.workload == key.workload && k.load == key.load
+                    })
+                    .map(|r| Metrics::of(&r.result))
+                    .collect();
+                if refs.is_empty() {
+                    bail!(
+                        "--normalize-by {reference}: {} has no {reference} run for {}/{}",
+                        folder.display(),
+                        key.workload,
+                        key.load
+                    );
+                }
+                let med = |f: fn(&Metrics) -> f64| median(&refs.iter().map(f).collect::<Vec<_>>());
+                m.p50_us /= med(|m| m.p50_us);
+                m.p99_us /= med(|m| m.p99_us);
+                m.cpu_us_per_request /= med(|m| m.cpu_us_per_request);
+                m.achieved_rps /= med(|m| m.achieved_rps);
+            }
+            out.entry(key).or_default().push(m);
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let baseline = samples(&collection::load(&args.baseline)?, args.normalize_by.as_deref())?;
+    let current = samples(&collection::load(&args.current)?, args.normalize_by.as_deref())?;
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    let unit = if args.normalize_by.is_some() { " (ratio)" } else { "" };
+    table.set_header([
+        "workload".to_owned(),
+        "style".to_owned(),
+        "load".to_owned(),
+        "threads".to_owned(),
+        format!("metric{unit}"),
+        "baseline".to_owned(),
+        "current".to_owned(),
+        "change".to_owned(),
+        "noise band".to_owned(),
+        "verdict".to_owned(),
+    ]);
+    let mut regressions = 0;
+    let mut compared = 0;
+    for (key, cur) in &current {
+        let Some(base) = baseline.get(key) else {
+            eprintln!(
+                "no baseline for {} {} {} threads={}",
+                key.workload,
+                key.implementation,
+                key.load,
+                key.threads_label()
+            );
+            continue;
+        };
+        let row = |metric: String, b: String, c: String, change: String, band: String, v: Verdict| {
+            [
+                key.workload.clone(),
+                key.implementation.clone(),
+                key.load.clone(),
+                key.threads_label(),
+                metric,
+                b,
+                c,
+                change,
+                band,
+                v.word().to_owned(),
+            ]
+        };
+        let new_errors: f64 = cur.iter().map(|m| m.errors).sum();
+        let old_errors: f64 = base.iter().map(|m| m.errors).sum();
+        if new_errors > 0.0 && old_errors == 0.0 {
+            regressions += 1;
+            table.add_row(row(
+                "errors".into(),
+                "0".into(),
+                format!("{new_errors}"),
+                "new errors".into(),
+                "–".into(),
+                Verdict::Regressed,
+            ));
+        }
+        for &metric in &args.metrics {
+            let b: Vec<f64> = base.iter().map(|m| metric.value(m)).collect();
+            let c: Vec<f64> = cur.iter().map(|m| metric.value(m)).collect();
+            let (bm, cm) = (median(&b), median(&c));
+            if !(bm.is_finite() && cm.is_finite()) || bm == 0.0 {
+                continue;
+            }
+            let change = cm / bm - 1.0;
+            let worse = if metric.higher_is_better() { -change } else { change };
+            let band = if b.len() < 2 || c.len() < 2 {
+                args.single_run_noise.max(args.threshold)
+            } else {
+                (args.noise_k * relative_spread(&b).max(relative_spread(&c))).max(args.threshold)
+            };
+            let v = verdict(worse, args.threshold, band);
+            if v == Verdict::Regressed {
+                regressions += 1;
+            }
+            compared += 1;
+            table.add_row(row(
+                metric.label().to_owned(),
+                format!("{bm:.3} (n={})", b.len()),
+                format!("{cm:.3} (n={})", c.len()),
+                format!("{:+.1}%", change * 100.0),
+                format!("±{:.1}%", band * 100.0),
+                v,
+            ));
+        }
+    }
+    println!("{table}");
+    if compared == 0 {
+        bail!("nothing to compare: no experiment appears in both the baseline and the current results");
+    }
+    if regressions > 0 {
+        bail!("{regressions} regression(s)");
+    }
+    println!("no regressions ({compared} comparisons)");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_respect_threshold_and_band() {
+        assert_eq!(verdict(0.03, 0.05, 0.2), Verdict::NoChange);
+        assert_eq!(verdict(-0.03, 0.05, 0.2), Verdict::NoChange);
+        assert_eq!(verdict(0.15, 0.05, 0.2), Verdict::WithinNoise);
+        assert_eq!(verdict(0.35, 0.05, 0.2), Verdict::Regressed);
+        assert_eq!(verdict(-0.35, 0.05, 0.2), Verdict::Improved);
+    }
+}

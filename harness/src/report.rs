@@ -1,0 +1,285 @@
+//! `harness report`: result files in, Markdown tables and SVG plots out, and the generated parts of
+//! REPORT.md refreshed between their markers (the prose around them is left alone).
+//!
+//! ```text
+//! <!-- herdbench:begin tables -->
+//! …generated…
+//! <!-- herdbench:end tables -->
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::collection::{self, Key, Loaded, Metrics, median};
+use crate::plots;
+use crate::result::RunResult;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Result files or folders (searched recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to write report.md and the SVG plots (default: <first input folder>/report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Refresh the generated sections of this Markdown file (e.g. REPORT.md).
+    #[arg(long)]
+    pub update: Option<PathBuf>,
+    /// Latency objective for the capacity knee: p99 at or below this, in ms.
+    #[arg(long, default_value_t = 10.0)]
+    pub slo_ms: f64,
+}
+
+/// One table row: an experiment's medians over its repeats.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub key: Key,
+    pub repeats: usize,
+    pub m: Metrics,
+}
+
+/// The capacity knee of one style on one workload.
+#[derive(Debug, Clone)]
+pub struct Knee {
+    pub workload: String,
+    pub implementation: String,
+    pub threads: Option<usize>,
+    /// Highest offered rate meeting the objective, if any did.
+    pub knee_rps: Option<f64>,
+    pub loads_tried: usize,
+}
+
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let loaded = collection::load(&args.inputs)?;
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let first = &args.inputs[0];
+            let base =
+                if first.is_dir() { first.clone() } else { first.parent().map(Path::to_path_buf).unwrap_or_default() };
+            base.join("report")
+        }
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let rows = rows(&loaded);
+    let knees = knees(&rows, args.slo_ms * 1000.0);
+    let figures = plots::write_all(&loaded, &rows, &out)?;
+    let sections = sections(&loaded, &rows, &knees, &figures, args.slo_ms, args.update.as_deref());
+    let mut md = String::from("# herdbench results\n\n");
+    for (name, text) in &sections {
+        let _ = writeln!(md, "## {name}\n\n{text}");
+    }
+    let report_md = out.join("report.md");
+    std::fs::write(&report_md, md).with_context(|| format!("writing {}", report_md.display()))?;
+    eprintln!("wrote {} and {} plots in {}", report_md.display(), figures.len(), out.display());
+    if let Some(target) = &args.update {
+        let text = std::fs::read_to_string(target).with_context(|| format!("reading {}", target.display()))?;
+        let updated = replace_sections(&text, &sections)?;
+        std::fs::write(target, updated).with_context(|| format!("writing {}", target.display()))?;
+        eprintln!("updated the generated sections of {}", target.display());
+    }
+    println!("{}", report_md.display());
+    Ok(())
+}
+
+/// Medians per experiment.
+pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
+    collection::group(loaded)
+        .into_iter()
+        .map(|(key, runs)| {
+            let all: Vec<Metrics> = runs.iter().map(|r| Metrics::of(r)).collect();
+            let med = |f: fn(&Metrics) -> f64| median(&all.iter().map(f).collect::<Vec<_>>());
+            let m = Metrics {
+                offered_rps: all[0].offered_rps,
+                achieved_rps: med(|m| m.achieved_rps),
+                p50_us: med(|m| m.p50_us),
+                p99_us: med(|m| m.p99_us),
+                p999_us: med(|m| m.p999_us),
+                max_us: med(|m| m.max_us),
+                errors: all.iter().map(|m| m.errors).sum(),
+                cpu_us_per_request: med(|m| m.cpu_us_per_request),
+                rss_mib: med(|m| m.rss_mib),
+                threads: med(|m| m.threads),
+            };
+            Row { key, repeats: runs.len(), m }
+        })
+        .collect()
+}
+
+/// The highest offered rate with achieved ≥ 99 % of offered, no errors and p99 ≤ the objective,
+/// for every (workload, style, threads) measured at two or more open-loop rates.
+pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
+    let mut series: BTreeMap<(String, String, Option<usize>), Vec<&Row>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
+        series.entry((r.key.workload.clone(), r.key.implementation.clone(), r.key.threads)).or_default().push(r);
+    }
+    series
+        .into_iter()
+        .filter(|(_, rs)| rs.len() >= 2)
+        .map(|((workload, implementation, threads), rs)| {
+            let knee_rps = rs
+                .iter()
+                .filter(|r| {
+                    let offered = r.m.offered_rps.unwrap_or(f64::INFINITY);
+                    r.m.achieved_rps >= 0.99 * offered && r.m.errors == 0.0 && r.m.p99_us <= slo_us
+                })
+                .filter_map(|r| r.m.offered_rps)
+                .fold(None, |best: Option<f64>, o| Some(best.map_or(o, |b| b.max(o))));
+            Knee { workload, implementation, threads, knee_rps, loads_tried: rs.len() }
+        })
+        .collect()
+}
+
+fn fmt_us(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v >= 10_000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else {
+        format!("{v:.0} µs")
+    }
+}
+
+/// The generated sections, by marker name, in order.
+fn sections(
+    loaded: &[Loaded],
+    rows: &[Row],
+    knees: &[Knee],
+    figures: &[PathBuf],
+    slo_ms: f64,
+    report: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    out.push(("environment".to_owned(), environment(loaded)));
+
+    let mut tables = String::new();
+    let mut by_workload: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by_workload.entry(&r.key.workload).or_default().push(r);
+    }
+    for (workload, rs) in by_workload {
+        let _ = writeln!(tables, "### {workload}\n");
+        let _ = writeln!(
+            tables,
+            "| style | load | threads | runs | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | RSS MiB (all servers) | threads/server |"
+        );
+        let _ = writeln!(tables, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in rs {
+            let m = &r.m;
+            let _ = writeln!(
+                tables,
+                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
+                r.key.implementation,
+                r.key.load,
+                r.key.threads_label(),
+                r.repeats,
+                m.achieved_rps,
+                fmt_us(m.p50_us),
+                fmt_us(m.p99_us),
+                fmt_us(m.p999_us),
+                fmt_us(m.max_us),
+                m.errors,
+                m.cpu_us_per_request,
+                m.rss_mib,
+                m.threads
+            );
+        }
+        tables.push('\n');
+    }
+    out.push(("tables".to_owned(), tables));
+
+    let mut k = String::new();
+    if knees.is_empty() {
+        k.push_str("No load sweeps in these results (a knee needs two or more open-loop rates).\n");
+    } else {
+        let _ = writeln!(
+            k,
+            "Capacity knee: the highest offered rate with achieved ≥ 99 % of offered, no errors and p99 ≤ {slo_ms} ms.\n"
+        );
+        let _ = writeln!(k, "| workload | style | threads | knee (requests/s) | loads tried |");
+        let _ = writeln!(k, "|---|---|---|---:|---:|");
+        for knee in knees {
+            let value = knee.knee_rps.map_or_else(|| "below the lowest load".to_owned(), |v| format!("{v:.0}"));
+            let threads = knee.threads.map_or_else(|| "default".into(), |t| t.to_string());
+            let _ = writeln!(
+                k,
+                "| {} | {} | {threads} | {value} | {} |",
+                knee.workload, knee.implementation, knee.loads_tried
+            );
+        }
+    }
+    out.push(("knees".to_owned(), k));
+
+    let mut f = String::new();
+    let base = report.and_then(Path::parent);
+    for fig in figures {
+        let shown = base.and_then(|b| relative_to(fig, b)).unwrap_or_else(|| fig.clone());
+        let title = fig.file_stem().map(|s| s.to_string_lossy().replace('-', " ")).unwrap_or_default();
+        let _ = writeln!(f, "![{title}]({})\n", shown.display());
+    }
+    out.push(("figures".to_owned(), f));
+    out
+}
+
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    let path = path.canonicalize().ok()?;
+    let base = base.canonicalize().ok()?;
+    path.strip_prefix(&base).ok().map(Path::to_path_buf)
+}
+
+fn environment(loaded: &[Loaded]) -> String {
+    let r: &RunResult = &loaded[0].result;
+    let mut commits: Vec<String> = loaded.iter().filter_map(|l| l.result.tool.git_commit.clone()).collect();
+    commits.sort();
+    commits.dedup();
+    let pinned = loaded.iter().filter(|l| l.result.parameters.pinning.is_some()).count();
+    format!(
+        "{} result files. Machine: {} ({} cores, {:.1} GiB), kernel {}; {}; commit {}. \
+         Generator: {} thread(s); generator and servers pinned to disjoint CPUs in {pinned} of the runs; \
+         window {} s after {} s warm-up.\n",
+        loaded.len(),
+        r.machine.cpu_model,
+        r.machine.cores,
+        r.machine.memory_bytes as f64 / (1u64 << 30) as f64,
+        r.machine.kernel,
+        r.tool.rustc,
+        commits.join(", "),
+        r.parameters.generator_threads,
+        r.parameters.duration_s,
+        r.parameters.warmup_s,
+    )
+}
+
+/// Replaces the text between `<!-- herdbench:begin NAME -->` and `<!-- herdbench:end NAME -->`
+/// for every section that has markers; a section without markers in `text` is skipped.
+pub fn replace_sections(text: &str, sections: &[(String, String)]) -> Result<String> {
+    let mut text = text.to_owned();
+    for (name, body) in sections {
+        let begin = format!("<!-- herdbench:begin {name} -->");
+        let end = format!("<!-- herdbench:end {name} -->");
+        let (Some(b), Some(e)) = (text.find(&begin), text.find(&end)) else { continue };
+        if e < b {
+            bail!("marker {end} comes before {begin}");
+        }
+        text.replace_range(b + begin.len()..e, &format!("\n{body}\n"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_marked_sections_change() {
+        let doc = "prose\n<!-- herdbench:begin tables -->\nold\n<!-- herdbench:end tables -->\nmore prose\n";
+        let out = replace_sections(doc, &[("tables".into(), "new".into()), ("absent".into(), "x".into())])
+            .expect("valid markers");
+        assert_eq!(out, "prose\n<!-- herdbench:begin tables -->\nnew\n<!-- herdbench:end tables -->\nmore prose\n");
+        let bad = "<!-- herdbench:end t -->\n<!-- herdbench:begin t -->";
+        assert!(replace_sections(bad, &[("t".into(), "x".into())]).is_err());
+    }
+}
