@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// Places backend latency, overriding the workload's (e.g. 20ms, exp:20ms).
     #[arg(long)]
     pub places_latency: Option<String>,
+    /// Exit non-zero if any run had a failed request (wrong reply, timeout, …): for CI smoke runs.
+    #[arg(long)]
+    pub fail_on_errors: bool,
     /// After SIGTERM, how long servers get to exit before SIGKILL.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
@@ -333,6 +336,9 @@ fn run_one(
     summary::print(&result);
     if stop.load(Relaxed) {
         eprintln!("interrupted: the result covers only the part of the run that happened");
+    }
+    if args.fail_on_errors && result.summary.errors > 0 {
+        bail!("{} failed requests (--fail-on-errors); the result is in {}", result.summary.errors, output.display());
     }
     Ok(output)
 }
