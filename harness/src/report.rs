@@ -273,6 +273,45 @@ pub fn replace_sections(text: &str, sections: &[(String, String)]) -> Result<Str
 mod tests {
     use super::*;
 
+    fn row(implementation: &str, offered: f64, achieved: f64, p99_us: f64, errors: f64) -> Row {
+        let key = Key {
+            workload: "w".into(),
+            implementation: implementation.into(),
+            load: format!("{offered}"),
+            threads: None,
+        };
+        let m = Metrics {
+            offered_rps: Some(offered),
+            achieved_rps: achieved,
+            p50_us: 1.0,
+            p99_us,
+            p999_us: p99_us,
+            max_us: p99_us,
+            errors,
+            cpu_us_per_request: 1.0,
+            rss_mib: 1.0,
+            threads: 1.0,
+        };
+        Row { key, repeats: 1, m }
+    }
+
+    #[test]
+    fn knee_is_the_highest_load_meeting_every_condition() {
+        let rows = vec![
+            row("a", 1000.0, 1000.0, 500.0, 0.0),
+            row("a", 2000.0, 1995.0, 9000.0, 0.0),
+            row("a", 3000.0, 2900.0, 9000.0, 0.0),   // achieved < 99 %
+            row("a", 4000.0, 4000.0, 20_000.0, 0.0), // p99 over the objective
+            row("b", 1000.0, 1000.0, 500.0, 3.0),    // errors
+            row("b", 2000.0, 2000.0, 500.0, 1.0),
+            row("c", 1000.0, 1000.0, 500.0, 0.0), // one load: no knee
+        ];
+        let knees = knees(&rows, 10_000.0);
+        assert_eq!(knees.len(), 2);
+        assert_eq!((knees[0].implementation.as_str(), knees[0].knee_rps), ("a", Some(2000.0)));
+        assert_eq!((knees[1].implementation.as_str(), knees[1].knee_rps), ("b", None));
+    }
+
     #[test]
     fn only_marked_sections_change() {
         let doc = "prose\n<!-- herdbench:begin tables -->\nold\n<!-- herdbench:end tables -->\nmore prose\n";

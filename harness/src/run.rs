@@ -270,6 +270,7 @@ fn run_one(
         "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
         meta.name, meta.style, workload.name, spec.load, spec.connections, spec.warmup, spec.duration
     );
+    load::wait_linked(&spec)?;
     load::announce_clients(&spec)?;
     let progress = Progress::default();
     let done = AtomicBool::new(false);

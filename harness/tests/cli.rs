@@ -21,7 +21,15 @@ fn schema() -> jsonschema::Validator {
 }
 
 fn run_and_validate(extra: &[&str], name: &str) -> serde_json::Value {
-    let out_path = temp_dir(name).join("result.json");
+    let dir = temp_dir(name);
+    let result = run_into(&dir, extra);
+    let _ = std::fs::remove_dir_all(dir);
+    result
+}
+
+/// Runs a short measurement writing `<dir>/result.json`, checks it against the schema, returns it.
+fn run_into(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out_path = dir.join("result.json");
     let out = out_path.to_str().expect("utf8 path");
     let mut args = vec!["run", "--impl", "threadpool", "--duration", "1s", "--warmup", "500ms", "--output", out];
     args.extend_from_slice(extra);
@@ -33,7 +41,6 @@ fn run_and_validate(extra: &[&str], name: &str) -> serde_json::Value {
     let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).expect("result written")).expect("JSON");
     let errors: Vec<String> = schema().iter_errors(&result).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "result does not match the schema: {errors:#?}");
-    let _ = std::fs::remove_dir_all(out_path.parent().expect("dir"));
     result
 }
 
@@ -82,4 +89,40 @@ fn bad_arguments_say_what_to_type_instead() {
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(stderr.contains(hint), "{args:?}: error should mention `{hint}`:\n{stderr}");
     }
+}
+
+#[test]
+fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
+    let dir = temp_dir("compare");
+    let base_dir = dir.join("baseline");
+    let slow_dir = dir.join("slow");
+    std::fs::create_dir_all(&base_dir).expect("dir");
+    std::fs::create_dir_all(&slow_dir).expect("dir");
+    let mut result = run_into(&base_dir, &["--load", "300", "--connections", "4"]);
+    // The same run with every latency tripled stands in for a slowed build.
+    for p in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        let v = result["summary"]["latency_us"][p].as_u64().expect("number");
+        result["summary"]["latency_us"][p] = serde_json::json!(v * 3);
+    }
+    std::fs::write(slow_dir.join("result.json"), serde_json::to_vec(&result).expect("json")).expect("write");
+    let base = base_dir.to_str().expect("utf8");
+    let slow = slow_dir.to_str().expect("utf8");
+
+    let same = harness(&["compare", "--baseline", base, "--current", base]);
+    let text = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success(), "{text}{}", String::from_utf8_lossy(&same.stderr));
+    assert!(text.contains("no change") && !text.contains("regressed"), "{text}");
+
+    let worse = harness(&["compare", "--baseline", base, "--current", slow, "--metrics", "p50,p99"]);
+    let text = String::from_utf8_lossy(&worse.stdout);
+    assert!(!worse.status.success(), "a tripled latency must fail the comparison:\n{text}");
+    assert!(text.contains("regressed"), "{text}");
+
+    let report_dir = dir.join("report");
+    let report = harness(&["report", base, "--out", report_dir.to_str().expect("utf8")]);
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let md = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
+    assert!(md.contains("| threadpool | 300 |"), "{md}");
+    assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
+    let _ = std::fs::remove_dir_all(dir);
 }
