@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Compares the harness's load generator with ../shared/reference/echo_client against the reference
-# echo_epoll server, in one run: 64 B messages, 256 connections, closed loop, pinned apart
-# (server on the last CPU, client on CPU 0), alternating the two clients ROUNDS times.
-# Usage: scripts/echo-floor.sh [SECONDS] [ROUNDS]
+# Echo against the floor, all in one run, pinned apart (servers on the last CPU, clients on CPU 0),
+# 64 B messages, 256 connections, closed loop, ROUNDS rounds alternating:
+#   1. ../shared/reference/echo_client → echo_epoll        (the C client's round trips/s)
+#   2. harness load → echo_epoll                            (our generator against the same server)
+#   3. harness run --impl STYLE --mode echo --threads 1     (each STYLE given, single-threaded)
+# and prints, per round, generator/echo_client and STYLE/echo_epoll (both through our generator).
+# Usage: scripts/echo-floor.sh [SECONDS] [ROUNDS] [STYLE ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 rounds=${2:-3}
+shift $(( $# > 2 ? 2 : $# )) || true
+styles=("$@")
 ref=../shared/reference
 [ -x "$ref/echo_epoll" ] && [ -x "$ref/echo_client" ] || "$ref/build.sh" >/dev/null
 [ -x target/release/harness ] || cargo build --release -p harness
@@ -16,9 +21,17 @@ taskset -c "$last" "$ref/echo_epoll" "$port" &
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
 sleep 0.3
+out=$(mktemp -d)
 for i in $(seq "$rounds"); do
   c=$(taskset -c 0 "$ref/echo_client" "$port" 256 "$secs" 64 | awk '{print $1}')
   h=$(taskset -c 0 target/release/harness load --addr "127.0.0.1:$port" --workload echo --load max \
-        --connections 256 --warmup 0s --duration "${secs}s" | awk 'NR==1 {print $1}')
-  awk -v c="$c" -v h="$h" -v i="$i" 'BEGIN { printf "round %d: echo_client %d rt/s, harness load %d rt/s, ratio %.3f\n", i, c, h, h / c }'
+        --connections 256 --warmup 1s --duration "${secs}s" | awk 'NR==1 {print $1}')
+  awk -v c="$c" -v h="$h" -v i="$i" 'BEGIN { printf "round %d: echo_client→echo_epoll %d rt/s; harness load→echo_epoll %d rt/s; generator/echo_client %.3f\n", i, c, h, h / c }'
+  for style in "${styles[@]}"; do
+    target/release/harness run --impl "$style" --mode echo --threads 1 --load max --connections 256 \
+      --warmup 1s --duration "${secs}s" --pin --output "$out/$style-$i.json" >/dev/null 2>&1
+    s=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['achieved_rps'])" "$out/$style-$i.json")
+    awk -v s="$s" -v h="$h" -v n="$style" -v i="$i" 'BEGIN { printf "round %d: %s (1 thread) %d rt/s; %s/echo_epoll %.3f\n", i, n, s, n, s / h }'
+  done
 done
+echo "result files: $out"
