@@ -71,3 +71,9 @@ macro_rules! conformance {
 conformance!(threadpool, "threadpool");
 conformance!(thread_per_request, "thread-per-request");
 conformance!(two_stage, "two-stage");
+conformance!(future_tokio, "future-tokio");
+conformance!(coroutine, "coroutine");
+conformance!(event_handler, "event-handler");
+conformance!(future_async_std, "future-async-std");
+conformance!(future_smol, "future-smol");
+conformance!(callback, "callback");
