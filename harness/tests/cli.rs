@@ -38,8 +38,10 @@ fn run_into(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     assert!(output.status.success(), "harness run failed:\n{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.lines().last(), Some(out), "the last line printed is the result file's path");
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).expect("result written")).expect("JSON");
-    let errors: Vec<String> = schema().iter_errors(&result).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out_path).expect("result written")).expect("JSON");
+    let errors: Vec<String> =
+        schema().iter_errors(&result).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "result does not match the schema: {errors:#?}");
     result
 }

@@ -8,7 +8,9 @@ use std::hint::black_box;
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use herd_core::places::{decode_response, trim_places};
 use herd_core::service::flood_targets;
-use herd_core::{AtRecord, DEFAULT_MAX_LINE, EventLog, Frame, Herd, HerdConfig, LineFramer, Link, Request, Service, Timestamp};
+use herd_core::{
+    AtRecord, DEFAULT_MAX_LINE, EventLog, Frame, Herd, HerdConfig, LineFramer, Link, Request, Service, Timestamp,
+};
 
 const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450";
 const AT: &[u8] = b"AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450";
@@ -48,7 +50,8 @@ fn format_at_reply() -> AtRecord {
 
 #[library_benchmark]
 fn handle_100_iamats() -> usize {
-    let config = HerdConfig { name: "Alford".into(), neighbours: vec!["Hamilton".into(), "Welsh".into()], ttl_secs: 3600 };
+    let config =
+        HerdConfig { name: "Alford".into(), neighbours: vec!["Hamilton".into(), "Welsh".into()], ttl_secs: 3600 };
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();
     let mut floods = 0;
