@@ -21,6 +21,7 @@ pub struct Key {
     pub implementation: String,
     pub load: String,
     pub threads: Option<usize>,
+    pub connections: usize,
 }
 
 impl Key {
@@ -30,6 +31,7 @@ impl Key {
             implementation: r.implementation.name.clone(),
             load: r.parameters.load.clone(),
             threads: r.parameters.threads,
+            connections: r.parameters.connections,
         }
     }
 
@@ -105,6 +107,10 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
         }
         let result: RunResult =
             serde_json::from_slice(&bytes).with_context(|| format!("{} is not a result file", path.display()))?;
+        if result.interrupted {
+            eprintln!("skipping {}: the run was interrupted", path.display());
+            continue;
+        }
         out.push(Loaded { path, result });
     }
     if out.is_empty() {

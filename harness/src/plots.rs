@@ -123,13 +123,22 @@ fn series_by<'a>(
     x_of: impl Fn(&Row) -> Option<(Option<usize>, f64)>,
 ) -> Vec<(String, Vec<(f64, &'a Row)>)> {
     let mut lines: BTreeMap<String, Vec<(f64, &Row)>> = BTreeMap::new();
+    // Runs at an unusual connection count (10,000 connections, say) get lines of their own.
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.key.workload == workload) {
+        *counts.entry(r.key.connections).or_default() += 1;
+    }
+    let usual = counts.iter().max_by_key(|(_, n)| **n).map_or(0, |(c, _)| *c);
     for r in rows.iter().filter(|r| r.key.workload == workload) {
         let Some((fixed_threads, x)) = x_of(r) else { continue };
-        let label = match fixed_threads {
+        let mut label = match fixed_threads {
             Some(t) => format!("{} (t={t})", r.key.implementation),
             None if r.key.threads.is_some() && r.m.offered_rps.is_none() => format!("{} (max)", r.key.implementation),
             None => r.key.implementation.clone(),
         };
+        if r.key.connections != usual {
+            label.push_str(&format!(" ({} conns)", r.key.connections));
+        }
         lines.entry(label).or_default().push((x, r));
     }
     for pts in lines.values_mut() {

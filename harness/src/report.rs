@@ -109,25 +109,29 @@ pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
         .collect()
 }
 
-/// The highest offered rate with achieved ≥ 99 % of offered, no errors and p99 ≤ the objective,
-/// for every (workload, style, threads) measured at two or more open-loop rates.
+/// The capacity knee: the highest offered rate L such that every measured rate up to L had
+/// achieved ≥ 99 % of offered, no errors and p99 ≤ the objective (a pass above a failure does not
+/// count), for every (workload, style, threads) measured at two or more open-loop rates.
 pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
-    let mut series: BTreeMap<(String, String, Option<usize>), Vec<&Row>> = BTreeMap::new();
+    let mut series: BTreeMap<(String, String, Option<usize>, usize), Vec<&Row>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
-        series.entry((r.key.workload.clone(), r.key.implementation.clone(), r.key.threads)).or_default().push(r);
+        let k = &r.key;
+        series.entry((k.workload.clone(), k.implementation.clone(), k.threads, k.connections)).or_default().push(r);
     }
     series
         .into_iter()
         .filter(|(_, rs)| rs.len() >= 2)
-        .map(|((workload, implementation, threads), rs)| {
+        .map(|((workload, implementation, threads, _), rs)| {
+            let mut rs = rs;
+            rs.sort_by(|a, b| a.m.offered_rps.unwrap_or(0.0).total_cmp(&b.m.offered_rps.unwrap_or(0.0)));
             let knee_rps = rs
                 .iter()
-                .filter(|r| {
+                .take_while(|r| {
                     let offered = r.m.offered_rps.unwrap_or(f64::INFINITY);
                     r.m.achieved_rps >= 0.99 * offered && r.m.errors == 0.0 && r.m.p99_us <= slo_us
                 })
                 .filter_map(|r| r.m.offered_rps)
-                .fold(None, |best: Option<f64>, o| Some(best.map_or(o, |b| b.max(o))));
+                .last();
             Knee { workload, implementation, threads, knee_rps, loads_tried: rs.len() }
         })
         .collect()
@@ -164,17 +168,18 @@ fn sections(
         let _ = writeln!(tables, "### {workload}\n");
         let _ = writeln!(
             tables,
-            "| style | load | threads | runs | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | RSS MiB (all servers) | threads/server |"
+            "| style | load | threads | connections | runs | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | RSS MiB (all servers) | threads/server |"
         );
-        let _ = writeln!(tables, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(tables, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in rs {
             let m = &r.m;
             let _ = writeln!(
                 tables,
-                "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
                 r.key.implementation,
                 r.key.load,
                 r.key.threads_label(),
+                r.key.connections,
                 r.repeats,
                 m.achieved_rps,
                 fmt_us(m.p50_us),
@@ -197,7 +202,7 @@ fn sections(
     } else {
         let _ = writeln!(
             k,
-            "Capacity knee: the highest offered rate with achieved ≥ 99 % of offered, no errors and p99 ≤ {slo_ms} ms.\n"
+            "Capacity knee: the highest offered rate L such that every rate measured up to L had achieved ≥ 99 % of offered, no errors and p99 ≤ {slo_ms} ms.\n"
         );
         let _ = writeln!(k, "| workload | style | threads | knee (requests/s) | loads tried |");
         let _ = writeln!(k, "|---|---|---|---:|---:|");
@@ -279,6 +284,7 @@ mod tests {
             implementation: implementation.into(),
             load: format!("{offered}"),
             threads: None,
+            connections: 64,
         };
         let m = Metrics {
             offered_rps: Some(offered),
@@ -303,13 +309,17 @@ mod tests {
             row("a", 3000.0, 2900.0, 9000.0, 0.0),   // achieved < 99 %
             row("a", 4000.0, 4000.0, 20_000.0, 0.0), // p99 over the objective
             row("b", 1000.0, 1000.0, 500.0, 3.0),    // errors
-            row("b", 2000.0, 2000.0, 500.0, 1.0),
+            row("b", 2000.0, 2000.0, 500.0, 0.0),    // passes, but above a failure
+            row("d", 1000.0, 1000.0, 500.0, 0.0),
+            row("d", 2000.0, 2000.0, 50_000.0, 0.0),
+            row("d", 3000.0, 3000.0, 500.0, 0.0), // a pass above a failure is not the knee
             row("c", 1000.0, 1000.0, 500.0, 0.0), // one load: no knee
         ];
         let knees = knees(&rows, 10_000.0);
-        assert_eq!(knees.len(), 2);
+        assert_eq!(knees.len(), 3);
         assert_eq!((knees[0].implementation.as_str(), knees[0].knee_rps), ("a", Some(2000.0)));
         assert_eq!((knees[1].implementation.as_str(), knees[1].knee_rps), ("b", None));
+        assert_eq!((knees[2].implementation.as_str(), knees[2].knee_rps), ("d", Some(1000.0)));
     }
 
     #[test]

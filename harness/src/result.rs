@@ -45,6 +45,9 @@ pub struct RunResult {
     pub places: Option<ProcessResources>,
     /// Flood propagation delay over all servers (receive time − origin receive time), if measured.
     pub propagation_us: Option<Latency>,
+    /// The run was cut short (Ctrl-C): reports and comparisons skip it.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -110,8 +113,11 @@ pub struct Summary {
     pub achieved_rps: f64,
     /// Requests answered correctly in the window.
     pub requests: u64,
-    /// All failed requests, every kind.
+    /// Failed requests intended inside the window, every kind (by kind in `errors`).
     pub errors: u64,
+    /// Failed requests intended during the warm-up (not in `errors`).
+    #[serde(default)]
+    pub warmup_errors: u64,
     /// Over all commands: from the intended send time (open loop) or the actual one (closed loop).
     pub latency_us: Percentiles,
 }

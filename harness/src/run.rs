@@ -212,8 +212,16 @@ fn run_one(
     let mut children = Children::default();
 
     // The places backend (herd mode only).
+    // Every port is reserved at once, so no two are the same, and released just before the
+    // children bind them. (Picked one at a time, a port can come back twice: a server then fails to
+    // bind while its sibling answers in its place — seen as thousands of wrong replies.)
+    let names: Vec<String> = if mode == Mode::Herd { topology.servers.clone() } else { vec!["Echo".into()] };
+    let mut reserved = free_ports(names.len() + 1)?;
+    let addrs: Vec<SocketAddr> = reserved[1..].iter().map(TcpListener::local_addr).collect::<std::io::Result<_>>()?;
+    let places_addr = reserved[0].local_addr()?;
+    reserved.clear();
     let places = if mode == Mode::Herd {
-        let addr = free_port()?;
+        let addr = places_addr;
         let latency = args.places_latency.clone().unwrap_or_else(|| workload.places_latency.clone());
         let mut cmd = Command::new(exe);
         cmd.args(["places", "--listen", &addr.to_string(), "--latency", &latency]);
@@ -225,8 +233,6 @@ fn run_one(
     };
 
     // The servers: the herd, or one echo server.
-    let names: Vec<String> = if mode == Mode::Herd { topology.servers.clone() } else { vec!["Echo".into()] };
-    let addrs: Vec<SocketAddr> = names.iter().map(|_| free_port()).collect::<Result<_>>()?;
     for (name, addr) in names.iter().zip(&addrs) {
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "--impl", &meta.name, "--name", name, "--listen", &addr.to_string(), "--mode", mode_name]);
@@ -257,6 +263,13 @@ fn run_one(
     }
     for (name, addr) in names.iter().zip(&addrs) {
         wait_accepting(&children, name, *addr, stop, &logs)?;
+    }
+    // A server that failed to bind while something else answered on its port is caught here.
+    for name in &names {
+        if !children.is_running(name) {
+            let said = std::fs::read_to_string(logs.join(format!("{name}.out"))).unwrap_or_default();
+            bail!("{name} exited during start-up: {}", said.trim());
+        }
     }
     children.start_sampling();
 
@@ -328,6 +341,7 @@ fn run_one(
         servers,
         places: places_resources,
         propagation_us,
+        interrupted: stop.load(Relaxed),
     };
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -354,10 +368,9 @@ fn split_cpus() -> Result<Pinning> {
     Ok(Pinning { generator_cpus: (0..generator).collect(), server_cpus: (generator..cores).collect() })
 }
 
-/// A loopback port nobody is listening on right now.
-fn free_port() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?)
+/// `n` distinct loopback ports, reserved by listening on them until the caller lets go.
+fn free_ports(n: usize) -> Result<Vec<TcpListener>> {
+    (0..n).map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port")).collect()
 }
 
 /// Sends a child's stdout and stderr to `<logs>/<name>.out`, keeping the run's own output readable.

@@ -124,7 +124,7 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     let report = harness(&["report", base, "--out", report_dir.to_str().expect("utf8")]);
     assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
     let md = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
-    assert!(md.contains("| threadpool | 300 |"), "{md}");
+    assert!(md.contains("| threadpool | 300 | default | 4 |"), "{md}");
     assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
     let _ = std::fs::remove_dir_all(dir);
 }

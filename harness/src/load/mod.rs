@@ -152,10 +152,7 @@ pub fn announce_clients(spec: &LoadSpec) -> Result<()> {
 /// Runs the load: warm-up, measured window, drain. `stop` ends it early (Ctrl-C).
 pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Result<LoadOutcome> {
     let threads = spec.threads.clamp(1, spec.connections);
-    let start = Instant::now() + Duration::from_millis(50);
-    let measure_start = start + spec.warmup;
-    let end = measure_start + spec.duration;
-    let started_at = chrono::Utc::now() + chrono::Duration::from_std(spec.warmup + Duration::from_millis(50))?;
+    let start_line = worker::StartLine::new(threads, spec.warmup, spec.duration);
     let plans: Vec<worker::ThreadPlan> = (0..threads)
         .map(|t| worker::ThreadPlan {
             index: t,
@@ -165,9 +162,6 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
             rate: spec.load.offered_rps().map(|r| r / threads as f64),
             arrival: spec.arrival,
             pipeline: spec.pipeline.max(1),
-            start,
-            measure_start,
-            end,
             timeout: spec.timeout,
             seed: spec.seed,
             show_errors: spec.show_errors,
@@ -179,7 +173,7 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
             .map(|plan| {
                 std::thread::Builder::new()
                     .name(format!("load-{}", plan.index))
-                    .spawn_scoped(scope, move || worker::run(plan, progress, stop))
+                    .spawn_scoped(scope, || worker::run(plan, &start_line, progress, stop))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         handles
@@ -187,6 +181,7 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
             .map(|h| h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))?.map_err(anyhow::Error::from))
             .collect::<Result<Vec<_>>>()
     })?;
+    let started_at = start_line.window().map_or_else(chrono::Utc::now, |w| w.started_at);
     Ok(merge(spec, reports, started_at))
 }
 
@@ -197,6 +192,7 @@ fn merge(
 ) -> LoadOutcome {
     let mut latency: Vec<Histogram<u64>> = KINDS.iter().map(|_| herd_core::stats::new_histogram()).collect();
     let mut errors = [0u64; Failure::ALL.len()];
+    let mut warmup_errors = 0;
     let mut completed = 0;
     let mut timeline: Vec<worker::Second> = Vec::new();
     for r in reports {
@@ -207,6 +203,7 @@ fn merge(
             *into += from;
         }
         completed += r.completed_in_window;
+        warmup_errors += r.warmup_errors;
         if timeline.is_empty() {
             timeline = r.timeline;
         } else {
@@ -231,6 +228,7 @@ fn merge(
         achieved_rps: completed as f64 / spec.duration.as_secs_f64(),
         requests: all.len(),
         errors: error_total,
+        warmup_errors,
         latency_us: Percentiles::of(&all),
     };
     LoadOutcome {

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -49,13 +50,57 @@ pub struct ThreadPlan {
     pub rate: Option<f64>,
     pub arrival: Arrival,
     pub pipeline: usize,
-    pub start: Instant,
-    pub measure_start: Instant,
-    pub end: Instant,
     pub timeout: Duration,
     pub seed: u64,
     /// Rejected replies to print to stderr.
     pub show_errors: usize,
+}
+
+/// When the load starts, the window opens and closes. Fixed only once every thread has connected,
+/// so connecting (10,000 connections take a while) never eats into the schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub measure_start: Instant,
+    pub end: Instant,
+    /// Wall-clock time of `measure_start`, for the result file.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where the generator threads wait for each other before the window is fixed.
+#[derive(Debug)]
+pub struct StartLine {
+    barrier: Barrier,
+    window: OnceLock<Window>,
+    warmup: Duration,
+    duration: Duration,
+}
+
+impl StartLine {
+    pub fn new(threads: usize, warmup: Duration, duration: Duration) -> Self {
+        Self { barrier: Barrier::new(threads), window: OnceLock::new(), warmup, duration }
+    }
+
+    /// Waits for every thread, then returns the window all of them use.
+    pub fn wait(&self) -> Window {
+        if self.barrier.wait().is_leader() {
+            let lead = Duration::from_millis(20);
+            let start = Instant::now() + lead;
+            let started_at = chrono::Utc::now() + chrono::Duration::from_std(lead + self.warmup).unwrap_or_default();
+            let _ = self.window.set(Window {
+                start,
+                measure_start: start + self.warmup,
+                end: start + self.warmup + self.duration,
+                started_at,
+            });
+        }
+        self.barrier.wait();
+        *self.window.get().expect("the leader sets the window before the second barrier")
+    }
+
+    pub fn window(&self) -> Option<Window> {
+        self.window.get().copied()
+    }
 }
 
 /// Live counters the progress display reads.
@@ -80,6 +125,8 @@ pub struct ThreadReport {
     pub latency: Vec<Histogram<u64>>,
     pub timeline: Vec<Second>,
     pub errors: [u64; Failure::ALL.len()],
+    /// Failures of requests intended during the warm-up.
+    pub warmup_errors: u64,
     /// Replies received inside the measured window.
     pub completed_in_window: u64,
 }
@@ -125,6 +172,7 @@ impl Conn {
 
 struct Generator<'a> {
     plan: &'a ThreadPlan,
+    window: Window,
     poll: Poll,
     conns: Vec<Conn>,
     report: ThreadReport,
@@ -135,12 +183,36 @@ struct Generator<'a> {
     shown_errors: usize,
 }
 
-/// Runs one generator thread to the end of its window (or until `stop`), then drains.
-pub fn run(plan: &ThreadPlan, progress: &Progress, stop: &AtomicBool) -> io::Result<ThreadReport> {
+/// Runs one generator thread: connect, wait at the start line, run to the end of the window (or
+/// until `stop`), then drain.
+pub fn run(
+    plan: &ThreadPlan,
+    start_line: &StartLine,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> io::Result<ThreadReport> {
     timer::tighten_timer_slack();
-    let mut generator = Generator::new(plan, progress)?;
+    let connected = connect_all(plan);
+    // Every thread reaches the start line, even one that failed, so none waits forever.
+    let window = start_line.wait();
+    let (poll, conns) = connected?;
+    let mut generator = Generator::new(plan, progress, window, poll, conns);
     generator.event_loop(stop)?;
     Ok(generator.report)
+}
+
+/// Opens this thread's connections (before the clock starts).
+fn connect_all(plan: &ThreadPlan) -> io::Result<(Poll, Vec<Conn>)> {
+    let poll = Poll::new()?;
+    let mut conns = Vec::with_capacity(plan.conns.len());
+    for (i, &(target, number)) in plan.conns.iter().enumerate() {
+        let addr = plan.targets[target].addr;
+        let mut stream = connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
+        poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number));
+        conns.push(Conn::new(Some(stream), target, source, Instant::now()));
+    }
+    Ok((poll, conns))
 }
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -151,31 +223,18 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 impl<'a> Generator<'a> {
-    fn new(plan: &'a ThreadPlan, progress: &'a Progress) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut conns = Vec::with_capacity(plan.conns.len());
-        for (i, &(target, number)) in plan.conns.iter().enumerate() {
-            let addr = plan.targets[target].addr;
-            let mut stream =
-                connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
-            poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-            conns.push(Conn::new(
-                Some(stream),
-                target,
-                RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number)),
-                plan.start,
-            ));
-        }
-        let seconds = (plan.end - plan.measure_start).as_secs_f64().ceil() as usize;
+    fn new(plan: &'a ThreadPlan, progress: &'a Progress, window: Window, poll: Poll, conns: Vec<Conn>) -> Self {
+        let seconds = (window.end - window.measure_start).as_secs_f64().ceil() as usize;
         let second_histogram = Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds");
         let report = ThreadReport {
             latency: KINDS.iter().map(|_| herd_core::stats::new_histogram()).collect(),
             timeline: vec![Second { completed: 0, errors: 0, latency: second_histogram }; seconds],
             errors: [0; Failure::ALL.len()],
+            warmup_errors: 0,
             completed_in_window: 0,
         };
         let message = RequestSource::new(&plan.workload, SplitMix64::new(0)).message().to_vec();
-        Ok(Self { plan, poll, conns, report, cursor: 0, unreported: (0, 0), progress, message, shown_errors: 0 })
+        Self { plan, window, poll, conns, report, cursor: 0, unreported: (0, 0), progress, message, shown_errors: 0 }
     }
 
     fn event_loop(&mut self, stop: &AtomicBool) -> io::Result<()> {
@@ -183,7 +242,7 @@ impl<'a> Generator<'a> {
         let timer = Timer::new()?;
         let mut schedule = plan.rate.map(|rate| {
             OpenLoopSchedule::new(
-                plan.start,
+                self.window.start,
                 rate,
                 plan.arrival,
                 SplitMix64::derive(plan.seed, 1 << 40 | plan.index as u64),
@@ -203,7 +262,7 @@ impl<'a> Generator<'a> {
                 self.flush(c);
             }
         }
-        let mut end = plan.end;
+        let mut end = self.window.end;
         let mut events = Events::with_capacity(1024);
         let mut next_housekeeping = Instant::now();
         loop {
@@ -312,7 +371,7 @@ impl<'a> Generator<'a> {
         conn.in_end = 0;
         conn.out.clear();
         conn.out_pos = 0;
-        if now < self.plan.end {
+        if now < self.window.end {
             self.reconnect(c, now);
         }
         true
@@ -387,7 +446,11 @@ impl<'a> Generator<'a> {
             if buf.is_empty() {
                 return true;
             }
-            let Some(head) = conn.pending.front() else { return false };
+            let Some(head) = conn.pending.front() else {
+                // Bytes nobody asked for: a reply too many. Counted, and the stream is out of step.
+                self.fail(Failure::WrongReply, now, now);
+                return false;
+            };
             let Some(len) = reply_len(head.kind, buf) else { return true };
             let verdict = check(&buf[..len], &head.expect, server, &self.message);
             if verdict.is_err() && self.shown_errors < self.plan.show_errors {
@@ -404,6 +467,14 @@ impl<'a> Generator<'a> {
             let p = conn.pending.pop_front().expect("head exists");
             match verdict {
                 Ok(()) => self.record(p.kind, p.intended, now),
+                Err(Failure::WrongReply) => {
+                    // A reply that does not answer its request means the stream is out of step:
+                    // every later reply would be judged against the wrong request. Count this one
+                    // and start the connection afresh.
+                    self.fail(Failure::WrongReply, p.intended, now);
+                    self.disconnect(c, Failure::Disconnect, now);
+                    return true;
+                }
                 Err(f) => self.fail(f, p.intended, now),
             }
             // A recycled connection was refilled by `reconnect` in a closed loop.
@@ -416,7 +487,7 @@ impl<'a> Generator<'a> {
     }
 
     fn record(&mut self, kind: Kind, intended: Instant, now: Instant) {
-        let plan = self.plan;
+        let plan = self.window;
         let micros = now.saturating_duration_since(intended).as_micros() as u64;
         if intended >= plan.measure_start {
             self.report.latency[kind.index()].saturating_record(micros.max(1));
@@ -433,15 +504,21 @@ impl<'a> Generator<'a> {
     }
 
     /// Counts a failed request (in any phase: errors are never dropped).
-    fn fail(&mut self, failure: Failure, _intended: Instant, now: Instant) {
+    /// Counts a failed request. Like latency, errors belong to the window their request was
+    /// intended in: warm-up failures are counted apart, never dropped.
+    fn fail(&mut self, failure: Failure, intended: Instant, now: Instant) {
+        self.unreported.1 += 1;
+        if intended < self.window.measure_start {
+            self.report.warmup_errors += 1;
+            return;
+        }
         self.report.errors[failure.index()] += 1;
-        if now >= self.plan.measure_start {
-            let s = (now - self.plan.measure_start).as_secs() as usize;
+        if now >= self.window.measure_start {
+            let s = (now - self.window.measure_start).as_secs() as usize;
             if let Some(second) = self.report.timeline.get_mut(s) {
                 second.errors += 1;
             }
         }
-        self.unreported.1 += 1;
     }
 
     /// Fails everything in flight on `c` with `failure`, closes it, and schedules a reconnect.
@@ -456,10 +533,12 @@ impl<'a> Generator<'a> {
         conn.in_start = 0;
         conn.in_end = 0;
         conn.retry_at = now + RECONNECT_AFTER;
+        let timeout = self.plan.timeout;
         for (i, p) in lost.into_iter().enumerate() {
-            // A wrong reply is one failure and costs the rest their connection; everything behind
-            // a timed-out reply timed out too.
-            let f = if i == 0 || failure == Failure::Timeout { failure } else { Failure::Disconnect };
+            // The first request failed as `failure`; the others lost their connection, except
+            // those that had also waited past the timeout themselves.
+            let timed_out = failure == Failure::Timeout && now.saturating_duration_since(p.intended) > timeout;
+            let f = if i == 0 || timed_out { failure } else { Failure::Disconnect };
             self.fail(f, p.intended, now);
         }
     }
@@ -490,7 +569,7 @@ impl<'a> Generator<'a> {
             if conn.pending.front().is_some_and(|p| now.saturating_duration_since(p.intended) > timeout) {
                 self.disconnect(c, Failure::Timeout, now);
             }
-            if self.conns[c].stream.is_none() && now >= self.conns[c].retry_at && now < self.plan.end {
+            if self.conns[c].stream.is_none() && now >= self.conns[c].retry_at && now < self.window.end {
                 self.reconnect(c, now);
             }
         }

@@ -43,6 +43,8 @@ pub const DEFAULT_WORKERS: usize = 64;
 pub const DEFAULT_IO_THREADS: usize = 1;
 /// Capacity of the queue into stage 2.
 pub const STAGE2_QUEUE: usize = 1024;
+/// Output owed to a client past which stage 1 stops reading from it until it catches up.
+pub const PAUSE_OUTPUT: usize = 256 * 1024;
 /// Replies buffered for a client that does not read before it is disconnected.
 pub const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
 
@@ -186,6 +188,8 @@ struct Conn {
     parked: Option<(u64, PlacesLookup)>,
     /// The client closed its side; the connection ends once nothing is owed.
     read_closed: bool,
+    /// Reading stopped because more than [`PAUSE_OUTPUT`] is owed to the client.
+    output_paused: bool,
 }
 
 /// One stage-1 event loop.
@@ -225,7 +229,10 @@ impl<S: Service> Stage1<S> {
                         if event.is_writable() {
                             self.flush(token);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        // A connection that stopped reading because it owed too much output reads
+                        // again once the client has taken some.
+                        let resume = event.is_writable() && self.conns.get(&token).is_some_and(|c| c.output_paused);
+                        if resume || event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.serve_input(token);
                         }
                     }
@@ -260,6 +267,7 @@ impl<S: Service> Stage1<S> {
                         out: Vec::new(),
                         parked: None,
                         read_closed: false,
+                        output_paused: false,
                     };
                     self.conns.insert(token, conn);
                 }
@@ -317,6 +325,10 @@ impl<S: Service> Stage1<S> {
             }
             if conn.read_closed {
                 break;
+            }
+            conn.output_paused = conn.out.len() >= PAUSE_OUTPUT;
+            if conn.output_paused {
+                break; // back-pressure: a client that does not read its replies is not read either
             }
             match conn.stream.read(conn.framer.read_buf()) {
                 Ok(0) => {
