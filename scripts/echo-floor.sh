@@ -22,16 +22,31 @@ server=$!
 trap 'kill $server 2>/dev/null' EXIT
 sleep 0.3
 out=$(mktemp -d)
+summary="$out/ratios.tsv"
 for i in $(seq "$rounds"); do
   c=$(taskset -c 0 "$ref/echo_client" "$port" 256 "$secs" 64 | awk '{print $1}')
   h=$(taskset -c 0 target/release/harness load --addr "127.0.0.1:$port" --workload echo --load max \
         --connections 256 --warmup 1s --duration "${secs}s" | awk 'NR==1 {print $1}')
   awk -v c="$c" -v h="$h" -v i="$i" 'BEGIN { printf "round %d: echo_client→echo_epoll %d rt/s; harness load→echo_epoll %d rt/s; generator/echo_client %.3f\n", i, c, h, h / c }'
+  printf 'generator/echo_client\t%s\t%s\n' "$h" "$c" >> "$summary"
   for style in "${styles[@]}"; do
     target/release/harness run --impl "$style" --mode echo --threads 1 --load max --connections 256 \
       --warmup 1s --duration "${secs}s" --pin --output "$out/$style-$i.json" >/dev/null 2>&1
     s=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['achieved_rps'])" "$out/$style-$i.json")
     awk -v s="$s" -v h="$h" -v n="$style" -v i="$i" 'BEGIN { printf "round %d: %s (1 thread) %d rt/s; %s/echo_epoll %.3f\n", i, n, s, n, s / h }'
+    printf '%s/echo_epoll\t%s\t%s\n' "$style" "$s" "$h" >> "$summary"
   done
 done
+# Medians over the rounds: this machine is shared, and single rounds swing by tens of percent.
+python3 - "$summary" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, a, b = line.split("\t")
+    rows.setdefault(name, []).append((float(a), float(b)))
+for name, pairs in rows.items():
+    ratios = sorted(a / b for a, b in pairs)
+    print(f"median {name}: {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)}; "
+          f"median rt/s {statistics.median(a for a, _ in pairs):.0f} vs {statistics.median(b for _, b in pairs):.0f})")
+PY
 echo "result files: $out"

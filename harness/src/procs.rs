@@ -17,7 +17,8 @@ use crate::result::ProcessResources;
 pub struct Child {
     pub name: String,
     pub pid: i32,
-    max_threads: Arc<AtomicU64>,
+    /// Most threads and highest VmHWM (KiB) seen while sampling /proc.
+    sampled: Arc<Sampled>,
     reaped: Option<ProcessResources>,
 }
 
@@ -65,22 +66,19 @@ impl Children {
         let pid = child.id() as i32;
         // Reaped with wait4 below, which std's Child never learns of; dropping it does not wait.
         drop(child);
-        self.list.push(Child { name: name.to_owned(), pid, max_threads: Arc::new(AtomicU64::new(0)), reaped: None });
+        self.list.push(Child { name: name.to_owned(), pid, sampled: Arc::default(), reaped: None });
         Ok(pid)
     }
 
-    /// Samples each child's thread count every 100 ms until [`Self::stop`].
+    /// Samples each child's thread count and VmHWM every 100 ms until [`Self::stop`].
     pub fn start_sampling(&mut self) {
         let stop = Arc::new(AtomicBool::new(false));
-        let targets: Vec<(i32, Arc<AtomicU64>)> =
-            self.list.iter().map(|c| (c.pid, Arc::clone(&c.max_threads))).collect();
+        let targets: Vec<(i32, Arc<Sampled>)> = self.list.iter().map(|c| (c.pid, Arc::clone(&c.sampled))).collect();
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
             while !flag.load(Relaxed) {
-                for (pid, max) in &targets {
-                    if let Some(n) = threads_of(*pid) {
-                        max.fetch_max(n, Relaxed);
-                    }
+                for (pid, sampled) in &targets {
+                    sampled.sample(*pid);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -107,6 +105,10 @@ impl Children {
             let _ = handle.join();
         }
         for c in &self.list {
+            // The last look before the child goes: its high-water mark is final by now.
+            c.sampled.sample(c.pid);
+        }
+        for c in &self.list {
             if c.reaped.is_none() {
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(c.pid, libc::SIGTERM) };
@@ -116,7 +118,7 @@ impl Children {
         loop {
             for c in &mut self.list {
                 if c.reaped.is_none() {
-                    c.reaped = reap(c.pid, libc::WNOHANG, c.max_threads.load(Relaxed));
+                    c.reaped = reap(c.pid, libc::WNOHANG, &c.sampled);
                 }
             }
             if self.list.iter().all(|c| c.reaped.is_some()) || Instant::now() >= deadline {
@@ -128,7 +130,7 @@ impl Children {
             if c.reaped.is_none() {
                 // SAFETY: killing and reaping our own child.
                 unsafe { libc::kill(c.pid, libc::SIGKILL) };
-                c.reaped = reap(c.pid, 0, c.max_threads.load(Relaxed));
+                c.reaped = reap(c.pid, 0, &c.sampled);
             }
         }
         self.list.iter().filter_map(|c| c.reaped.clone().map(|r| (c.name.clone(), r))).collect()
@@ -143,7 +145,35 @@ impl Drop for Children {
     }
 }
 
-fn reap(pid: i32, flags: i32, max_threads: u64) -> Option<ProcessResources> {
+/// What sampling /proc saw of a child.
+#[derive(Debug, Default)]
+struct Sampled {
+    max_threads: AtomicU64,
+    /// VmHWM in KiB: the peak RSS of the program itself. (wait4's ru_maxrss is not used for this:
+    /// it also counts the harness's own pages that the child held between fork and exec, which
+    /// grows with whatever the harness held at the time — 200 MB after a 10,000-connection run.)
+    hwm_kib: AtomicU64,
+}
+
+impl Sampled {
+    fn sample(&self, pid: i32) {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        if let Some(n) = field("Threads:") {
+            self.max_threads.fetch_max(n, Relaxed);
+        }
+        if let Some(kib) = field("VmHWM:") {
+            self.hwm_kib.fetch_max(kib, Relaxed);
+        }
+    }
+}
+
+fn reap(pid: i32, flags: i32, sampled: &Sampled) -> Option<ProcessResources> {
     // SAFETY: wait4 writes into the status and rusage we own.
     unsafe {
         let mut status = 0;
@@ -164,16 +194,14 @@ fn reap(pid: i32, flags: i32, max_threads: u64) -> Option<ProcessResources> {
             pid: pid as u32,
             cpu_user_s: secs(usage.ru_utime),
             cpu_sys_s: secs(usage.ru_stime),
-            peak_rss_kib: usage.ru_maxrss as u64,
-            max_threads,
+            peak_rss_kib: match sampled.hwm_kib.load(Relaxed) {
+                0 => usage.ru_maxrss as u64, // never sampled (it died at once): the best there is
+                kib => kib,
+            },
+            max_threads: sampled.max_threads.load(Relaxed),
             exit,
         })
     }
-}
-
-fn threads_of(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Raises the open-files soft limit to the hard limit (10,000 connections need more than 1,024).

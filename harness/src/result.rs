@@ -170,6 +170,7 @@ pub struct ProcessResources {
     pub pid: u32,
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
+    /// Peak resident memory of the program: VmHWM from /proc, sampled every 100 ms and at the end.
     pub peak_rss_kib: u64,
     /// Most threads seen while sampling /proc during the run.
     pub max_threads: u64,

@@ -128,3 +128,31 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn committed_result_files_match_the_schema() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+    let validator = schema();
+    let mut stack = vec![root.join("runs"), root.join("baseline")];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
+            if path.is_dir() {
+                if name != "gungraun" && name != "report" {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".json") {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).expect("readable")).expect("result files are JSON");
+                let errors: Vec<String> =
+                    validator.iter_errors(&value).map(|e| format!("{e} at {}", e.instance_path())).collect();
+                assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no committed result files found under {}", root.display());
+}
