@@ -1,11 +1,11 @@
 //! Deferred/future style on smol: one async task per connection, `.await` wherever it waits.
 //!
 //! ```text
-//!  serve thread: block_on(accept loop) ──ex.spawn──► connection task (one per client)
+//!  serve thread: block_on(ex.run(accept loop)) ──ex.spawn──► connection task (one per client)
 //!                                                      loop {
 //!                                                        read.await ──► LineFramer ──► Service::handle
-//!  one shared Executor, run by --threads                   ├─ reply bytes ────────────► out buffer
-//!  threads: block_on(ex.run(pending()))                    ├─ WHATSAT: flush, Upstream::fetch.await ──► out
+//!  one shared Executor, run by the serve thread            ├─ reply bytes ────────────► out buffer
+//!  + (--threads − 1) threads: block_on(ex.run(pending()))  ├─ WHATSAT: flush, Upstream::fetch.await ──► out
 //!  async-io reactor: driven by an idle block_on thread     └─ flood ──try_send──► link task per neighbour
 //!                                                        write_all(out).await
 //!                                                      }
@@ -38,15 +38,19 @@
 //! reactor only when it returns `WouldBlock`.
 //!
 //! # Executor threads
-//! One `smol::Executor` shared by `--threads` threads (default [`herd_core::available_cores`]),
-//! each running `block_on(ex.run(pending()))`, rather than one executor per thread. A shared
+//! One `smol::Executor` shared by `--threads` threads (default [`herd_core::available_cores`]):
+//! the calling thread, which runs the accept loop as `block_on(ex.run(accept_loop))`, and
+//! `--threads − 1` more running `block_on(ex.run(pending()))`; rather than one executor per thread. A shared
 //! executor keeps a global queue plus a local queue per thread and lets idle threads steal, so a
 //! busy connection does not stall the others that happen to live on its thread, and the work of
 //! long-lived connections spreads over the cores the way tokio's and async-std's schedulers spread
 //! it. One executor per thread would avoid cross-thread wake-ups, but pins each connection for life
 //! to the thread that accepted it, which is the event-handler style's trade, not this one's.
-//! The calling thread runs the accept loop in `block_on`. Whichever `block_on` thread is idle
-//! drives the async-io reactor (epoll); smol's "async-io" thread drives it when none is. A task
+//! Whichever `block_on` thread is idle drives the async-io reactor (epoll); smol's "async-io"
+//! thread drives it when none is. Counting the accept thread as an executor thread matters at
+//! `--threads 1`: one thread then runs every task and drives the reactor itself, so no wake-up
+//! crosses threads (a first version ran the accept loop outside the executor, and single-thread
+//! echo reached only 0.76× of the C epoll server). A task
 //! that panics unwinds out of `run`; the thread catches it and runs the executor again, as smol's
 //! own global executor does. `--stack-kib` sets the executor threads' stack size (default: std's
 //! 2 MiB).
@@ -83,7 +87,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
     let ex = Arc::new(Executor::new());
-    for i in 0..options.threads.unwrap_or_else(herd_core::available_cores).max(1) {
+    // The calling thread is one of the executor's threads (it also runs the accept loop), so
+    // `--threads 1` is exactly one thread that runs tasks and, when idle, drives the reactor itself:
+    // no wake-up crosses threads. The others join the same executor.
+    let threads = options.threads.unwrap_or_else(herd_core::available_cores).max(1);
+    for i in 1..threads {
         let ex = Arc::clone(&ex);
         let mut thread = thread::Builder::new().name(format!("smol-{i}"));
         if let Some(kib) = options.stack_kib {
@@ -103,7 +111,7 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
         max_line: options.max_line,
         write_timeout: options.write_timeout,
     });
-    smol::block_on(accept_loop(&ex, listener, shared))
+    smol::block_on(ex.run(accept_loop(&ex, listener, shared)))
 }
 
 /// What every connection task shares.
