@@ -248,7 +248,7 @@ impl<S: Service> Herd<S> {
         match &self.places {
             Some(places) => places.get(cx, query, done),
             None => cx.defer(move |cx| {
-                done(cx, Err(herd_core::UpstreamError::Unreachable("no places backend configured".into())));
+                done(cx, Err(herd_core::UpstreamError::NotConfigured));
             }),
         }
     }

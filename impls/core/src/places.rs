@@ -68,6 +68,9 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("upstream timed out")]
     Timeout,
+    /// A WHATSAT reached a server started without `--places` (every style answers it the same way).
+    #[error("no places backend configured")]
+    NotConfigured,
 }
 
 /// Decodes one response from the start of `input`.

@@ -157,7 +157,7 @@ fn fetch<S: Service>(lookup: PlacesLookup, shared: &Arc<Shared<S>>) -> spsc::Rec
     may::go!(move || {
         let result = match &shared.places {
             Some(places) => places.fetch(&lookup.query),
-            None => Err(UpstreamError::Unreachable("no places backend configured".into())),
+            None => Err(UpstreamError::NotConfigured),
         };
         let _ = done.send(shared.service.complete(lookup, result));
     });

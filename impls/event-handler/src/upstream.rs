@@ -76,7 +76,7 @@ impl Pool {
 /// Sends `call` upstream: on an idle connection, a new one, or after the calls already waiting.
 pub fn submit<S: Service>(cx: &mut Context<S>, mut call: Call) {
     if cx.upstream.is_none() {
-        let error = UpstreamError::Unreachable("no places backend configured".into());
+        let error = UpstreamError::NotConfigured;
         return answer(cx, call, Err(error));
     }
     while let Some(id) = cx.upstream.as_mut().and_then(|pool| pool.idle.pop()) {

@@ -169,7 +169,7 @@ impl<S: Service> Connection<S> {
                         self.flush().await?;
                         let result = match &self.shared.upstream {
                             Some(upstream) => upstream.fetch(&lookup.query).await,
-                            None => Err(UpstreamError::Unreachable("no places backend configured".into())),
+                            None => Err(UpstreamError::NotConfigured),
                         };
                         let reply = self.shared.service.complete(lookup, result);
                         self.out.extend_from_slice(&reply);

@@ -107,7 +107,7 @@ impl<S: Service> Connection<S> {
                         out.clear();
                         let result = match &mut self.upstream {
                             Some(client) => client.fetch(&lookup.query),
-                            None => Err(UpstreamError::Unreachable("no places backend configured".into())),
+                            None => Err(UpstreamError::NotConfigured),
                         };
                         out.extend_from_slice(&self.service.complete(lookup, result));
                     }

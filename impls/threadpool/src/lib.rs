@@ -294,7 +294,7 @@ impl<S: Service> Worker<S> {
             Reply::Places(lookup) => {
                 let result = match &mut self.upstream {
                     Some(client) => client.fetch(&lookup.query),
-                    None => Err(UpstreamError::Unreachable("no places backend configured".into())),
+                    None => Err(UpstreamError::NotConfigured),
                 };
                 self.service.complete(lookup, result)
             }

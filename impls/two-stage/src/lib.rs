@@ -167,7 +167,7 @@ fn stage2_worker<S: Service>(
         gauges.depth_end.store(jobs.len() as u64, Relaxed);
         let result = match &mut upstream {
             Some(client) => client.fetch(&job.lookup.query),
-            None => Err(UpstreamError::Unreachable("no places backend configured".into())),
+            None => Err(UpstreamError::NotConfigured),
         };
         let reply = service.complete(job.lookup, result);
         let (tx, waker) = &returns[job.io];
