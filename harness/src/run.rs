@@ -265,11 +265,8 @@ fn run_one(
         wait_accepting(&children, name, *addr, stop, &logs)?;
     }
     // A server that failed to bind while something else answered on its port is caught here.
-    for name in &names {
-        if !children.is_running(name) {
-            let said = std::fs::read_to_string(logs.join(format!("{name}.out"))).unwrap_or_default();
-            bail!("{name} exited during start-up: {}", said.trim());
-        }
+    if let Some(name) = names.iter().find(|n| !children.is_running(n)) {
+        return Err(exited_at_start_up(&logs, name));
     }
     children.start_sampling();
 
@@ -381,6 +378,12 @@ fn with_output_to(mut cmd: Command, logs: &Path, name: &str) -> Result<Command> 
     Ok(cmd)
 }
 
+/// A child that died while starting, with what it said on its way out.
+fn exited_at_start_up(logs: &Path, name: &str) -> anyhow::Error {
+    let said = std::fs::read_to_string(logs.join(format!("{name}.out"))).unwrap_or_default();
+    anyhow::anyhow!("{name} exited during start-up: {}", said.trim())
+}
+
 /// Waits until `addr` accepts a connection (10 s at most), failing early if the child died.
 fn wait_accepting(children: &Children, name: &str, addr: SocketAddr, stop: &AtomicBool, logs: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -392,8 +395,7 @@ fn wait_accepting(children: &Children, name: &str, addr: SocketAddr, stop: &Atom
             bail!("interrupted while starting {name}");
         }
         if !children.is_running(name) {
-            let said = std::fs::read_to_string(logs.join(format!("{name}.out"))).unwrap_or_default();
-            bail!("{name} exited during start-up: {}", said.trim());
+            return Err(exited_at_start_up(logs, name));
         }
         if Instant::now() >= deadline {
             bail!("{name} did not accept connections on {addr} within 10 s");
