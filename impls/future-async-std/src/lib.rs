@@ -36,7 +36,10 @@
 //! `write_timeout` is closed.
 //!
 //! Reads are optimistic: async-std's sockets are async-io's `Async`, whose read calls `read(2)`
-//! first and registers interest with the reactor only when it returns `WouldBlock`.
+//! first and registers interest with the reactor only when it returns `WouldBlock`. async-std
+//! offers no way to wait for readiness without reading, so a client that waits for each reply
+//! costs two `read(2)` → `EAGAIN` before every wait: the first, and one more because the event
+//! that woke the task last time still marks the socket ready (the README has the syscall count).
 //!
 //! # Runtime
 //! async-std has one global runtime, started lazily by its first use, with no builder. Its
