@@ -43,7 +43,7 @@
 //! the `EAGAIN`, `Async`'s read would find the event that woke the task last time still recorded
 //! on the socket and try once more before registering. Counted in echo at `--threads 1`: 5
 //! syscalls per round trip before (3 `recvfrom`, `sendto`, the `epoll_ctl` that re-arms
-//! async-io's one-shot registration), 3 after; the C epoll server makes 2¼.
+//! async-io's one-shot registration), 3 after; the C epoll server makes about 2.1.
 //!
 //! # Executor threads
 //! One `smol::Executor` shared by `--threads` threads (default [`herd_core::available_cores`]):
