@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -67,17 +67,18 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let rows = rows(&loaded);
     let knees = knees(&rows, args.slo_ms * 1000.0);
     let figures = plots::write_all(&loaded, &rows, &out)?;
-    let sections = sections(&loaded, &rows, &knees, &figures, args.slo_ms, args.update.as_deref());
+    // Figure links are relative to the markdown file they appear in, so each file gets its own.
+    let sections = |markdown: &Path| sections(&loaded, &rows, &knees, &figures, args.slo_ms, markdown);
+    let report_md = out.join("report.md");
     let mut md = String::from("# herdbench results\n\n");
-    for (name, text) in &sections {
+    for (name, text) in &sections(&report_md) {
         let _ = writeln!(md, "## {name}\n\n{text}");
     }
-    let report_md = out.join("report.md");
     std::fs::write(&report_md, md).with_context(|| format!("writing {}", report_md.display()))?;
     eprintln!("wrote {} and {} plots in {}", report_md.display(), figures.len(), out.display());
     if let Some(target) = &args.update {
         let text = std::fs::read_to_string(target).with_context(|| format!("reading {}", target.display()))?;
-        let updated = replace_sections(&text, &sections)?;
+        let updated = replace_sections(&text, &sections(target))?;
         std::fs::write(target, updated).with_context(|| format!("writing {}", target.display()))?;
         eprintln!("updated the generated sections of {}", target.display());
     }
@@ -154,7 +155,7 @@ fn sections(
     knees: &[Knee],
     figures: &[PathBuf],
     slo_ms: f64,
-    report: Option<&Path>,
+    markdown: &Path,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     out.push(("environment".to_owned(), environment(loaded)));
@@ -219,9 +220,8 @@ fn sections(
     out.push(("knees".to_owned(), k));
 
     let mut f = String::new();
-    let base = report.and_then(Path::parent);
     for fig in figures {
-        let shown = base.and_then(|b| relative_to(fig, b)).unwrap_or_else(|| fig.clone());
+        let shown = link_from(markdown, fig).unwrap_or_else(|| fig.clone());
         let title = fig.file_stem().map(|s| s.to_string_lossy().replace('-', " ")).unwrap_or_default();
         let _ = writeln!(f, "![{title}]({})\n", shown.display());
     }
@@ -229,10 +229,19 @@ fn sections(
     out
 }
 
-fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
-    let path = path.canonicalize().ok()?;
-    let base = base.canonicalize().ok()?;
-    path.strip_prefix(&base).ok().map(Path::to_path_buf)
+/// `target` as a relative link from the markdown file `markdown` (its directory and `target` must
+/// exist).
+fn link_from(markdown: &Path, target: &Path) -> Option<PathBuf> {
+    let dir = match markdown.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
+        _ => std::env::current_dir().ok()?,
+    };
+    let target = target.canonicalize().ok()?;
+    let common = dir.components().zip(target.components()).take_while(|(a, b)| a == b).count();
+    let ups = dir.components().count() - common;
+    let mut link: PathBuf = std::iter::repeat_n(Component::ParentDir, ups).collect();
+    link.extend(target.components().skip(common));
+    Some(link)
 }
 
 fn environment(loaded: &[Loaded]) -> String {

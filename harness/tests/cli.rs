@@ -126,6 +126,14 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     let md = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
     assert!(md.contains("| threadpool | 300 | default | 4 |"), "{md}");
     assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
+    // Every figure link resolves from the markdown file that holds it.
+    let links: Vec<&str> =
+        md.lines().filter_map(|l| l.strip_prefix("![")?.split_once("](")?.1.strip_suffix(')')).collect();
+    assert!(!links.is_empty(), "{md}");
+    for link in links {
+        let relative = !std::path::Path::new(link).is_absolute();
+        assert!(relative && report_dir.join(link).exists(), "figure link {link} does not resolve from report.md");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
