@@ -44,6 +44,8 @@
 //! on the socket and try once more before registering. Counted in echo at `--threads 1`: 5
 //! syscalls per round trip before (3 `recvfrom`, `sendto`, the `epoll_ctl` that re-arms
 //! async-io's one-shot registration), 3 after; the C epoll server makes about 2.1.
+//! The upstream client uses the same [`Reads`] and starts drained: right after a request is sent,
+//! its response cannot be there yet.
 //!
 //! # Executor threads
 //! One `smol::Executor` shared by `--threads` threads (default [`herd_core::available_cores`]):
@@ -179,19 +181,12 @@ impl<S: Service> Connection<S> {
     }
 
     async fn serve(&mut self) -> io::Result<()> {
-        // Whether the last read came back short, i.e. found the socket drained.
-        let mut drained = false;
+        let mut reads = Reads::default();
         loop {
-            if drained && self.stream.readable().await.is_err() {
-                return Ok(());
-            }
-            let buf = self.framer.read_buf();
-            let room = buf.len();
-            let n = match self.stream.read(buf).await {
+            let n = match reads.read(&self.stream, self.framer.read_buf()).await {
                 Ok(0) | Err(_) => return Ok(()), // end of stream or reset: nothing more to answer
                 Ok(n) => n,
             };
-            drained = n < room;
             self.framer.filled(n);
             while let Some(frame) = self.framer.next_frame() {
                 let line = match frame {
@@ -242,5 +237,28 @@ impl<S: Service> Connection<S> {
         let written = future::or(self.stream.write_all(&self.out), stalled).await;
         self.out.clear();
         written
+    }
+}
+
+/// Reads from one socket, waiting for readiness first once a read has found it drained.
+#[derive(Debug, Default)]
+struct Reads {
+    /// The last read came back short: the socket had nothing more at that moment.
+    drained: bool,
+}
+
+impl Reads {
+    /// Waits for readiness before reading (`Async::readable`).
+    fn drained() -> Self {
+        Self { drained: true }
+    }
+
+    async fn read(&mut self, stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+        if self.drained {
+            stream.readable().await?;
+        }
+        let n = (&mut &*stream).read(buf).await?;
+        self.drained = n < buf.len();
+        Ok(n)
     }
 }

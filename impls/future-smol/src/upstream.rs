@@ -20,8 +20,11 @@ use std::time::Duration;
 
 use herd_core::places::{Decoded, decode_response};
 use herd_core::{HttpResponse, PlacesQuery, ServerStats, UpstreamError};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use smol::io::AsyncWriteExt;
 use smol::{Async, Timer, future};
+
+use crate::Reads;
 
 /// Idle connections kept for reuse; more are closed when they come back.
 pub const IDLE_MAX: usize = 256;
@@ -87,10 +90,12 @@ impl Upstream {
     async fn round_trip(&self, mut conn: Async<TcpStream>, request: &[u8]) -> Result<HttpResponse, Failure> {
         conn.write_all(request).await.map_err(|_| Failure::Stale)?;
         let mut buf = Vec::with_capacity(READ_CHUNK);
+        // The response cannot be there yet: wait for it rather than read for nothing.
+        let mut reads = Reads::drained();
         loop {
             let filled = buf.len();
             buf.resize(filled + READ_CHUNK, 0);
-            let read = conn.read(&mut buf[filled..]).await;
+            let read = reads.read(&conn, &mut buf[filled..]).await;
             buf.truncate(filled + *read.as_ref().unwrap_or(&0));
             match read {
                 Ok(0) if buf.is_empty() => return Err(Failure::Stale),
