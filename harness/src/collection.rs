@@ -50,6 +50,9 @@ pub struct Metrics {
     pub p999_us: f64,
     pub max_us: f64,
     pub errors: f64,
+    /// Flood lines the servers dropped (a neighbour down or too slow), summed over the servers: the
+    /// herd then disagrees, so a run that drops any did not fully serve its load.
+    pub floods_dropped: f64,
     /// Server CPU (user + sys, all servers) per request the servers counted, in µs.
     pub cpu_us_per_request: f64,
     /// Peak RSS summed over the servers, MiB.
@@ -61,12 +64,14 @@ pub struct Metrics {
 impl Metrics {
     pub fn of(r: &RunResult) -> Self {
         let cpu: f64 = r.servers.iter().map(|s| s.resources.cpu_user_s + s.resources.cpu_sys_s).sum();
-        let served: u64 = r
-            .servers
-            .iter()
-            .filter_map(|s| s.counters.as_ref())
-            .map(|c| ["iamat", "whatsat", "invalid", "echo"].iter().filter_map(|k| c.counters.get(*k)).sum::<u64>())
-            .sum();
+        let count = |keys: &[&str]| -> u64 {
+            r.servers
+                .iter()
+                .filter_map(|s| s.counters.as_ref())
+                .map(|c| keys.iter().filter_map(|k| c.counters.get(*k)).sum::<u64>())
+                .sum()
+        };
+        let served = count(&["iamat", "whatsat", "invalid", "echo"]);
         let l = &r.summary.latency_us;
         Self {
             offered_rps: r.summary.offered_rps,
@@ -76,6 +81,7 @@ impl Metrics {
             p999_us: l.p999 as f64,
             max_us: l.max as f64,
             errors: r.summary.errors as f64,
+            floods_dropped: count(&["floods_dropped"]) as f64,
             cpu_us_per_request: if served > 0 { cpu * 1e6 / served as f64 } else { f64::NAN },
             rss_mib: r.servers.iter().map(|s| s.resources.peak_rss_kib as f64 / 1024.0).sum(),
             threads: r.servers.iter().map(|s| s.resources.max_threads as f64).fold(0.0, f64::max),

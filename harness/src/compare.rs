@@ -201,18 +201,23 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 v.word().to_owned(),
             ]
         };
-        let new_errors: f64 = cur.iter().map(|m| m.errors).sum();
-        let old_errors: f64 = base.iter().map(|m| m.errors).sum();
-        if new_errors > 0.0 && old_errors == 0.0 {
-            regressions += 1;
-            table.add_row(row(
-                "errors".into(),
-                "0".into(),
-                format!("{new_errors}"),
-                "new errors".into(),
-                "–".into(),
-                Verdict::Regressed,
-            ));
+        // Failures that were not there before regress whatever the latency says: failed requests,
+        // and flood lines dropped (the herd no longer agrees).
+        for (name, count) in
+            [("errors", (|m: &Metrics| m.errors) as fn(&Metrics) -> f64), ("floods dropped", |m| m.floods_dropped)]
+        {
+            let now: f64 = cur.iter().map(count).sum();
+            if now > 0.0 && base.iter().map(count).sum::<f64>() == 0.0 {
+                regressions += 1;
+                table.add_row(row(
+                    name.into(),
+                    "0".into(),
+                    format!("{now}"),
+                    format!("new {name}"),
+                    "–".into(),
+                    Verdict::Regressed,
+                ));
+            }
         }
         for &metric in &args.metrics {
             let b: Vec<f64> = base.iter().map(|m| metric.value(m)).collect();

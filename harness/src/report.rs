@@ -101,6 +101,7 @@ pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
                 p999_us: med(|m| m.p999_us),
                 max_us: med(|m| m.max_us),
                 errors: all.iter().map(|m| m.errors).sum(),
+                floods_dropped: all.iter().map(|m| m.floods_dropped).sum(),
                 cpu_us_per_request: med(|m| m.cpu_us_per_request),
                 rss_mib: med(|m| m.rss_mib),
                 threads: med(|m| m.threads),
@@ -111,8 +112,8 @@ pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
 }
 
 /// The capacity knee: the highest offered rate L such that every measured rate up to L had
-/// achieved ≥ 99 % of offered, no errors and p99 ≤ the objective (a pass above a failure does not
-/// count), for every (workload, style, threads) measured at two or more open-loop rates.
+/// achieved ≥ 99 % of offered, no errors, no dropped floods and p99 ≤ the objective (a pass above a
+/// failure does not count), for every (workload, style, threads) measured at two or more open-loop rates.
 pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
     let mut series: BTreeMap<(String, String, Option<usize>, usize), Vec<&Row>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
@@ -129,7 +130,10 @@ pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
                 .iter()
                 .take_while(|r| {
                     let offered = r.m.offered_rps.unwrap_or(f64::INFINITY);
-                    r.m.achieved_rps >= 0.99 * offered && r.m.errors == 0.0 && r.m.p99_us <= slo_us
+                    r.m.achieved_rps >= 0.99 * offered
+                        && r.m.errors == 0.0
+                        && r.m.floods_dropped == 0.0
+                        && r.m.p99_us <= slo_us
                 })
                 .filter_map(|r| r.m.offered_rps)
                 .last();
@@ -169,14 +173,14 @@ fn sections(
         let _ = writeln!(tables, "### {workload}\n");
         let _ = writeln!(
             tables,
-            "| style | load | threads | connections | runs | achieved/s | p50 | p99 | p99.9 | max | errors | CPU µs/req | RSS MiB (all servers) | threads/server |"
+            "| style | load | threads | connections | runs | achieved/s | p50 | p99 | p99.9 | max | errors | floods dropped | CPU µs/req | RSS MiB (all servers) | threads/server |"
         );
-        let _ = writeln!(tables, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(tables, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in rs {
             let m = &r.m;
             let _ = writeln!(
                 tables,
-                "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
                 r.key.implementation,
                 r.key.load,
                 r.key.threads_label(),
@@ -188,6 +192,7 @@ fn sections(
                 fmt_us(m.p999_us),
                 fmt_us(m.max_us),
                 m.errors,
+                m.floods_dropped,
                 m.cpu_us_per_request,
                 m.rss_mib,
                 m.threads
@@ -203,7 +208,7 @@ fn sections(
     } else {
         let _ = writeln!(
             k,
-            "Capacity knee: the highest offered rate L such that every rate measured up to L had achieved ≥ 99 % of offered, no errors and p99 ≤ {slo_ms} ms.\n"
+            "Capacity knee: the highest offered rate L such that every rate measured up to L had achieved ≥ 99 % of offered, no errors, no dropped floods and p99 ≤ {slo_ms} ms.\n"
         );
         let _ = writeln!(k, "| workload | style | threads | knee (requests/s) | loads tried |");
         let _ = writeln!(k, "|---|---|---|---:|---:|");
@@ -303,6 +308,7 @@ mod tests {
             p999_us: p99_us,
             max_us: p99_us,
             errors,
+            floods_dropped: 0.0,
             cpu_us_per_request: 1.0,
             rss_mib: 1.0,
             threads: 1.0,
@@ -323,12 +329,19 @@ mod tests {
             row("d", 2000.0, 2000.0, 50_000.0, 0.0),
             row("d", 3000.0, 3000.0, 500.0, 0.0), // a pass above a failure is not the knee
             row("c", 1000.0, 1000.0, 500.0, 0.0), // one load: no knee
+            row("e", 1000.0, 1000.0, 500.0, 0.0),
+            Row {
+                m: Metrics { floods_dropped: 7.0, ..row("e", 2000.0, 2000.0, 500.0, 0.0).m },
+                ..row("e", 2000.0, 0.0, 0.0, 0.0)
+            },
         ];
         let knees = knees(&rows, 10_000.0);
-        assert_eq!(knees.len(), 3);
+        assert_eq!(knees.len(), 4);
         assert_eq!((knees[0].implementation.as_str(), knees[0].knee_rps), ("a", Some(2000.0)));
         assert_eq!((knees[1].implementation.as_str(), knees[1].knee_rps), ("b", None));
         assert_eq!((knees[2].implementation.as_str(), knees[2].knee_rps), ("d", Some(1000.0)));
+        // Dropped floods: the herd disagrees, so that rate was not served.
+        assert_eq!((knees[3].implementation.as_str(), knees[3].knee_rps), ("e", Some(1000.0)));
     }
 
     #[test]

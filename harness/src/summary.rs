@@ -46,6 +46,7 @@ pub fn print(r: &RunResult) {
         "threads",
         "requests",
         "floods out",
+        "floods dropped",
         "exit",
     ]);
     for srv in &r.servers {
@@ -61,6 +62,7 @@ pub fn print(r: &RunResult) {
             res.max_threads.to_string(),
             requests.to_string(),
             get("floods_out").to_string(),
+            get("floods_dropped").to_string(),
             res.exit.clone(),
         ]);
     }
@@ -71,6 +73,7 @@ pub fn print(r: &RunResult) {
             format!("{:.2}", p.cpu_sys_s),
             format!("{:.1}", p.peak_rss_kib as f64 / 1024.0),
             p.max_threads.to_string(),
+            String::new(),
             String::new(),
             String::new(),
             p.exit.clone(),

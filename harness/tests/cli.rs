@@ -101,6 +101,12 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     std::fs::create_dir_all(&base_dir).expect("dir");
     std::fs::create_dir_all(&slow_dir).expect("dir");
     let mut result = run_into(&base_dir, &["--load", "300", "--connections", "4"]);
+    // The same run with one server dropping flood lines: latency unchanged, the herd not.
+    let lossy_dir = dir.join("lossy");
+    std::fs::create_dir_all(&lossy_dir).expect("dir");
+    let mut lossy = result.clone();
+    lossy["servers"][0]["counters"]["counters"]["floods_dropped"] = serde_json::json!(5);
+    std::fs::write(lossy_dir.join("result.json"), serde_json::to_vec(&lossy).expect("json")).expect("write");
     // The same run with every latency tripled stands in for a slowed build.
     for p in ["p50", "p90", "p99", "p999", "p9999", "max"] {
         let v = result["summary"]["latency_us"][p].as_u64().expect("number");
@@ -119,6 +125,11 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     let text = String::from_utf8_lossy(&worse.stdout);
     assert!(!worse.status.success(), "a tripled latency must fail the comparison:\n{text}");
     assert!(text.contains("regressed"), "{text}");
+
+    let lossy = harness(&["compare", "--baseline", base, "--current", lossy_dir.to_str().expect("utf8")]);
+    let text = String::from_utf8_lossy(&lossy.stdout);
+    assert!(!lossy.status.success(), "new dropped floods must fail the comparison:\n{text}");
+    assert!(text.contains("new floods dropped"), "{text}");
 
     let report_dir = dir.join("report");
     let report = harness(&["report", base, "--out", report_dir.to_str().expect("utf8")]);
