@@ -67,18 +67,20 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let rows = rows(&loaded);
     let knees = knees(&rows, args.slo_ms * 1000.0);
     let figures = plots::write_all(&loaded, &rows, &out)?;
-    // Figure links are relative to the markdown file they appear in, so each file gets its own.
-    let sections = |markdown: &Path| sections(&loaded, &rows, &knees, &figures, args.slo_ms, markdown);
     let report_md = out.join("report.md");
+    // Figure links are relative to the markdown file they appear in: the last section is per file.
+    let mut sections = sections(&loaded, &rows, &knees, args.slo_ms);
+    sections.push(figures_section(&figures, &report_md));
     let mut md = String::from("# herdbench results\n\n");
-    for (name, text) in &sections(&report_md) {
+    for (name, text) in &sections {
         let _ = writeln!(md, "## {name}\n\n{text}");
     }
     std::fs::write(&report_md, md).with_context(|| format!("writing {}", report_md.display()))?;
     eprintln!("wrote {} and {} plots in {}", report_md.display(), figures.len(), out.display());
     if let Some(target) = &args.update {
         let text = std::fs::read_to_string(target).with_context(|| format!("reading {}", target.display()))?;
-        let updated = replace_sections(&text, &sections(target))?;
+        *sections.last_mut().expect("the figures section") = figures_section(&figures, target);
+        let updated = replace_sections(&text, &sections)?;
         std::fs::write(target, updated).with_context(|| format!("writing {}", target.display()))?;
         eprintln!("updated the generated sections of {}", target.display());
     }
@@ -152,15 +154,8 @@ fn fmt_us(v: f64) -> String {
     }
 }
 
-/// The generated sections, by marker name, in order.
-fn sections(
-    loaded: &[Loaded],
-    rows: &[Row],
-    knees: &[Knee],
-    figures: &[PathBuf],
-    slo_ms: f64,
-    markdown: &Path,
-) -> Vec<(String, String)> {
+/// The generated sections but the figures, by marker name, in order.
+fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], slo_ms: f64) -> Vec<(String, String)> {
     let mut out = Vec::new();
     out.push(("environment".to_owned(), environment(loaded)));
 
@@ -223,15 +218,18 @@ fn sections(
         }
     }
     out.push(("knees".to_owned(), k));
+    out
+}
 
+/// The figures section of the markdown file `markdown`, linking each figure relative to it.
+fn figures_section(figures: &[PathBuf], markdown: &Path) -> (String, String) {
     let mut f = String::new();
     for fig in figures {
         let shown = link_from(markdown, fig).unwrap_or_else(|| fig.clone());
         let title = fig.file_stem().map(|s| s.to_string_lossy().replace('-', " ")).unwrap_or_default();
         let _ = writeln!(f, "![{title}]({})\n", shown.display());
     }
-    out.push(("figures".to_owned(), f));
-    out
+    ("figures".to_owned(), f)
 }
 
 /// `target` as a relative link from the markdown file `markdown` (its directory and `target` must

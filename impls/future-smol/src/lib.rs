@@ -183,7 +183,7 @@ impl<S: Service> Connection<S> {
     async fn serve(&mut self) -> io::Result<()> {
         let mut reads = Reads::default();
         loop {
-            let n = match reads.read(&self.stream, self.framer.read_buf()).await {
+            let n = match reads.read(&mut self.stream, self.framer.read_buf()).await {
                 Ok(0) | Err(_) => return Ok(()), // end of stream or reset: nothing more to answer
                 Ok(n) => n,
             };
@@ -253,11 +253,11 @@ impl Reads {
         Self { drained: true }
     }
 
-    async fn read(&mut self, stream: &Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    async fn read(&mut self, stream: &mut Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
         if self.drained {
             stream.readable().await?;
         }
-        let n = (&mut &*stream).read(buf).await?;
+        let n = stream.read(buf).await?;
         self.drained = n < buf.len();
         Ok(n)
     }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use herd_core::places::{Decoded, decode_response};
 use herd_core::{HttpResponse, PlacesQuery, ServerStats, UpstreamError};
-
 use smol::io::AsyncWriteExt;
 use smol::{Async, Timer, future};
 
@@ -95,7 +94,7 @@ impl Upstream {
         loop {
             let filled = buf.len();
             buf.resize(filled + READ_CHUNK, 0);
-            let read = reads.read(&conn, &mut buf[filled..]).await;
+            let read = reads.read(&mut conn, &mut buf[filled..]).await;
             buf.truncate(filled + *read.as_ref().unwrap_or(&0));
             match read {
                 Ok(0) if buf.is_empty() => return Err(Failure::Stale),
