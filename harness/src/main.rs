@@ -1,35 +1,12 @@
 //! `harness`: herdbench's one binary. It runs whole measurements (`run`, the default), and the
 //! parts they are made of as subcommands: a server of any style (`serve`), the places backend
-//! (`places`) and the load generator (`load`).
-//!
-//! # Layout
-//! - [`run`]: orchestration of a measurement; [`procs`]: child processes; [`machine`]: environment.
-//! - [`serve`]: one server process; [`impls`]: the registry of styles.
-//! - [`places`]: the places backend.
-//! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
-//! - [`result`]: the result file format; [`summary`]: the printed table; [`units`]: CLI units.
+//! (`places`) and the load generator (`load`). This file only parses the command line; the work is
+//! in the `harness` library (`src/lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod collection;
-mod compare;
-mod impls;
-mod load;
-mod machine;
-mod places;
-mod plots;
-mod procs;
-mod report;
-mod result;
-mod run;
-mod serve;
-mod summary;
-mod sweep;
-mod topology;
-mod units;
-mod workload;
+use harness::{compare, load, places, report, result, run, serve};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]
@@ -66,7 +43,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args).map(|path| println!("{}", path.display())),
         Command::Serve(args) => serve::run(&args),
         Command::Places(args) => places::run(&args),
-        Command::Load(args) => load_command(&args),
+        Command::Load(args) => load::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Compare(args) => compare::run(&args),
         Command::Schema => {
@@ -81,34 +58,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `harness load`: prints the summary line and per-command table.
-fn load_command(args: &load::LoadArgs) -> anyhow::Result<()> {
-    for addr in &args.addrs {
-        load::require_loopback(addr)?;
-    }
-    let workload = load::workload_for(&args.workload, args.mode)?;
-    let targets = args.addrs.iter().map(|a| load::Target { addr: *a, name: None }).collect();
-    let spec = args.common.spec(targets, workload, args.load)?;
-    load::announce_clients(&spec)?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, std::sync::Arc::clone(&stop))?;
-    let progress = load::Progress::default();
-    let outcome = load::generate(&spec, &progress, &stop)?;
-    let s = &outcome.summary;
-    println!(
-        "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",
-        s.achieved_rps,
-        spec.connections,
-        s.errors,
-        s.latency_us.p50,
-        s.latency_us.p99,
-        s.latency_us.p999,
-        s.latency_us.max
-    );
-    for (k, n) in outcome.errors.iter().filter(|(_, n)| **n > 0) {
-        println!("  {k}: {n}");
-    }
-    Ok(())
 }

@@ -268,6 +268,36 @@ pub struct LoadArgs {
     pub common: GeneratorArgs,
 }
 
+/// `harness load`: drives `--addr`, then prints the summary line and the errors by kind.
+pub fn run(args: &LoadArgs) -> Result<()> {
+    for addr in &args.addrs {
+        require_loopback(addr)?;
+    }
+    let workload = workload_for(&args.workload, args.mode)?;
+    let targets = args.addrs.iter().map(|a| Target { addr: *a, name: None }).collect();
+    let spec = args.common.spec(targets, workload, args.load)?;
+    announce_clients(&spec)?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, std::sync::Arc::clone(&stop))?;
+    let progress = Progress::default();
+    let outcome = generate(&spec, &progress, &stop)?;
+    let s = &outcome.summary;
+    println!(
+        "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",
+        s.achieved_rps,
+        spec.connections,
+        s.errors,
+        s.latency_us.p50,
+        s.latency_us.p99,
+        s.latency_us.p999,
+        s.latency_us.max
+    );
+    for (k, n) in outcome.errors.iter().filter(|(_, n)| **n > 0) {
+        println!("  {k}: {n}");
+    }
+    Ok(())
+}
+
 /// Generator flags shared by `run` and `load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GeneratorArgs {

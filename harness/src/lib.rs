@@ -1,0 +1,29 @@
+//! herdbench's harness as a library: everything the `harness` binary does, so that its tests (and
+//! anything else) can start a herd, drive load or read result files with the same code. The binary
+//! (`src/main.rs`) only parses the command line and calls one entry point per subcommand.
+//!
+//! # Layout
+//! - [`run`]: orchestration of a measurement; `procs`: child processes; `machine`: the environment.
+//! - [`serve`]: one server process; [`impls`]: the registry of styles.
+//! - [`places`]: the places backend.
+//! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
+//! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
+//! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline.
+
+mod collection;
+pub mod compare;
+pub mod impls;
+pub mod load;
+mod machine;
+pub mod places;
+mod plots;
+mod procs;
+pub mod report;
+pub mod result;
+pub mod run;
+pub mod serve;
+mod summary;
+pub mod sweep;
+pub mod topology;
+pub mod units;
+pub mod workload;
