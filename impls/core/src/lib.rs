@@ -11,6 +11,8 @@
 //! - [`service`]: the [`Service`] trait styles drive; [`Herd`] and [`Echo`]; the flood decision.
 //! - [`places`]: HTTP/1.1 request encoder, response decoder and JSON trimming for the places upstream.
 //! - [`order`]: [`ReplyOrder`], for styles that finish one connection's requests out of order.
+//! - [`policy`]: the policy layer — flood links, the places client, output back-pressure, accept
+//!   back-off — as sans-IO state machines, and the [`Limits`] they share.
 //! - [`options`]: [`ServeOptions`], the wiring every style receives.
 //! - [`stats`], [`log`]: counters and structured events; the caller decides where they go.
 
@@ -21,6 +23,7 @@ pub mod log;
 pub mod options;
 pub mod order;
 pub mod places;
+pub mod policy;
 pub mod service;
 pub mod stats;
 pub mod store;
@@ -33,6 +36,7 @@ pub use log::{Event, EventLog, EventSink};
 pub use options::{ServeOptions, available_cores};
 pub use order::ReplyOrder;
 pub use places::{Decoded, HttpResponse, PlacesQuery, UpstreamError};
+pub use policy::Limits;
 pub use service::{Echo, Flood, Herd, HerdConfig, Link, Outcome, PlacesLookup, Reply, Service};
 pub use stats::{ServerStats, StatsSnapshot};
 pub use store::LocationStore;

@@ -9,12 +9,37 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Listening { addr: String },
-    LinkUp { peer: String, direction: Direction },
-    LinkDown { peer: String, reason: String },
-    Error { context: String, message: String },
-    Input { line: String },
-    Output { text: String },
+    Listening {
+        addr: String,
+    },
+    LinkUp {
+        peer: String,
+        direction: Direction,
+    },
+    LinkDown {
+        peer: String,
+        reason: String,
+    },
+    /// Updates toward `peer` began to be dropped (logged once per episode).
+    FloodsDropping {
+        peer: String,
+        reason: String,
+    },
+    /// The episode ended: an update was queued again after `dropped` were lost.
+    FloodsResumed {
+        peer: String,
+        dropped: u64,
+    },
+    Error {
+        context: String,
+        message: String,
+    },
+    Input {
+        line: String,
+    },
+    Output {
+        text: String,
+    },
     Stopping,
 }
 

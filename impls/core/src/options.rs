@@ -1,7 +1,8 @@
 //! What a style needs to know to serve, besides the [`Service`](crate::Service) itself.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+
+use crate::policy::Limits;
 
 /// Wiring and knobs common to every style. Plain data: the harness fills it from the command line.
 #[derive(Debug, Clone)]
@@ -20,11 +21,12 @@ pub struct ServeOptions {
     /// Stack size in KiB for the threads or coroutines that run requests (`--stack-kib`), in styles
     /// that choose it; `None` picks the style's documented default.
     pub stack_kib: Option<usize>,
+    /// Every constant of the policy layer (queues, timeouts, back-pressure, retries).
+    pub limits: Limits,
+    // TRANSITION: the three fields below move into `limits` once every style drives the policy layer.
     pub max_line: usize,
-    /// Give up on one places request after this long.
-    pub upstream_timeout: Duration,
-    /// Close a client whose unread replies have blocked a write this long.
-    pub write_timeout: Duration,
+    pub upstream_timeout: std::time::Duration,
+    pub write_timeout: std::time::Duration,
 }
 
 impl Default for ServeOptions {
@@ -36,9 +38,10 @@ impl Default for ServeOptions {
             threads: None,
             io_threads: None,
             stack_kib: None,
+            limits: Limits::default(),
             max_line: crate::DEFAULT_MAX_LINE,
-            upstream_timeout: Duration::from_secs(3),
-            write_timeout: Duration::from_secs(5),
+            upstream_timeout: std::time::Duration::from_secs(3),
+            write_timeout: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -19,10 +19,10 @@ pub struct ServerStats {
     pub oversized: AtomicU64,
     /// AT updates that were newer and stored (the rest were duplicates of the flood).
     pub floods_stored: AtomicU64,
-    /// AT lines handed to neighbour links.
-    pub floods_out: AtomicU64,
-    /// AT lines not sent because the neighbour was down.
-    pub floods_dropped: AtomicU64,
+    /// AT lines taken whole by a neighbour link's socket. Shared with the link machines.
+    pub floods_out: Arc<AtomicU64>,
+    /// AT lines not sent: the neighbour was down, its queue full, or the link was lost with them queued.
+    pub floods_dropped: Arc<AtomicU64>,
     pub upstream_ok: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub connections: AtomicU64,
@@ -51,8 +51,8 @@ impl Default for ServerStats {
             echo: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
             floods_stored: AtomicU64::new(0),
-            floods_out: AtomicU64::new(0),
-            floods_dropped: AtomicU64::new(0),
+            floods_out: Arc::new(AtomicU64::new(0)),
+            floods_dropped: Arc::new(AtomicU64::new(0)),
             upstream_ok: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
             connections: AtomicU64::new(0),
