@@ -143,7 +143,7 @@ impl FloodLink {
     /// Gives the link one update line (newline included).
     pub fn on_flood(&mut self, line: &[u8], now: Instant) -> Queued {
         if self.state == LinkState::Down {
-            if !self.last_attempt.is_none_or(|t| now >= t + self.retry) {
+            if self.last_attempt.is_some_and(|t| now < t + self.retry) {
                 return self.drop_updates(1, "neighbour down");
             }
             // Connect on demand; the update waits behind the hello.
