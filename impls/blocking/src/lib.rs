@@ -1,15 +1,18 @@
 //! Blocking building blocks for the thread styles (threadpool, thread-per-request, two-stage).
 //!
-//! These styles wait by blocking an OS thread, so they share the blocking versions of the two
-//! outbound conversations every herd server has: the places upstream and the flood links. Keeping
-//! them here means the three styles differ only in how they use threads, which is what they compare.
+//! These styles wait by blocking an OS thread. What they do around the protocol — link to
+//! neighbours, fetch places, write replies under back-pressure — is decided by herd-core's policy
+//! machines; this crate only drives them with blocking calls, once for the three styles, so they
+//! differ only in how they use threads, which is what they compare.
 //!
 //! # Layout
-//! - [`upstream`]: [`PlacesClient`], one kept-alive HTTP/1.1 connection, blocking with a deadline.
-//! - [`links`]: [`FloodLinks`], one sender thread per neighbour that reconnects on its own.
-//! - [`wait`]: waiting for a socket to become readable/writable with `poll(2)`.
+//! - [`links`]: one thread per neighbour driving its `FloodLink`.
+//! - [`upstream`]: [`PlacesClient`], blocking exchanges under `PlacesCall` / `PlacesPool`.
+//! - [`output`]: [`output::flush`], a client's replies under `OutputBuffer`.
+//! - [`wait`]: `poll(2)` on a socket, and on a socket plus a [`wait::Wakeup`].
 
 pub mod links;
+pub mod output;
 pub mod upstream;
 pub mod wait;
 

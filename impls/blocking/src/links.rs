@@ -1,163 +1,124 @@
-//! Flood links: one thread per neighbour, fed by a bounded channel, reconnecting on its own.
+//! Flood links for the thread styles: one thread per neighbour drives its [`FloodLink`] machine.
 //!
-//! ```text
-//! (connect) PEER Alford\n
-//!           AT Alford +0.000213 kiwi +34.068930-118.445127 1479413884.392014450\n
-//!           ...
-//! ```
-//! A link whose neighbour is down drops what it is given (old updates are not replayed: newer ones
-//! will follow) and retries the connection at most every [`RETRY`], also when idle, so a neighbour
-//! that comes back is linked again without waiting for traffic.
+//! The machine (herd-core) decides when to connect, what to send and what to drop; this thread
+//! only connects, writes and waits. It waits in `poll(2)` on two things at once: the link's socket
+//! (readable means the neighbour closed it or sent something, which peers never do; writable
+//! means the socket takes more) and a [`Wakeup`] that [`FloodLinks::send`] rings when an update is
+//! queued for an idle link — bounded by the machine's next deadline.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use herd_core::log::{Direction, Event};
-use herd_core::{Flood, ServerStats, Service};
+use herd_core::policy::{LinkState, SharedLink};
+use herd_core::{ServeOptions, Service};
 
-use crate::wait;
+use crate::wait::{self, Wakeup};
 
-/// Shortest time between two connection attempts to one neighbour.
-pub const RETRY: Duration = Duration::from_millis(100);
-/// Flood lines queued per neighbour before new ones are dropped (a stuck neighbour must not grow memory).
-pub const QUEUE: usize = 64 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Every neighbour's link, indexed like [`herd_core::Flood::to`].
+pub type FloodLinks = herd_core::policy::FloodLinks<Wakeup>;
 
-/// The sending ends of every neighbour's link, indexed like [`Flood::to`].
-#[derive(Debug, Clone)]
-pub struct FloodLinks {
-    senders: Vec<Sender<Arc<[u8]>>>,
-}
-
-impl FloodLinks {
-    /// Starts one link thread per neighbour. `me` is this server's name, sent as the link hello.
-    pub fn spawn<S: Service>(me: &str, neighbours: &[(String, SocketAddr)], service: Arc<S>) -> Self {
-        let senders = neighbours
-            .iter()
-            .map(|(name, addr)| {
-                let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-                let link = Link {
-                    hello: format!("PEER {me}\n"),
-                    name: name.clone(),
-                    addr: *addr,
-                    conn: None,
-                    last_attempt: None,
-                };
-                let service = Arc::clone(&service);
-                thread::Builder::new()
-                    .name(format!("link-{name}"))
-                    .spawn(move || link.run(&rx, &*service))
-                    .expect("spawning a link thread at start-up");
-                tx
-            })
-            .collect();
-        Self { senders }
+/// Makes the links and starts one driver thread per neighbour.
+pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> io::Result<Arc<FloodLinks>> {
+    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let mut wakeups = Vec::new();
+    for _ in &names {
+        wakeups.push(Some(Wakeup::new()?));
     }
-
-    /// Queues `flood` for its neighbours without waiting; a full queue counts as dropped.
-    pub fn send(&self, flood: &Flood, stats: &ServerStats) {
-        for &i in &flood.to {
-            match self.senders[i].try_send(Arc::clone(&flood.line)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => ServerStats::bump(&stats.floods_dropped),
+    let links = Arc::new(FloodLinks::new(
+        &options.name,
+        &names,
+        &options.limits,
+        Instant::now(),
+        service.stats(),
+        service.log(),
+        |i| wakeups[i].take().expect("one wakeup per neighbour"),
+    ));
+    for (i, (name, addr)) in options.neighbours.iter().enumerate() {
+        let (links, addr) = (Arc::clone(&links), *addr);
+        thread::Builder::new().name(format!("link-{name}")).spawn(move || {
+            if let Some(link) = links.get(i) {
+                drive(link, addr);
             }
-        }
+        })?;
     }
+    Ok(links)
 }
 
-struct Link {
-    hello: String,
-    name: String,
-    addr: SocketAddr,
-    conn: Option<TcpStream>,
-    last_attempt: Option<Instant>,
-}
-
-impl Link {
-    fn run(mut self, rx: &Receiver<Arc<[u8]>>, service: &dyn ServiceHandle) {
-        let mut batch = Vec::new();
-        loop {
-            let first = match rx.recv_timeout(RETRY) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.ensure_connected(service);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
+/// One link's thread: connect when told, write what the machine hands out, wait.
+fn drive(link: &SharedLink<Wakeup>, addr: SocketAddr) {
+    let mut conn: Option<TcpStream> = None;
+    let mut buf = Vec::new();
+    loop {
+        let (connect, deadline) = {
+            let mut m = link.lock();
+            m.on_timeout(Instant::now());
+            if m.state() == LinkState::Down {
+                conn = None;
+                buf.clear();
+            }
+            (m.poll_connect(), m.poll_timeout())
+        };
+        if connect {
+            let budget = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or_default();
+            let attempt = if budget.is_zero() {
+                Err(io::ErrorKind::TimedOut.into())
+            } else {
+                TcpStream::connect_timeout(&addr, budget)
             };
-            // Take everything queued so one write carries a burst.
-            batch.clear();
-            batch.extend_from_slice(&first);
-            let mut lines = 1;
-            while let Ok(line) = rx.try_recv() {
-                batch.extend_from_slice(&line);
-                lines += 1;
-            }
-            let stats = service.stats();
-            if !self.ensure_connected(service) {
-                stats.floods_dropped.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            }
-            let Some(conn) = &mut self.conn else { continue };
-            match conn.write_all(&batch) {
-                Ok(()) => stats.floods_out.fetch_add(lines, std::sync::atomic::Ordering::Relaxed),
-                Err(e) => {
-                    self.down(service, &e.to_string());
-                    stats.floods_dropped.fetch_add(lines, std::sync::atomic::Ordering::Relaxed)
+            let attempt = attempt.and_then(|s| s.set_nodelay(true).and(s.set_nonblocking(true)).map(|()| s));
+            let mut m = link.lock();
+            match attempt {
+                Ok(stream) => {
+                    conn = Some(stream);
+                    m.on_connected(Instant::now());
                 }
+                Err(_) => m.on_connect_failed(Instant::now()),
+            }
+            continue;
+        }
+        if let Some(stream) = &mut conn
+            && let Err(e) = write_some(stream, &mut buf, link)
+        {
+            link.lock().on_closed(Instant::now(), &e.to_string());
+            continue;
+        }
+        let seen = match wait::socket_or_wakeup(conn.as_ref(), !buf.is_empty(), &link.waker, deadline) {
+            Ok(seen) => seen,
+            Err(_) => continue,
+        };
+        if let (true, Some(stream)) = (seen.readable, &mut conn) {
+            let mut probe = [0_u8; 64];
+            let gone = match stream.read(&mut probe) {
+                Ok(0) => Some("closed by peer".to_owned()),
+                Ok(_) => Some("peer sent data on a flood link".to_owned()),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => None,
+                Err(e) => Some(e.to_string()),
             };
-        }
-    }
-
-    /// True when a usable connection exists, making one if the retry interval allows.
-    fn ensure_connected(&mut self, service: &dyn ServiceHandle) -> bool {
-        if let Some(conn) = &self.conn {
-            if !wait::peer_closed(conn) {
-                return true;
+            if let Some(reason) = gone {
+                link.lock().on_closed(Instant::now(), &reason);
             }
-            self.down(service, "closed by peer");
         }
-        if self.last_attempt.is_some_and(|t| t.elapsed() < RETRY) {
-            return false;
-        }
-        self.last_attempt = Some(Instant::now());
-        let attempt = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).and_then(|mut conn| {
-            conn.set_nodelay(true)?;
-            conn.write_all(self.hello.as_bytes())?;
-            Ok(conn)
-        });
-        match attempt {
-            Ok(conn) => {
-                self.conn = Some(conn);
-                service.log().event(Event::LinkUp { peer: self.name.clone(), direction: Direction::Outbound });
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn down(&mut self, service: &dyn ServiceHandle, reason: &str) {
-        self.conn = None;
-        service.log().event(Event::LinkDown { peer: self.name.clone(), reason: reason.to_owned() });
     }
 }
 
-/// The two things a link needs from the service, as a trait object so `Link` is not generic.
-trait ServiceHandle {
-    fn stats(&self) -> &ServerStats;
-    fn log(&self) -> &herd_core::EventLog;
-}
-
-impl<S: Service> ServiceHandle for S {
-    fn stats(&self) -> &ServerStats {
-        Service::stats(self)
+/// Takes what the machine has to send and writes what the socket takes now, reporting each write.
+/// The machine is locked only around its calls, never across a write.
+fn write_some(stream: &mut TcpStream, buf: &mut Vec<u8>, link: &SharedLink<Wakeup>) -> io::Result<()> {
+    link.lock().poll_transmit(buf);
+    while !buf.is_empty() {
+        match stream.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.drain(..n);
+                link.lock().consumed(n, Instant::now());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-
-    fn log(&self) -> &herd_core::EventLog {
-        Service::log(self)
-    }
+    Ok(())
 }

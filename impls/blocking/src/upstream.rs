@@ -1,112 +1,110 @@
-//! A blocking places client: one kept-alive connection, owned by one thread.
+//! The places client for the thread styles: blocking reads and writes around herd-core's
+//! [`PlacesCall`] (the exchange's rules) and [`PlacesPool`] (which kept-alive connection to use).
+//!
+//! One client per server, shared by every thread that fetches: the pool hands each exchange an idle
+//! connection or none (connect), so the number of upstream connections follows how many WHATSATs
+//! wait at once, as in every other style.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use herd_core::places::{Decoded, decode_response};
-use herd_core::{HttpResponse, PlacesQuery, UpstreamError};
+use herd_core::policy::{PlacesCall, PlacesPool, Step};
+use herd_core::{HttpResponse, Limits, PlacesQuery, ServerStats, UpstreamError};
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// One thread's connection to the places backend. Not shared: each worker thread owns one, so a
-/// request never waits for another thread's request on the same socket.
+/// The places backend as the thread styles reach it.
 #[derive(Debug)]
 pub struct PlacesClient {
     addr: SocketAddr,
     host: String,
-    timeout: Duration,
-    conn: Option<TcpStream>,
-    buf: Vec<u8>,
+    limits: Limits,
+    pool: PlacesPool<TcpStream>,
 }
 
 impl PlacesClient {
-    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
-        Self { addr, host: addr.to_string(), timeout, conn: None, buf: Vec::with_capacity(16 * 1024) }
+    pub fn new(addr: SocketAddr, limits: &Limits, stats: &ServerStats) -> Self {
+        Self { addr, host: addr.to_string(), limits: limits.clone(), pool: PlacesPool::new(limits, stats) }
     }
 
-    /// Fetches one response within the timeout. A kept-alive connection the server has since
-    /// closed is retried once on a fresh connection; nothing else is retried.
-    pub fn fetch(&mut self, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-        let deadline = Instant::now() + self.timeout;
-        let request = query.encode_request(&self.host);
-        let reused = self.conn.is_some();
-        match self.exchange(&request, deadline) {
-            Err(Failure::Stale) if reused => self.exchange(&request, deadline).map_err(Failure::into_error),
-            result => result.map_err(Failure::into_error),
-        }
-    }
-
-    fn exchange(&mut self, request: &[u8], deadline: Instant) -> Result<HttpResponse, Failure> {
-        let outcome = self.try_exchange(request, deadline);
-        match &outcome {
-            Ok(resp) if resp.keep_alive => {}
-            _ => self.conn = None,
-        }
-        outcome
-    }
-
-    fn try_exchange(&mut self, request: &[u8], deadline: Instant) -> Result<HttpResponse, Failure> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = TcpStream::connect_timeout(&self.addr, remaining(deadline)?)
-                    .map_err(|e| Failure::Fatal(UpstreamError::Unreachable(e.to_string())))?;
-                conn.set_nodelay(true).map_err(Failure::io)?;
-                self.conn.insert(conn)
-            }
-        };
-        conn.write_all(request).map_err(Failure::stale)?;
-        self.buf.clear();
+    /// One WHATSAT's exchange, blocking the calling thread until it is done.
+    pub fn fetch(&self, query: &PlacesQuery, stats: &ServerStats) -> Result<HttpResponse, UpstreamError> {
+        let mut call = PlacesCall::new(query, &self.host, Instant::now(), &self.limits, stats);
+        let mut idle = self.pool.checkout();
         loop {
-            conn.set_read_timeout(Some(remaining(deadline)?)).map_err(Failure::io)?;
-            // Read straight into the buffer's tail: no large array on the stack, since the
-            // thread-per-request style runs this on deliberately small stacks.
-            let filled = self.buf.len();
-            self.buf.resize(filled + READ_CHUNK, 0);
-            let read = conn.read(&mut self.buf[filled..]);
-            self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(0) if self.buf.is_empty() => return Err(Failure::Stale),
-                Ok(0) => return Err(Failure::Fatal(UpstreamError::Http("connection closed mid-response".into()))),
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(Failure::Fatal(UpstreamError::Timeout));
+            let (mut conn, reused) = match idle.take() {
+                Some(conn) => (conn, true),
+                None => match self.connect(call.poll_timeout()) {
+                    Ok(conn) => (conn, false),
+                    Err(e) => return finish(call.on_connect_failed(&e.to_string())).0,
+                },
+            };
+            call.on_attached(reused);
+            match exchange(&mut conn, &mut call) {
+                Step::Reconnect | Step::Continue => {}
+                done => {
+                    let (result, keep) = finish(done);
+                    self.pool.checkin(conn, keep);
+                    return result;
                 }
-                Err(e) if self.buf.is_empty() => return Err(Failure::stale(e)),
-                Err(e) => return Err(Failure::io(e)),
             }
-            if let Decoded::Complete(resp) = decode_response(&self.buf).map_err(Failure::Fatal)? {
-                return Ok(resp);
+        }
+    }
+
+    fn connect(&self, deadline: Instant) -> io::Result<TcpStream> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let conn = TcpStream::connect_timeout(&self.addr, budget)?;
+        conn.set_nodelay(true)?;
+        self.pool.opened();
+        Ok(conn)
+    }
+}
+
+/// Writes the request and reads until the call says what next. The socket's timeouts are set to
+/// what is left of the call's deadline before each blocking operation.
+fn exchange(conn: &mut TcpStream, call: &mut PlacesCall) -> Step {
+    let until = |call: &PlacesCall| {
+        Some(call.poll_timeout().saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
+    };
+    if let Err(e) = conn.set_write_timeout(until(call)).and_then(|()| conn.write_all(call.request())) {
+        return timed_out(call).unwrap_or_else(|| call.on_closed(&e.to_string()));
+    }
+    let mut buf = vec![0_u8; READ_CHUNK];
+    loop {
+        if let Some(step) = timed_out(call) {
+            return step;
+        }
+        let read = conn.set_read_timeout(until(call)).and_then(|()| conn.read(&mut buf));
+        let step = match read {
+            Ok(0) => call.on_closed("end of stream"),
+            Ok(n) => call.on_bytes(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
             }
+            Err(e) => call.on_closed(&e.to_string()),
+        };
+        if step != Step::Continue {
+            return step;
         }
     }
 }
 
-/// `Stale`: the kept-alive connection was dead before any byte of the response came back.
-enum Failure {
-    Stale,
-    Fatal(UpstreamError),
+fn timed_out(call: &mut PlacesCall) -> Option<Step> {
+    call.on_timeout(Instant::now())
 }
 
-impl Failure {
-    fn stale(_: io::Error) -> Self {
-        Failure::Stale
+fn finish(step: Step) -> (Result<HttpResponse, UpstreamError>, bool) {
+    match step {
+        Step::Done { result, keep } => (result, keep),
+        Step::Continue | Step::Reconnect => (Err(UpstreamError::Http("exchange ended early".into())), false),
     }
-
-    fn io(e: io::Error) -> Self {
-        Failure::Fatal(UpstreamError::Unreachable(e.to_string()))
-    }
-
-    fn into_error(self) -> UpstreamError {
-        match self {
-            Failure::Stale => UpstreamError::Unreachable("connection closed by upstream".into()),
-            Failure::Fatal(e) => e,
-        }
-    }
-}
-
-fn remaining(deadline: Instant) -> Result<Duration, Failure> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() { Err(Failure::Fatal(UpstreamError::Timeout)) } else { Ok(left) }
 }

@@ -16,13 +16,15 @@
 //! construction. The replies to the lines of one read are written together, but never held back
 //! behind a blocking upstream call.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use herd_blocking::{FloodLinks, PlacesClient};
+use herd_blocking::output::{self, WriteError};
+use herd_blocking::{FloodLinks, PlacesClient, wait};
+use herd_core::policy::{AcceptBackoff, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 
 /// Default stack per connection thread. A request path needs well under 64 KiB (framing buffers and
@@ -31,30 +33,33 @@ pub const DEFAULT_STACK_KIB: usize = 128;
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
-    let links = FloodLinks::spawn(&options.name, &options.neighbours, Arc::clone(&service));
+    let links = herd_blocking::links::spawn(options, &*service)?;
+    let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let stack = options.stack_kib.unwrap_or(DEFAULT_STACK_KIB) * 1024;
+    let mut backoff = AcceptBackoff::new(&options.limits);
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
-                // Out of descriptors or memory: say so, give the system a moment, keep accepting.
+                // Out of descriptors or memory: say so, pause as the policy says, keep accepting.
                 service.log().error("accept", &e);
-                thread::sleep(Duration::from_millis(10));
+                let until = backoff.on_error(Instant::now());
+                thread::sleep(until.saturating_duration_since(Instant::now()));
                 continue;
             }
         };
+        backoff.on_accepted();
         ServerStats::bump(&service.stats().connections);
         let connection = Connection {
             service: Arc::clone(&service),
-            links: links.clone(),
-            upstream: options.places.map(|addr| PlacesClient::new(addr, options.upstream_timeout)),
-            framer: LineFramer::new(options.max_line),
+            links: Arc::clone(&links),
+            upstream: upstream.clone(),
+            framer: LineFramer::new(options.limits.max_line),
             link: Link::default(),
+            out: OutputBuffer::new(&options.limits),
         };
-        let write_timeout = options.write_timeout;
         let spawned = thread::Builder::new().name("conn".into()).stack_size(stack).spawn(move || {
-            // Resets and timeouts end a connection: the client's business, not a server error.
-            let _ = connection.run(stream, write_timeout);
+            connection.run(stream);
         });
         if let Err(e) = spawned {
             // The connection is dropped (closed) with the failed spawn: the client sees a reset.
@@ -67,54 +72,70 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
 /// Everything one connection's thread owns.
 struct Connection<S> {
     service: Arc<S>,
-    links: FloodLinks,
-    /// Opened on the first WHATSAT and kept alive for the connection's lifetime.
-    upstream: Option<PlacesClient>,
+    links: Arc<FloodLinks>,
+    upstream: Option<Arc<PlacesClient>>,
     framer: LineFramer,
     link: Link,
+    out: OutputBuffer,
 }
 
 impl<S: Service> Connection<S> {
-    fn run(mut self, mut stream: TcpStream, write_timeout: Duration) -> io::Result<()> {
+    /// Runs the connection to its end. Resets end a connection quietly (the client's business);
+    /// a client the output rules give up on is logged.
+    fn run(mut self, stream: TcpStream) {
+        if let Err(WriteError::Closed(close)) = self.serve(&stream) {
+            self.service.log().error("write", close);
+        }
+    }
+
+    fn serve(&mut self, stream: &TcpStream) -> Result<(), WriteError> {
         stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(write_timeout))?;
-        let mut out = Vec::new();
+        // Non-blocking, so that a write to a client that does not read can be bounded by the
+        // output rules; the thread still blocks, in poll(2), whenever it waits.
+        stream.set_nonblocking(true)?;
         loop {
-            let n = stream.read(self.framer.read_buf())?;
-            if n == 0 {
-                return Ok(());
-            }
+            let n = match (&*stream).read(self.framer.read_buf()) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait::readable(stream)?;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
             self.framer.filled(n);
             let now = Timestamp::from_system_time(SystemTime::now());
             while let Some(frame) = self.framer.next_frame() {
                 let line = match frame {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
-                        out.extend_from_slice(&self.service.oversized(quote));
-                        return stream.write_all(&out);
+                        self.out.push(&self.service.oversized(quote));
+                        return output::flush(stream, &mut self.out);
                     }
                 };
                 let outcome = self.service.handle(line, &mut self.link, now);
                 if let Some(flood) = &outcome.flood {
-                    self.links.send(flood, self.service.stats());
+                    self.links.send(flood, Instant::now());
                 }
                 match outcome.reply {
-                    Reply::Bytes(bytes) => out.extend_from_slice(&bytes),
+                    Reply::Bytes(bytes) => self.out.push(&bytes),
                     Reply::Nothing => {}
                     Reply::Places(lookup) => {
                         // Replies already due leave before we block on the upstream.
-                        stream.write_all(&out)?;
-                        out.clear();
-                        let result = match &mut self.upstream {
-                            Some(client) => client.fetch(&lookup.query),
+                        output::flush(stream, &mut self.out)?;
+                        let result = match &self.upstream {
+                            Some(client) => client.fetch(&lookup.query, self.service.stats()),
                             None => Err(UpstreamError::NotConfigured),
                         };
-                        out.extend_from_slice(&self.service.complete(lookup, result));
+                        self.out.push(&self.service.complete(lookup, result));
                     }
                 }
+                if self.out.should_flush() {
+                    output::flush(stream, &mut self.out)?;
+                }
             }
-            stream.write_all(&out)?;
-            out.clear();
+            output::flush(stream, &mut self.out)?;
         }
     }
 }

@@ -6,7 +6,8 @@
 //!                     │ resume (waker)                                                      │
 //!   worker 1..N ◄─────┴──────────────────────────────────────────────────────────────────────┘
 //!     take the connection, run its queued requests in order: Service::handle ─► blocking
-//!     places fetch (WHATSAT) ─► blocking write; floods go to FloodLinks (a thread per neighbour)
+//!     places fetch (WHATSAT) ─► OutputBuffer ─► blocking write; floods go to FloodLinks
+//!     (herd-core's machines, one driver thread per neighbour)
 //! ```
 //!
 //! The reader never executes a request: it reads whatever is ready, cuts it into lines and puts
@@ -15,11 +16,13 @@
 //! and replies leave in request order. Workers block freely: on the places backend, and on a
 //! client that is slow to read.
 //!
-//! Back-pressure: an inbox holds at most [`INBOX_LIMIT`] requests; past that the reader stops
-//! reading that connection until a worker has drained it and wakes the reader. The channel itself
-//! is bounded by the number of connections (each is queued at most once). When every worker is
-//! blocked, ready connections wait in the channel: one slow upstream slows everyone, which is
-//! what this style is here to show.
+//! Back-pressure follows herd-core's policy: an inbox holds at most `Limits::max_in_flight`
+//! requests; past that the reader stops reading that connection until a worker has drained half of
+//! it and wakes the reader. Replies gather in the connection's `OutputBuffer` and are written when
+//! it says so, or before the worker blocks on the upstream; a client that stops reading is closed
+//! by the buffer's rules. The channel is bounded by the number of connections (each is queued at
+//! most once). When every worker is blocked, ready connections wait in the channel: one slow
+//! upstream slows everyone, which is what this style is here to show.
 //!
 //! # Layout
 //! - [`serve`]: start links and workers, then run the reader loop on the calling thread.
@@ -27,15 +30,17 @@
 //! - `worker`: run a connection's queued requests and write their replies.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use herd_blocking::{FloodLinks, PlacesClient, wait};
+use herd_blocking::output::{self, WriteError};
+use herd_blocking::{FloodLinks, PlacesClient};
+use herd_core::policy::{AcceptBackoff, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -45,8 +50,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 /// by Little's law rather than by cores: 2,000 WHATSAT/s at 20 ms upstream keeps 40 requests in
 /// flight, and 64 workers cover that with room for slow clients, at ~64 small stacks of memory.
 pub const DEFAULT_WORKERS: usize = 64;
-/// Requests queued on one connection before the reader stops reading it.
-pub const INBOX_LIMIT: usize = 1024;
 /// Requests a worker runs for one connection before giving other connections a turn.
 const BATCH: usize = 32;
 const LISTENER: Token = Token(usize::MAX);
@@ -58,9 +61,15 @@ struct Conn {
     stream: TcpStream,
     inbox: Mutex<Inbox>,
     /// Only the worker currently holding the connection touches it.
-    link: Mutex<Link>,
+    writer: Mutex<Writer>,
     /// Set once a write failed: later replies are dropped instead of written.
     broken: AtomicBool,
+}
+
+/// What the worker holding a connection owns of it.
+struct Writer {
+    link: Link,
+    out: OutputBuffer,
 }
 
 #[derive(Default)]
@@ -81,7 +90,8 @@ enum Request {
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let links = FloodLinks::spawn(&options.name, &options.neighbours, Arc::clone(&service));
+    let links = herd_blocking::links::spawn(options, &*service)?;
+    let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (resume_tx, resume_rx) = crossbeam_channel::unbounded::<Token>();
@@ -92,9 +102,9 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
             ready: ready_rx.clone(),
             requeue: ready_tx.clone(),
             resume: (resume_tx.clone(), Arc::clone(&waker)),
-            links: links.clone(),
-            upstream: options.places.map(|addr| PlacesClient::new(addr, options.upstream_timeout)),
-            write_timeout: options.write_timeout,
+            links: Arc::clone(&links),
+            upstream: upstream.clone(),
+            resume_below: (options.limits.max_in_flight / 2).max(1),
         };
         thread::Builder::new().name(format!("worker-{i}")).stack_size(256 * 1024).spawn(move || worker.run())?;
     }
@@ -106,7 +116,9 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
         ready: ready_tx,
         resume: resume_rx,
         service,
-        max_line: options.max_line,
+        limits: options.limits.clone(),
+        backoff: AcceptBackoff::new(&options.limits),
+        accept_paused_until: None,
     };
     reader.run()
 }
@@ -120,7 +132,10 @@ struct Reader<S> {
     ready: Sender<Arc<Conn>>,
     resume: Receiver<Token>,
     service: Arc<S>,
-    max_line: usize,
+    limits: herd_core::Limits,
+    backoff: AcceptBackoff,
+    /// After an accept error: accept nothing until then (the back-off's timer).
+    accept_paused_until: Option<Instant>,
 }
 
 impl<S: Service> Reader<S> {
@@ -128,10 +143,15 @@ impl<S: Service> Reader<S> {
         self.poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(1024);
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None)
+            let timeout = self.accept_paused_until.map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
+            }
+            if self.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
+                self.accept_paused_until = None;
+                self.accept();
             }
             for event in &events {
                 match event.token() {
@@ -147,9 +167,10 @@ impl<S: Service> Reader<S> {
     }
 
     fn accept(&mut self) {
-        loop {
+        while self.accept_paused_until.is_none() {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    self.backoff.on_accepted();
                     let _ = stream.set_nodelay(true);
                     let token = Token(self.next_token);
                     self.next_token = (self.next_token + 1) % (usize::MAX - 2);
@@ -161,17 +182,17 @@ impl<S: Service> Reader<S> {
                         token,
                         stream,
                         inbox: Mutex::new(Inbox::default()),
-                        link: Mutex::new(Link::default()),
+                        writer: Mutex::new(Writer { link: Link::default(), out: OutputBuffer::new(&self.limits) }),
                         broken: AtomicBool::new(false),
                     });
-                    self.conns.insert(token, (conn, LineFramer::new(self.max_line)));
+                    self.conns.insert(token, (conn, LineFramer::new(self.limits.max_line)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Out of descriptors, most likely: log and wait for the next readiness event.
+                    // Out of descriptors, most likely: log and pause accepting, as the policy says.
                     self.service.log().error("accept", e);
-                    return;
+                    self.accept_paused_until = Some(self.backoff.on_error(Instant::now()));
                 }
             }
         }
@@ -207,7 +228,7 @@ impl<S: Service> Reader<S> {
             if !requests.is_empty() {
                 let mut inbox = lock(&conn.inbox);
                 inbox.requests.extend(requests);
-                inbox.paused = inbox.requests.len() >= INBOX_LIMIT;
+                inbox.paused = inbox.requests.len() >= self.limits.max_in_flight;
                 if !inbox.scheduled {
                     inbox.scheduled = true;
                     drop(inbox);
@@ -236,10 +257,12 @@ struct Worker<S> {
     ready: Receiver<Arc<Conn>>,
     requeue: Sender<Arc<Conn>>,
     resume: (Sender<Token>, Arc<Waker>),
-    links: FloodLinks,
-    /// This worker's own kept-alive connection to the places backend.
-    upstream: Option<PlacesClient>,
-    write_timeout: Duration,
+    links: Arc<FloodLinks>,
+    /// The server's places client (its pool of kept-alive connections is shared by all workers).
+    upstream: Option<Arc<PlacesClient>>,
+    /// A paused reader is resumed once the inbox is below half its limit, so that one wake-up of
+    /// the reader carries many requests.
+    resume_below: usize,
 }
 
 impl<S: Service> Worker<S> {
@@ -252,86 +275,78 @@ impl<S: Service> Worker<S> {
     /// Runs up to [`BATCH`] of the connection's requests in order, then lets it go: unscheduled if
     /// its inbox is empty, back on the channel otherwise.
     fn serve_connection(&mut self, conn: Arc<Conn>) {
+        let mut writer = lock(&conn.writer);
         for _ in 0..BATCH {
-            let request = {
+            let (request, more) = {
                 let mut inbox = lock(&conn.inbox);
                 let next = inbox.requests.pop_front();
-                if inbox.paused && inbox.requests.len() < INBOX_LIMIT / 2 {
+                if inbox.paused && inbox.requests.len() < self.resume_below {
                     inbox.paused = false;
                     let _ = self.resume.0.send(conn.token);
                     let _ = self.resume.1.wake();
                 }
                 match next {
-                    Some(request) => request,
+                    Some(request) => (request, !inbox.requests.is_empty()),
                     None => {
                         inbox.scheduled = false;
                         return;
                     }
                 }
             };
-            let reply = match request {
-                Request::Line(line, received) => self.execute(&conn, &line, received),
+            match request {
+                Request::Line(line, received) => self.execute(&conn, &mut writer, &line, received),
                 Request::Oversized(reply) => {
-                    self.write(&conn, &reply);
+                    writer.out.push(&reply);
+                    self.flush(&conn, &mut writer.out);
                     let _ = conn.stream.shutdown(std::net::Shutdown::Both);
                     conn.broken.store(true, Ordering::Release);
                     continue;
                 }
-            };
-            self.write(&conn, &reply);
+            }
+            if !more || writer.out.should_flush() {
+                self.flush(&conn, &mut writer.out);
+            }
         }
+        self.flush(&conn, &mut writer.out);
+        drop(writer);
         let _ = self.requeue.send(conn);
     }
 
-    fn execute(&mut self, conn: &Conn, line: &[u8], received: Timestamp) -> Vec<u8> {
-        let outcome = self.service.handle(line, &mut lock(&conn.link), received);
+    fn execute(&mut self, conn: &Conn, writer: &mut Writer, line: &[u8], received: Timestamp) {
+        let outcome = self.service.handle(line, &mut writer.link, received);
         if let Some(flood) = &outcome.flood {
-            self.links.send(flood, self.service.stats());
+            self.links.send(flood, Instant::now());
         }
         match outcome.reply {
-            Reply::Bytes(bytes) => bytes,
-            Reply::Nothing => Vec::new(),
+            Reply::Bytes(bytes) => writer.out.push(&bytes),
+            Reply::Nothing => {}
             Reply::Places(lookup) => {
-                let result = match &mut self.upstream {
-                    Some(client) => client.fetch(&lookup.query),
+                // Replies already due leave before the worker blocks on the upstream.
+                self.flush(conn, &mut writer.out);
+                let result = match &self.upstream {
+                    Some(client) => client.fetch(&lookup.query, self.service.stats()),
                     None => Err(UpstreamError::NotConfigured),
                 };
-                self.service.complete(lookup, result)
+                writer.out.push(&self.service.complete(lookup, result));
             }
         }
     }
 
-    /// Writes a reply, blocking (up to the write timeout per stall) while the client is slow to
-    /// read. A client that stalls past it is closed.
-    fn write(&self, conn: &Conn, reply: &[u8]) {
-        if reply.is_empty() || conn.broken.load(Ordering::Acquire) {
+    /// Writes what is owed, blocking while the client is slow to read, as long as the output
+    /// buffer's rules allow; a client they give up on is closed and its later replies dropped.
+    fn flush(&self, conn: &Conn, out: &mut OutputBuffer) {
+        if conn.broken.load(Ordering::Acquire) {
+            out.consumed(out.owed(), Instant::now());
             return;
         }
-        if let Err(e) = write_all(&conn.stream, reply, self.write_timeout) {
-            if !conn.broken.swap(true, Ordering::AcqRel) {
+        if let Err(e) = output::flush(&conn.stream, out) {
+            if !conn.broken.swap(true, Ordering::AcqRel) && matches!(e, WriteError::Closed(_)) {
                 self.service.log().error("write", e);
             }
+            out.consumed(out.owed(), Instant::now());
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
     }
-}
-
-/// `write_all` on a non-blocking socket, waiting in `poll(2)` when the client's buffer is full.
-fn write_all(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match (&*stream).write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !wait::writable(stream, timeout)? {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read its replies"));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Locks, recovering from a worker that panicked while holding the lock (the state is still usable).

@@ -9,16 +9,21 @@
 //! ```
 //!
 //! Stage 1 owns every socket: only it reads and writes, never blocking. Stage 2 owns only the
-//! upstream calls. When the stage-2 queue is full, stage 1 parks the WHATSAT on its connection and
+//! upstream calls (through the server's one `PlacesClient`, whose pool of kept-alive connections
+//! every worker shares). What is owed to a client, when to stop reading it and when to give up on
+//! it are herd-core's `OutputBuffer` rules; flood links are herd-core's `FloodLink` machines,
+//! driven by one thread per neighbour. When the stage-2 queue is full, stage 1 parks the WHATSAT on its connection and
 //! stops reading *that* connection (back-pressure) until a slot frees; other connections keep being
 //! served, so cheap commands are not stuck behind slow ones — the point of splitting the stages.
-//! Memory stays bounded: one parked request per connection, a bounded queue, a capped output buffer.
+//! Memory stays bounded: one parked request per connection, a bounded queue, and the output
+//! buffer's caps.
 //!
 //! The counters (`extra` in the result file) show where requests waited: stage-2 queue depth
 //! (max and at the end), time queued before a worker took a request, time a finished reply waited
 //! for stage 1 to write it, and how often back-pressure parked a connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
@@ -28,9 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use herd_blocking::{FloodLinks, PlacesClient};
+use herd_core::policy::{AcceptBackoff, OutputBuffer};
 use herd_core::{
-    Frame, LineFramer, Link, PlacesLookup, Reply, ReplyOrder, ServeOptions, ServerStats, Service, Timestamp,
-    UpstreamError,
+    Frame, Limits, LineFramer, Link, PlacesLookup, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -41,12 +46,8 @@ pub const DEFAULT_WORKERS: usize = 64;
 /// Stage-1 event loops when `--io-threads` is not given. One loop parses far faster than the
 /// upstream answers; more loops only pay off at echo-like rates.
 pub const DEFAULT_IO_THREADS: usize = 1;
-/// Capacity of the queue into stage 2.
+/// Capacity of the queue into stage 2: the SEDA stage boundary, part of this style's structure.
 pub const STAGE2_QUEUE: usize = 1024;
-/// Output owed to a client past which stage 1 stops reading from it until it catches up.
-pub const PAUSE_OUTPUT: usize = 256 * 1024;
-/// Replies buffered for a client that does not read before it is disconnected.
-pub const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -100,7 +101,8 @@ impl Gauges {
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let links = FloodLinks::spawn(&options.name, &options.neighbours, Arc::clone(&service));
+    let links = herd_blocking::links::spawn(options, &*service)?;
+    let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let gauges = Arc::new(Gauges::new(service.stats()));
     let (to_stage2, stage2) = crossbeam_channel::bounded::<Job>(STAGE2_QUEUE);
     let io_threads = options.io_threads.unwrap_or(DEFAULT_IO_THREADS).max(1);
@@ -120,11 +122,11 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
     for i in 0..options.threads.unwrap_or(DEFAULT_WORKERS).max(1) {
         let (service, stage2, returns, gauges) =
             (Arc::clone(&service), stage2.clone(), Arc::clone(&returns), Arc::clone(&gauges));
-        let upstream = options.places.map(|addr| PlacesClient::new(addr, options.upstream_timeout));
+        let upstream = upstream.clone();
         thread::Builder::new()
             .name(format!("stage2-{i}"))
             .stack_size(256 * 1024)
-            .spawn(move || stage2_worker(&*service, &stage2, &returns, upstream, &gauges))?;
+            .spawn(move || stage2_worker(&*service, &stage2, &returns, upstream.as_deref(), &gauges))?;
     }
 
     let mut handles = Vec::new();
@@ -140,9 +142,12 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
             to_stage2: to_stage2.clone(),
             stage2_len: stage2.clone(),
             service: Arc::clone(&service),
-            links: links.clone(),
+            links: Arc::clone(&links),
             gauges: Arc::clone(&gauges),
-            max_line: options.max_line,
+            limits: options.limits.clone(),
+            stalls: BinaryHeap::new(),
+            backoff: AcceptBackoff::new(&options.limits),
+            accept_paused_until: None,
         };
         handles.push(thread::Builder::new().name(format!("stage1-{i}")).spawn(move || stage1.run())?);
     }
@@ -157,7 +162,7 @@ fn stage2_worker<S: Service>(
     service: &S,
     jobs: &Receiver<Job>,
     returns: &[(Sender<Done>, Arc<Waker>)],
-    mut upstream: Option<PlacesClient>,
+    upstream: Option<&PlacesClient>,
     gauges: &Gauges,
 ) {
     for job in jobs {
@@ -165,8 +170,8 @@ fn stage2_worker<S: Service>(
         gauges.queued_us_total.fetch_add(waited, Relaxed);
         gauges.queued_us_max.fetch_max(waited, Relaxed);
         gauges.depth_end.store(jobs.len() as u64, Relaxed);
-        let result = match &mut upstream {
-            Some(client) => client.fetch(&job.lookup.query),
+        let result = match upstream {
+            Some(client) => client.fetch(&job.lookup.query, service.stats()),
             None => Err(UpstreamError::NotConfigured),
         };
         let reply = service.complete(job.lookup, result);
@@ -182,14 +187,13 @@ struct Conn {
     stream: TcpStream,
     framer: LineFramer,
     link: Link,
-    order: ReplyOrder,
-    out: Vec<u8>,
+    out: OutputBuffer,
     /// A WHATSAT stage 2 had no room for; while set, this connection is not read.
     parked: Option<(u64, PlacesLookup)>,
     /// The client closed its side; the connection ends once nothing is owed.
     read_closed: bool,
-    /// Reading stopped because more than [`PAUSE_OUTPUT`] is owed to the client.
-    output_paused: bool,
+    /// Reading stopped because the output buffer said so; read again once it allows.
+    input_paused: bool,
 }
 
 /// One stage-1 event loop.
@@ -204,9 +208,14 @@ struct Stage1<S> {
     to_stage2: Sender<Job>,
     stage2_len: Receiver<Job>,
     service: Arc<S>,
-    links: FloodLinks,
+    links: Arc<FloodLinks>,
     gauges: Arc<Gauges>,
-    max_line: usize,
+    limits: Limits,
+    /// Write-stall deadlines of connections whose socket was full, earliest first.
+    stalls: BinaryHeap<Reverse<(Instant, Token)>>,
+    backoff: AcceptBackoff,
+    /// After an accept error: accept nothing until then.
+    accept_paused_until: Option<Instant>,
 }
 
 impl<S: Service> Stage1<S> {
@@ -215,12 +224,20 @@ impl<S: Service> Stage1<S> {
         let mut events = Events::with_capacity(1024);
         loop {
             // While connections are parked, look again soon even if nothing else happens.
-            let timeout = (!self.parked.is_empty()).then(|| Duration::from_millis(1));
+            let parked = (!self.parked.is_empty()).then(|| Instant::now() + Duration::from_millis(1));
+            let stall = self.stalls.peek().map(|Reverse((at, _))| *at);
+            let wake_at = [parked, stall, self.accept_paused_until].into_iter().flatten().min();
+            let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
             }
+            if self.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
+                self.accept_paused_until = None;
+                self.accept();
+            }
+            self.check_stalls();
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -229,9 +246,9 @@ impl<S: Service> Stage1<S> {
                         if event.is_writable() {
                             self.flush(token);
                         }
-                        // A connection that stopped reading because it owed too much output reads
-                        // again once the client has taken some.
-                        let resume = event.is_writable() && self.conns.get(&token).is_some_and(|c| c.output_paused);
+                        // A connection that stopped reading because of what it owed reads again once
+                        // the client has taken some.
+                        let resume = event.is_writable() && self.conns.get(&token).is_some_and(|c| c.input_paused);
                         if resume || event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.serve_input(token);
                         }
@@ -244,9 +261,10 @@ impl<S: Service> Stage1<S> {
     }
 
     fn accept(&mut self) {
-        loop {
+        while self.accept_paused_until.is_none() {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    self.backoff.on_accepted();
                     let _ = stream.set_nodelay(true);
                     let token = Token(self.next_token);
                     self.next_token = (self.next_token + 1) % (usize::MAX - 2);
@@ -261,21 +279,21 @@ impl<S: Service> Stage1<S> {
                     ServerStats::bump(&self.service.stats().connections);
                     let conn = Conn {
                         stream,
-                        framer: LineFramer::new(self.max_line),
+                        framer: LineFramer::new(self.limits.max_line),
                         link: Link::default(),
-                        order: ReplyOrder::new(),
-                        out: Vec::new(),
+                        out: OutputBuffer::new(&self.limits),
                         parked: None,
                         read_closed: false,
-                        output_paused: false,
+                        input_paused: false,
                     };
                     self.conns.insert(token, conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    // Out of descriptors, most likely: pause accepting, as the policy says.
                     self.service.log().error("accept", &e);
-                    return;
+                    self.accept_paused_until = Some(self.backoff.on_error(Instant::now()));
                 }
             }
         }
@@ -291,24 +309,31 @@ impl<S: Service> Stage1<S> {
                 break;
             }
             let now = Timestamp::from_system_time(SystemTime::now());
-            while let Some(frame) = conn.framer.next_frame() {
-                let seq = conn.order.admit();
+            conn.input_paused = false;
+            loop {
+                if !conn.out.may_read() {
+                    // Back-pressure: a client that does not take its replies is not read either.
+                    conn.input_paused = true;
+                    break 'input;
+                }
+                let Some(frame) = conn.framer.next_frame() else { break };
+                let seq = conn.out.admit();
                 let line = match frame {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
                         let reply = self.service.oversized(quote);
-                        conn.out.extend_from_slice(&conn.order.complete(seq, reply));
+                        conn.out.complete(seq, reply);
                         conn.read_closed = true;
                         break 'input;
                     }
                 };
                 let outcome = self.service.handle(line, &mut conn.link, now);
                 if let Some(flood) = &outcome.flood {
-                    self.links.send(flood, self.service.stats());
+                    self.links.send(flood, Instant::now());
                 }
-                let ready = match outcome.reply {
-                    Reply::Bytes(bytes) => conn.order.complete(seq, bytes),
-                    Reply::Nothing => conn.order.complete(seq, Vec::new()),
+                match outcome.reply {
+                    Reply::Bytes(bytes) => conn.out.complete(seq, bytes),
+                    Reply::Nothing => conn.out.complete(seq, Vec::new()),
                     Reply::Places(lookup) => {
                         if let Some(parked) =
                             offer(&self.to_stage2, &self.gauges, &self.stage2_len, self.index, token, seq, lookup)
@@ -318,17 +343,17 @@ impl<S: Service> Stage1<S> {
                             self.gauges.parked.fetch_add(1, Relaxed);
                             break 'input;
                         }
-                        continue;
                     }
-                };
-                conn.out.extend_from_slice(&ready);
+                }
+                if conn.out.should_flush()
+                    && write_owed(conn, token, &mut self.stalls, &*self.service, &self.gauges).is_err()
+                {
+                    keep = false;
+                    break 'input;
+                }
             }
             if conn.read_closed {
                 break;
-            }
-            conn.output_paused = conn.out.len() >= PAUSE_OUTPUT;
-            if conn.output_paused {
-                break; // back-pressure: a client that does not read its replies is not read either
             }
             match conn.stream.read(conn.framer.read_buf()) {
                 Ok(0) => {
@@ -351,35 +376,32 @@ impl<S: Service> Stage1<S> {
         }
     }
 
-    /// Writes what the connection owes; closes it when it is done or misbehaving.
+    /// Writes what the connection owes; closes it when it is done, broken, or given up on.
     fn flush(&mut self, token: Token) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
-        let mut written = 0;
-        let mut failed = false;
-        while written < conn.out.len() {
-            match conn.stream.write(&conn.out[written..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        conn.out.drain(..written);
-        if conn.out.len() > MAX_PENDING_OUTPUT {
-            self.gauges.overflow_closes.fetch_add(1, Relaxed);
-            self.service.log().error("write", "client is not reading its replies; closing");
-            failed = true;
-        }
-        let finished = conn.read_closed && conn.out.is_empty() && conn.order.in_flight() == 0 && conn.parked.is_none();
+        let failed = write_owed(conn, token, &mut self.stalls, &*self.service, &self.gauges).is_err();
+        let finished = conn.read_closed && conn.out.is_idle() && conn.parked.is_none();
         if failed || finished {
             self.close(token);
+        }
+    }
+
+    /// Closes connections whose clients took nothing for the write-stall limit; looks again later
+    /// at those that made progress since.
+    fn check_stalls(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((due, token))) = self.stalls.peek() {
+            if due > now {
+                break;
+            }
+            self.stalls.pop();
+            let Some(conn) = self.conns.get_mut(&token) else { continue };
+            if let Err(close) = conn.out.on_timeout(now) {
+                self.service.log().error("write", close);
+                self.close(token);
+            } else if let Some(later) = conn.out.poll_timeout() {
+                self.stalls.push(Reverse((later, token)));
+            }
         }
     }
 
@@ -397,13 +419,15 @@ impl<S: Service> Stage1<S> {
             self.gauges.return_us_total.fetch_add(waited, Relaxed);
             self.gauges.return_us_max.fetch_max(waited, Relaxed);
             if let Some(conn) = self.conns.get_mut(&done.conn) {
-                let ready = conn.order.complete(done.seq, done.reply);
-                conn.out.extend_from_slice(&ready);
+                conn.out.complete(done.seq, done.reply);
                 touched.push(done.conn);
             }
         }
         for token in touched {
             self.flush(token);
+            if self.conns.get(&token).is_some_and(|c| c.input_paused && c.out.may_read()) {
+                self.serve_input(token);
+            }
         }
     }
 
@@ -422,6 +446,39 @@ impl<S: Service> Stage1<S> {
             }
         }
     }
+}
+
+/// Writes what the socket takes of what `conn` owes. A full socket starts the output buffer's stall
+/// clock (its deadline goes on `stalls`); `Err` means close: the connection broke, or the buffer's
+/// rules gave up on the client (logged).
+fn write_owed<S: Service>(
+    conn: &mut Conn,
+    token: Token,
+    stalls: &mut BinaryHeap<Reverse<(Instant, Token)>>,
+    service: &S,
+    gauges: &Gauges,
+) -> Result<(), ()> {
+    while conn.out.owed() > 0 {
+        match conn.stream.write(conn.out.poll_transmit()) {
+            Ok(0) => return Err(()),
+            Ok(n) => conn.out.consumed(n, Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let was_stalled = conn.out.poll_timeout().is_some();
+                if let Err(close) = conn.out.blocked(Instant::now()) {
+                    gauges.overflow_closes.fetch_add(1, Relaxed);
+                    service.log().error("write", close);
+                    return Err(());
+                }
+                if let (false, Some(due)) = (was_stalled, conn.out.poll_timeout()) {
+                    stalls.push(Reverse((due, token)));
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
 }
 
 /// Queues a WHATSAT for stage 2, or gives it back when the queue is full.

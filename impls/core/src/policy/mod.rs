@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use accept::AcceptBackoff;
-pub use link::{FloodLink, FloodLinks, LinkState, LinkWaker, Queued};
+pub use link::{FloodLink, FloodLinks, LinkState, LinkWaker, Queued, SharedLink};
 pub use output::{Close, OutputBuffer};
 pub use upstream::{PlacesCall, PlacesPool, Step};
 
