@@ -3,7 +3,8 @@
 //! (`src/main.rs`) only parses the command line and calls one entry point per subcommand.
 //!
 //! # Layout
-//! - [`run`]: orchestration of a measurement; `procs`: child processes; `machine`: the environment.
+//! - [`run`]: orchestration of a measurement; [`herd`]: the herd launcher (the places backend and
+//!   the servers as child processes); `procs`: child processes; `machine`: the environment.
 //! - [`serve`]: one server process; [`impls`]: the registry of styles.
 //! - [`places`]: the places backend.
 //! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
@@ -12,6 +13,7 @@
 
 mod collection;
 pub mod compare;
+pub mod herd;
 pub mod impls;
 pub mod load;
 mod machine;

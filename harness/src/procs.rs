@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 
 use crate::result::ProcessResources;
 
@@ -47,9 +47,14 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
 
 impl Children {
     /// Starts `cmd` as child `name`, on `cpus` if given. The child is killed by the kernel if the
-    /// harness dies, and sits in its own process group so a Ctrl-C reaches only the harness, which
-    /// then stops it in order.
+    /// thread that started it ends (so if the harness dies), and sits in its own process group so a
+    /// Ctrl-C reaches only the harness, which then stops it in order. A child of the same name that
+    /// was killed and reaped gives its place to the new one (a restart).
     pub fn spawn(&mut self, name: &str, mut cmd: Command, cpus: Option<Vec<usize>>) -> Result<i32> {
+        let earlier = self.list.iter().position(|c| c.name == name);
+        if let Some(i) = earlier {
+            ensure!(self.list[i].reaped.is_some(), "{name} is already running");
+        }
         // SAFETY: the closure only makes async-signal-safe syscalls (prctl, setpgid, sched_setaffinity).
         unsafe {
             cmd.pre_exec(move || {
@@ -66,11 +71,31 @@ impl Children {
         let pid = child.id() as i32;
         // Reaped with wait4 below, which std's Child never learns of; dropping it does not wait.
         drop(child);
-        self.list.push(Child { name: name.to_owned(), pid, sampled: Arc::default(), reaped: None });
+        let child = Child { name: name.to_owned(), pid, sampled: Arc::default(), reaped: None };
+        match earlier {
+            Some(i) => self.list[i] = child,
+            None => self.list.push(child),
+        }
         Ok(pid)
     }
 
-    /// Samples each child's thread count and VmHWM every 100 ms until [`Self::stop`].
+    /// Child `name`'s process id, while it has not been reaped.
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.list.iter().find(|c| c.name == name && c.reaped.is_none()).map(|c| c.pid)
+    }
+
+    /// SIGKILL to child `name` and reaps it (a crash, as a test stages one); `None` if there is no
+    /// such child or it was reaped already.
+    pub fn kill(&mut self, name: &str) -> Option<ProcessResources> {
+        let child = self.list.iter_mut().find(|c| c.name == name && c.reaped.is_none())?;
+        // SAFETY: killing and reaping our own child.
+        unsafe { libc::kill(child.pid, libc::SIGKILL) };
+        child.reaped = reap(child.pid, 0, &child.sampled);
+        child.reaped.clone()
+    }
+
+    /// Samples each child's thread count and VmHWM every 100 ms until [`Self::stop`] (children
+    /// started after this call are not sampled).
     pub fn start_sampling(&mut self) {
         let stop = Arc::new(AtomicBool::new(false));
         let targets: Vec<(i32, Arc<Sampled>)> = self.list.iter().map(|c| (c.pid, Arc::clone(&c.sampled))).collect();

@@ -7,19 +7,18 @@
 //!                    Welsh ── Ball ── Holiday    └─ children: reaped with wait4 for CPU and RSS
 //! ```
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::herd::{Herd, HerdSpec, Upstream};
 use crate::impls;
 use crate::load::{self, GeneratorArgs, Progress, Target};
 use crate::machine;
-use crate::procs::{self, Children};
+use crate::procs;
 use crate::result::{Latency, Parameters, Pinning, RunResult, SCHEMA_VERSION, ServerCounters, ServerResult};
 use crate::serve::Mode;
 use crate::summary;
@@ -203,84 +202,40 @@ fn run_one(
     let label = format!("{stamp}-{}-{}", meta.name, workload.name);
     let output = output.unwrap_or_else(|| results_dir().join(format!("{label}.json")));
     let logs = results_dir().join("logs").join(&label);
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let pinning = args.pin.then(split_cpus).transpose()?;
     if let Some(p) = &pinning {
         procs::pin_current_thread(&p.generator_cpus)?;
     }
-    let server_cpus = pinning.as_ref().map(|p| p.server_cpus.clone());
-    let mut children = Children::default();
-
-    // The places backend (herd mode only).
-    // Every port is reserved at once, so no two are the same, and released just before the
-    // children bind them. (Picked one at a time, a port can come back twice: a server then fails to
-    // bind while its sibling answers in its place — seen as thousands of wrong replies.)
-    let names: Vec<String> = if mode == Mode::Herd { topology.servers.clone() } else { vec!["Echo".into()] };
-    let mut reserved = free_ports(names.len() + 1)?;
-    let addrs: Vec<SocketAddr> = reserved[1..].iter().map(TcpListener::local_addr).collect::<std::io::Result<_>>()?;
-    let places_addr = reserved[0].local_addr()?;
-    reserved.clear();
-    let places = if mode == Mode::Herd {
-        let addr = places_addr;
-        let latency = args.places_latency.clone().unwrap_or_else(|| workload.places_latency.clone());
-        let mut cmd = Command::new(exe);
-        cmd.args(["places", "--listen", &addr.to_string(), "--latency", &latency]);
-        children.spawn("places", with_output_to(cmd, &logs, "places")?, server_cpus.clone())?;
-        wait_accepting(&children, "places", addr, stop, &logs)?;
-        Some(addr)
-    } else {
-        None
+    let upstream =
+        vec!["--latency".to_owned(), args.places_latency.clone().unwrap_or_else(|| workload.places_latency.clone())];
+    let herd_spec = HerdSpec {
+        exe: exe.to_owned(),
+        implementation: meta.name.clone(),
+        mode,
+        topology: topology.clone(),
+        upstream: Upstream::Backend(upstream),
+        threads: point.threads,
+        io_threads: args.io_threads,
+        stack_kib: args.stack_kib,
+        log_io: args.log_io,
+        logs: logs.clone(),
+        cpus: pinning.as_ref().map(|p| p.server_cpus.clone()),
     };
+    let mut herd = Herd::start(herd_spec, stop)?;
+    herd.start_sampling();
+    let names = herd.names();
 
-    // The servers: the herd, or one echo server.
-    for (name, addr) in names.iter().zip(&addrs) {
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--impl", &meta.name, "--name", name, "--listen", &addr.to_string(), "--mode", mode_name]);
-        if mode == Mode::Herd {
-            for peer in topology.neighbours(name) {
-                let i = names.iter().position(|n| *n == peer).context("topology names a server it does not list")?;
-                cmd.args(["--peer", &format!("{peer}={}", addrs[i])]);
-            }
-        }
-        if let Some(p) = places {
-            cmd.args(["--places", &p.to_string()]);
-        }
-        if let Some(t) = point.threads {
-            cmd.args(["--threads", &t.to_string()]);
-        }
-        if let Some(t) = args.io_threads {
-            cmd.args(["--io-threads", &t.to_string()]);
-        }
-        if let Some(k) = args.stack_kib {
-            cmd.args(["--stack-kib", &k.to_string()]);
-        }
-        if args.log_io {
-            cmd.arg("--log-io");
-        }
-        cmd.arg("--log").arg(logs.join(format!("{name}.log")));
-        cmd.arg("--stats").arg(logs.join(format!("{name}.stats.json")));
-        children.spawn(name, with_output_to(cmd, &logs, name)?, server_cpus.clone())?;
-    }
-    for (name, addr) in names.iter().zip(&addrs) {
-        wait_accepting(&children, name, *addr, stop, &logs)?;
-    }
-    // A server that failed to bind while something else answered on its port is caught here.
-    if let Some(name) = names.iter().find(|n| !children.is_running(n)) {
-        return Err(exited_at_start_up(&logs, name));
-    }
-    children.start_sampling();
-
-    let targets: Vec<Target> = names
+    let targets: Vec<Target> = herd
+        .servers()
         .iter()
-        .zip(&addrs)
-        .map(|(n, a)| Target { addr: *a, name: (mode == Mode::Herd).then(|| n.clone()) })
+        .map(|s| Target { addr: s.addr, name: (mode == Mode::Herd).then(|| s.name.clone()) })
         .collect();
     let spec = args.generator.spec(targets, workload.clone(), point.load)?;
     eprintln!(
         "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
         meta.name, meta.style, workload.name, spec.load, spec.connections, spec.warmup, spec.duration
     );
-    load::wait_linked(&spec)?;
+    herd.wait_linked(spec.timeout)?;
     load::announce_clients(&spec)?;
     let progress = Progress::default();
     let done = AtomicBool::new(false);
@@ -291,7 +246,7 @@ fn run_one(
         outcome
     })?;
 
-    let stopped = children.stop(args.grace);
+    let stopped = herd.stop(args.grace);
     let mut servers = Vec::new();
     let mut places_resources = None;
     for (name, resources) in stopped {
@@ -363,45 +318,6 @@ fn split_cpus() -> Result<Pinning> {
     }
     let generator = (cores / 2).max(1);
     Ok(Pinning { generator_cpus: (0..generator).collect(), server_cpus: (generator..cores).collect() })
-}
-
-/// `n` distinct loopback ports, reserved by listening on them until the caller lets go.
-fn free_ports(n: usize) -> Result<Vec<TcpListener>> {
-    (0..n).map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port")).collect()
-}
-
-/// Sends a child's stdout and stderr to `<logs>/<name>.out`, keeping the run's own output readable.
-fn with_output_to(mut cmd: Command, logs: &Path, name: &str) -> Result<Command> {
-    let path = logs.join(format!("{name}.out"));
-    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    cmd.stdout(file.try_clone()?).stderr(file);
-    Ok(cmd)
-}
-
-/// A child that died while starting, with what it said on its way out.
-fn exited_at_start_up(logs: &Path, name: &str) -> anyhow::Error {
-    let said = std::fs::read_to_string(logs.join(format!("{name}.out"))).unwrap_or_default();
-    anyhow::anyhow!("{name} exited during start-up: {}", said.trim())
-}
-
-/// Waits until `addr` accepts a connection (10 s at most), failing early if the child died.
-fn wait_accepting(children: &Children, name: &str, addr: SocketAddr, stop: &AtomicBool, logs: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if stop.load(Relaxed) {
-            bail!("interrupted while starting {name}");
-        }
-        if !children.is_running(name) {
-            return Err(exited_at_start_up(logs, name));
-        }
-        if Instant::now() >= deadline {
-            bail!("{name} did not accept connections on {addr} within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn merged_propagation(servers: &[ServerResult]) -> Result<Option<Latency>> {

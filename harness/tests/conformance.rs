@@ -23,7 +23,8 @@
 //! ```
 //!
 //! # Layout
-//! - `conformance/herd.rs`: the fixture, [`herd::Herd`]: start, kill and restart child processes.
+//! - `conformance/herd.rs`: the fixture, [`herd::Herd`]: the harness's own herd launcher
+//!   (`harness::herd`), panicking on failure, with a log directory per herd.
 //! - `conformance/client.rs`: [`client::Client`], a blocking line client with 2 s read timeouts, and
 //!   the reply shapes ([`client::AtLine`], [`client::WhatsatReply`]).
 //! - `conformance/cases.rs`: the cases, each `fn(style: &str)`.

@@ -61,59 +61,6 @@ pub struct LoadOutcome {
     pub timeline: Vec<TimelinePoint>,
 }
 
-/// Waits until the herd's flood links are up: each server gets a probe update, and every other
-/// server must answer a WHATSAT about it. Re-sent with newer times until it holds (5 s at most).
-/// Without this, updates announced while a link is still connecting are dropped (old updates are
-/// never replayed) and the run would count WHATSATs for unknown clients as errors.
-pub fn wait_linked(spec: &LoadSpec) -> Result<()> {
-    if spec.workload.mode != Mode::Herd || spec.targets.len() < 2 {
-        return Ok(());
-    }
-    let mut conns = Vec::new();
-    for t in &spec.targets {
-        let stream = TcpStream::connect_timeout(&t.addr, Duration::from_secs(2))
-            .with_context(|| format!("connecting to {} to check the flood links", t.addr))?;
-        stream.set_read_timeout(Some(spec.timeout))?;
-        conns.push(BufReader::new(stream));
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut line = String::new();
-    loop {
-        for (i, conn) in conns.iter_mut().enumerate() {
-            let now = Timestamp::from_system_time(std::time::SystemTime::now());
-            writeln!(conn.get_mut(), "IAMAT herdbench-probe-{i} +0.000000+0.000000 {now}")?;
-            line.clear();
-            conn.read_line(&mut line)?;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let mut linked = true;
-        for (j, conn) in conns.iter_mut().enumerate() {
-            for i in (0..spec.targets.len()).filter(|&i| i != j) {
-                writeln!(conn.get_mut(), "WHATSAT herdbench-probe-{i} 1 1")?;
-                line.clear();
-                conn.read_line(&mut line)?;
-                if line.starts_with('?') {
-                    linked = false;
-                    continue;
-                }
-                // The rest of the reply: JSON, then a blank line.
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line)? == 0 || line == "\n" {
-                        break;
-                    }
-                }
-            }
-        }
-        if linked {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("the herd's flood links did not all come up within 5 s (see the server logs)");
-        }
-    }
-}
-
 /// Announces every client of a herd workload (one IAMAT each, spread over the servers) and waits for
 /// the floods to settle, so WHATSAT can ask any server about any client from the first second.
 pub fn announce_clients(spec: &LoadSpec) -> Result<()> {

@@ -1,0 +1,413 @@
+//! The herd launcher: the places backend and the servers of one style as child processes of the
+//! `harness` binary, each on a loopback port of its own, started in order and watched until they
+//! accept. `harness run` measures the herd it starts; the conformance suite starts one per case,
+//! and kills and restarts its servers.
+//!
+//! ```text
+//! harness places --listen 127.0.0.1:P0 --latency 0
+//! harness serve --impl <style> --name Alford --listen 127.0.0.1:P1 --mode herd \
+//!     --peer Hamilton=127.0.0.1:P3 --peer Welsh=127.0.0.1:P5 --places 127.0.0.1:P0 \
+//!     --log <logs>/Alford.log --stats <logs>/Alford.stats.json
+//! … one `serve` for each other server of the topology …
+//! ```
+//!
+//! Every child writes its stdout and stderr to `<logs>/<name>.out`. Children are killed by the
+//! kernel if the thread that started them ends, and stopped and reaped when the [`Herd`] is dropped,
+//! so none outlives its herd.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use herd_core::Timestamp;
+
+use crate::procs::Children;
+use crate::result::ProcessResources;
+use crate::serve::Mode;
+use crate::topology::Topology;
+
+/// How long a freshly started child may take to accept its first connection.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+/// Interval between connection attempts while waiting for a child to listen.
+const START_POLL: Duration = Duration::from_millis(20);
+/// How long a killed server's port may go on accepting (it should not at all).
+const KILL_DEADLINE: Duration = Duration::from_secs(2);
+/// How long the flood links may take to come up.
+const LINK_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Where the servers' WHATSAT upstream lives (herd mode; an echo server has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// `harness places` with these flags after `--listen` (e.g. `--latency 20ms`).
+    Backend(Vec<String>),
+    /// A loopback port nobody listens on: every places request fails to connect.
+    Dead,
+}
+
+/// What to start: a style, its mode and shape, its upstream, and its options.
+#[derive(Debug, Clone)]
+pub struct HerdSpec {
+    /// The `harness` binary that children run (`run` resolves it once, so a rebuild during a long
+    /// matrix does not change it; tests name `CARGO_BIN_EXE_harness`).
+    pub exe: PathBuf,
+    /// The style's `--impl` name.
+    pub implementation: String,
+    /// Herd: the servers of [`Self::topology`] and a places backend. Echo: one server, `Echo`.
+    pub mode: Mode,
+    pub topology: Topology,
+    pub upstream: Upstream,
+    /// The style's parallelism, I/O threads and stack size: passed on when given.
+    pub threads: Option<usize>,
+    pub io_threads: Option<usize>,
+    pub stack_kib: Option<usize>,
+    /// Servers also log every input and output line.
+    pub log_io: bool,
+    /// The folder for every child's output, event log and counters (created if missing).
+    pub logs: PathBuf,
+    /// CPUs every child is pinned to.
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl HerdSpec {
+    /// The default topology's herd of `implementation`, a well-behaved places backend, the style's
+    /// defaults, logs in `logs`.
+    pub fn new(exe: impl Into<PathBuf>, implementation: &str, logs: impl Into<PathBuf>) -> Self {
+        Self {
+            exe: exe.into(),
+            implementation: implementation.to_owned(),
+            mode: Mode::Herd,
+            topology: Topology::default_herd(),
+            upstream: Upstream::Backend(Vec::new()),
+            threads: None,
+            io_threads: None,
+            stack_kib: None,
+            log_io: false,
+            logs: logs.into(),
+            cpus: None,
+        }
+    }
+
+    /// The servers to start, in start order.
+    fn server_names(&self) -> Vec<String> {
+        match self.mode {
+            Mode::Herd => self.topology.servers.clone(),
+            Mode::Echo => vec!["Echo".to_owned()],
+        }
+    }
+
+    /// `harness serve` for server `name` on `addrs[i]` (the addresses in [`Self::server_names`]
+    /// order), its neighbours and places at `places`.
+    fn serve_args(&self, name: &str, addrs: &[SocketAddr], places: Option<SocketAddr>) -> Result<Vec<OsString>> {
+        let names = self.server_names();
+        let addr_of = |server: &str| {
+            names.iter().position(|n| n == server).map(|i| addrs[i]).context("topology names a server it does not list")
+        };
+        let mode = match self.mode {
+            Mode::Herd => "herd",
+            Mode::Echo => "echo",
+        };
+        let mut args: Vec<OsString> =
+            ["serve", "--impl", &self.implementation, "--name", name, "--mode", mode].map(OsString::from).into();
+        with_value(&mut args, "--listen", addr_of(name)?.to_string());
+        if self.mode == Mode::Herd {
+            for peer in self.topology.neighbours(name) {
+                with_value(&mut args, "--peer", format!("{peer}={}", addr_of(&peer)?));
+            }
+        }
+        if let Some(p) = places {
+            with_value(&mut args, "--places", p.to_string());
+        }
+        for (flag, value) in
+            [("--threads", self.threads), ("--io-threads", self.io_threads), ("--stack-kib", self.stack_kib)]
+        {
+            if let Some(v) = value {
+                with_value(&mut args, flag, v.to_string());
+            }
+        }
+        if self.log_io {
+            args.push("--log-io".into());
+        }
+        with_value(&mut args, "--log", self.logs.join(format!("{name}.log")));
+        with_value(&mut args, "--stats", self.logs.join(format!("{name}.stats.json")));
+        Ok(args)
+    }
+}
+
+/// Appends `flag value` to a command line.
+fn with_value(args: &mut Vec<OsString>, flag: &str, value: impl Into<OsString>) {
+    args.push(flag.into());
+    args.push(value.into());
+}
+
+/// One server of a running herd.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Its `harness` arguments, kept for a restart on the same port.
+    args: Vec<OsString>,
+}
+
+/// A child that exited while starting, with what it wrote on its way out.
+#[derive(Debug, Clone)]
+pub struct ExitedAtStartUp {
+    pub name: String,
+    pub output: String,
+}
+
+impl ExitedAtStartUp {
+    fn read(logs: &Path, name: &str) -> Self {
+        let output = std::fs::read(output_path(logs, name))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Self { name: name.to_owned(), output }
+    }
+
+    /// Another process took the child's port between its reservation and the child's bind: a new
+    /// start, on new ports, can succeed.
+    pub fn port_taken(&self) -> bool {
+        self.output.contains("Address already in use")
+    }
+}
+
+impl fmt::Display for ExitedAtStartUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} exited during start-up: {}", self.name, self.output.trim())
+    }
+}
+
+impl std::error::Error for ExitedAtStartUp {}
+
+/// A running herd (or echo server), and its places backend. Dropping it stops every child.
+#[derive(Debug)]
+pub struct Herd {
+    spec: HerdSpec,
+    places: Option<SocketAddr>,
+    servers: Vec<Server>,
+    children: Children,
+}
+
+impl Herd {
+    /// Starts the places backend (herd mode, [`Upstream::Backend`]) and waits until it accepts,
+    /// then starts every server and waits until each accepts. Fails with [`ExitedAtStartUp`] if a
+    /// child dies meanwhile, or as soon as `interrupted` is set.
+    pub fn start(spec: HerdSpec, interrupted: &AtomicBool) -> Result<Self> {
+        std::fs::create_dir_all(&spec.logs).with_context(|| format!("creating {}", spec.logs.display()))?;
+        let names = spec.server_names();
+        // Every port is reserved at once, so no two are the same, and released just before the
+        // children bind them. (Picked one at a time, a port can come back twice: a server then fails
+        // to bind while its sibling answers in its place — seen as thousands of wrong replies.)
+        let reserved = free_ports(names.len() + 1)?;
+        let addrs: Vec<SocketAddr> = reserved.iter().map(TcpListener::local_addr).collect::<std::io::Result<_>>()?;
+        drop(reserved);
+        let (places_addr, server_addrs) = (addrs[0], &addrs[1..]);
+        // Built before any child exists, so a failure part-way stops what was started.
+        let mut herd = Self { spec, places: None, servers: Vec::new(), children: Children::default() };
+        if herd.spec.mode == Mode::Herd {
+            // With `Upstream::Dead` the port was reserved and released: nobody listens there.
+            herd.places = Some(places_addr);
+            if let Upstream::Backend(flags) = &herd.spec.upstream {
+                let mut args: Vec<OsString> = vec!["places".into(), "--listen".into(), places_addr.to_string().into()];
+                args.extend(flags.iter().map(OsString::from));
+                herd.launch("places", &args, false)?;
+                herd.wait_accepting("places", places_addr, interrupted)?;
+            }
+        }
+        for name in &names {
+            let args = herd.spec.serve_args(name, server_addrs, herd.places)?;
+            herd.launch(name, &args, false)?;
+            let addr = server_addrs[herd.servers.len()];
+            herd.servers.push(Server { name: name.clone(), addr, args });
+        }
+        for server in &herd.servers {
+            herd.wait_accepting(&server.name, server.addr, interrupted)?;
+        }
+        // A server that failed to bind while something else answered on its port is caught here.
+        if let Some(server) = herd.servers.iter().find(|s| !herd.children.is_running(&s.name)) {
+            return Err(ExitedAtStartUp::read(&herd.spec.logs, &server.name).into());
+        }
+        Ok(herd)
+    }
+
+    /// The servers, in start order.
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    /// The server names, in start order.
+    pub fn names(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Server `name`'s address.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.server(name).ok().map(|s| s.addr)
+    }
+
+    /// Where the servers send places requests (herd mode): the backend, or a dead port.
+    pub fn places_addr(&self) -> Option<SocketAddr> {
+        self.places
+    }
+
+    /// Child `name`'s process id (`places` for the backend), while it runs.
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.children.pid(name)
+    }
+
+    /// The folder of every child's output, event log and counters.
+    pub fn logs(&self) -> &Path {
+        &self.spec.logs
+    }
+
+    /// Waits until the herd's flood links are up: each server gets a probe update, and every other
+    /// server must answer a WHATSAT about it. Re-sent with newer times until it holds (5 s at most);
+    /// every reply is awaited at most `reply_timeout`. Without this, updates announced while a link
+    /// is still connecting are dropped (old updates are never replayed) and a run would count
+    /// WHATSATs for unknown clients as errors. Nothing to wait for in echo mode or with one server.
+    pub fn wait_linked(&self, reply_timeout: Duration) -> Result<()> {
+        if self.spec.mode != Mode::Herd || self.servers.len() < 2 {
+            return Ok(());
+        }
+        let mut conns = Vec::new();
+        for s in &self.servers {
+            let stream = TcpStream::connect_timeout(&s.addr, Duration::from_secs(2))
+                .with_context(|| format!("connecting to {} to check the flood links", s.addr))?;
+            stream.set_read_timeout(Some(reply_timeout))?;
+            conns.push(BufReader::new(stream));
+        }
+        let deadline = Instant::now() + LINK_DEADLINE;
+        let mut line = String::new();
+        loop {
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let now = Timestamp::from_system_time(std::time::SystemTime::now());
+                writeln!(conn.get_mut(), "IAMAT herdbench-probe-{i} +0.000000+0.000000 {now}")?;
+                line.clear();
+                conn.read_line(&mut line)?;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let mut linked = true;
+            for (j, conn) in conns.iter_mut().enumerate() {
+                for i in (0..self.servers.len()).filter(|&i| i != j) {
+                    writeln!(conn.get_mut(), "WHATSAT herdbench-probe-{i} 1 1")?;
+                    line.clear();
+                    conn.read_line(&mut line)?;
+                    if line.starts_with('?') {
+                        linked = false;
+                        continue;
+                    }
+                    // The rest of the reply: JSON, then a blank line.
+                    loop {
+                        line.clear();
+                        if conn.read_line(&mut line)? == 0 || line == "\n" {
+                            break;
+                        }
+                    }
+                }
+            }
+            if linked {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the herd's flood links did not all come up within 5 s (see the server logs)");
+            }
+        }
+    }
+
+    /// Samples every child's thread count and peak RSS from now until [`Self::stop`].
+    pub fn start_sampling(&mut self) {
+        self.children.start_sampling();
+    }
+
+    /// Kills server `name` with SIGKILL (a crash), reaps it, and waits until its port refuses
+    /// connections.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        let addr = self.server(name)?.addr;
+        self.children.kill(name);
+        let deadline = Instant::now() + KILL_DEADLINE;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if Instant::now() >= deadline {
+                bail!("{name} still accepts on {addr} after being killed");
+            }
+            std::thread::sleep(START_POLL);
+        }
+        Ok(())
+    }
+
+    /// Starts killed server `name` again with the same arguments (so on the same port), and waits
+    /// until it accepts. Its output is appended to what it wrote before.
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let server = self.server(name)?;
+        let (addr, args) = (server.addr, server.args.clone());
+        self.launch(name, &args, true)?;
+        self.wait_accepting(name, addr, &AtomicBool::new(false))
+    }
+
+    /// SIGTERM to every child, up to `grace` for them to exit, then SIGKILL; reaps them all and
+    /// returns their resources by name (`places` for the backend), in start order.
+    pub fn stop(&mut self, grace: Duration) -> Vec<(String, ProcessResources)> {
+        self.children.stop(grace)
+    }
+
+    fn server(&self, name: &str) -> Result<&Server> {
+        self.servers.iter().find(|s| s.name == name).ok_or_else(|| anyhow!("the herd has no server named {name}"))
+    }
+
+    /// Starts child `name` as `harness <args>`, its output to `<logs>/<name>.out`.
+    fn launch(&mut self, name: &str, args: &[OsString], append: bool) -> Result<()> {
+        let output = open_output(&self.spec.logs, name, append)?;
+        let mut cmd = Command::new(&self.spec.exe);
+        cmd.args(args).stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
+        self.children.spawn(name, cmd, self.spec.cpus.clone())?;
+        Ok(())
+    }
+
+    /// Waits until `addr` accepts a connection (10 s at most), failing early if the child died.
+    fn wait_accepting(&self, name: &str, addr: SocketAddr, interrupted: &AtomicBool) -> Result<()> {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if interrupted.load(Relaxed) {
+                bail!("interrupted while starting {name}");
+            }
+            if !self.children.is_running(name) {
+                return Err(ExitedAtStartUp::read(&self.spec.logs, name).into());
+            }
+            if Instant::now() >= deadline {
+                bail!("{name} did not accept connections on {addr} within 10 s");
+            }
+            std::thread::sleep(START_POLL);
+        }
+    }
+}
+
+/// `n` distinct loopback ports, reserved by listening on them until the caller lets go.
+fn free_ports(n: usize) -> Result<Vec<TcpListener>> {
+    (0..n).map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port")).collect()
+}
+
+fn output_path(logs: &Path, name: &str) -> PathBuf {
+    logs.join(format!("{name}.out"))
+}
+
+/// `<logs>/<name>.out`, new or (for a restart) appended to: a child's stdout and stderr, which
+/// keeps the harness's own output readable.
+fn open_output(logs: &Path, name: &str, append: bool) -> Result<File> {
+    let path = output_path(logs, name);
+    let mut options = OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(&path).with_context(|| format!("creating {}", path.display()))
+}
