@@ -1,5 +1,6 @@
-//! `harness run`: a whole measurement. Start the places backend and the herd as child processes,
-//! wait until each accepts, drive the load, stop everything, write the result file, print a summary.
+//! `harness run`: a whole measurement. Start the places backend and the herd as child processes
+//! ([`crate::herd`]), wait until each accepts, drive the load, stop everything, write the result
+//! file, print a summary. [`run`] walks a matrix of points; `run_one` measures one, in named steps.
 //!
 //! ```text
 //! places ◄── HTTP ── Alford ── Hamilton        harness (this process)
@@ -15,17 +16,19 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::herd::{Herd, HerdSpec, Upstream};
-use crate::impls;
-use crate::load::{self, GeneratorArgs, Progress, Target};
+use crate::impls::{self, ImplMeta};
+use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
-use crate::result::{Latency, Parameters, Pinning, RunResult, SCHEMA_VERSION, ServerCounters, ServerResult};
+use crate::result::{
+    Latency, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters, ServerResult,
+};
 use crate::serve::Mode;
 use crate::summary;
 use crate::sweep::{self, LoadList, ThreadList};
 use crate::topology::Topology;
-use crate::units::Load;
-use crate::units::parse_duration;
+use crate::units::{Load, parse_duration};
+use crate::workload::Workload;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -176,6 +179,8 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// One measurement, step by step: resolve the point, start the herd (the places backend first),
+/// drive the load, stop the herd and collect what its processes used, then write and report.
 fn run_one(
     args: &RunArgs,
     point: &Point,
@@ -183,131 +188,237 @@ fn run_one(
     stop: &Arc<AtomicBool>,
     exe: &Path,
 ) -> Result<PathBuf> {
-    let meta = impls::find(&point.implementation)?;
-    let workload = load::workload_for(&point.workload, args.mode)?;
-    let mode = workload.mode;
-    let mode_name = if mode == Mode::Herd { "herd" } else { "echo" };
-    if !meta.modes.iter().any(|m| m == mode_name) {
-        bail!("{} does not support {mode_name} mode", meta.name);
+    let plan = Plan::new(args, point)?;
+    raise_open_files_limit();
+    let files = RunFiles::new(&plan, output);
+    let pinning = pin_generator(args)?;
+    let mut herd = start_herd(args, point, &plan, &files, pinning.as_ref(), exe, stop)?;
+    let spec = load_spec(args, point, &plan, &herd)?;
+    let outcome = drive_load(&plan, &herd, &spec, stop)?;
+    let collected = stop_and_collect(&mut herd, args.grace, &files.logs);
+    let parameters = parameters(point, &plan, &herd, &spec, pinning);
+    let result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
+    write_result(&result, &files.output)?;
+    report(args, &result, &files.output, stop.load(Relaxed))?;
+    Ok(files.output)
+}
+
+/// What a point of the matrix resolves to before anything starts.
+#[derive(Debug)]
+struct Plan {
+    meta: ImplMeta,
+    workload: Workload,
+    topology: Topology,
+}
+
+impl Plan {
+    /// Finds the style and the workload, checks that the style supports the workload's mode, and
+    /// reads the topology.
+    fn new(args: &RunArgs, point: &Point) -> Result<Self> {
+        let meta = impls::find(&point.implementation)?;
+        let workload = load::workload_for(&point.workload, args.mode)?;
+        let mode_name = if workload.mode == Mode::Herd { "herd" } else { "echo" };
+        if !meta.modes.iter().any(|m| m == mode_name) {
+            bail!("{} does not support {mode_name} mode", meta.name);
+        }
+        let topology = match &args.topology {
+            Some(path) => Topology::load(path)?,
+            None => Topology::default_herd(),
+        };
+        Ok(Self { meta, workload, topology })
     }
-    let topology = match &args.topology {
-        Some(path) => Topology::load(path)?,
-        None => Topology::default_herd(),
-    };
+
+    fn mode(&self) -> Mode {
+        self.workload.mode
+    }
+}
+
+/// Where a run writes: its result file, and a folder for the children's output, logs and counters.
+#[derive(Debug)]
+struct RunFiles {
+    output: PathBuf,
+    logs: PathBuf,
+}
+
+impl RunFiles {
+    /// `output` if given, else `results/<UTC timestamp>-<impl>-<workload>.json`; the logs in
+    /// `results/logs/<the same label>/`.
+    fn new(plan: &Plan, output: Option<PathBuf>) -> Self {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let label = format!("{stamp}-{}-{}", plan.meta.name, plan.workload.name);
+        let output = output.unwrap_or_else(|| results_dir().join(format!("{label}.json")));
+        Self { output, logs: results_dir().join("logs").join(&label) }
+    }
+}
+
+/// 10,000 connections need more than the usual 1,024 descriptors; a run with fewer still works.
+fn raise_open_files_limit() {
     if let Err(e) = procs::raise_open_files_limit() {
         eprintln!("warning: could not raise the open-files limit: {e}");
     }
+}
 
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let label = format!("{stamp}-{}-{}", meta.name, workload.name);
-    let output = output.unwrap_or_else(|| results_dir().join(format!("{label}.json")));
-    let logs = results_dir().join("logs").join(&label);
+/// With `--pin`, splits the CPUs and moves this thread (and the generator threads it will start)
+/// onto the generator's half.
+fn pin_generator(args: &RunArgs) -> Result<Option<Pinning>> {
     let pinning = args.pin.then(split_cpus).transpose()?;
     if let Some(p) = &pinning {
         procs::pin_current_thread(&p.generator_cpus)?;
     }
-    let upstream =
-        vec!["--latency".to_owned(), args.places_latency.clone().unwrap_or_else(|| workload.places_latency.clone())];
-    let herd_spec = HerdSpec {
+    Ok(pinning)
+}
+
+/// Starts the places backend (herd mode) and the servers, each waited for until it accepts, and
+/// starts sampling their threads and memory.
+fn start_herd(
+    args: &RunArgs,
+    point: &Point,
+    plan: &Plan,
+    files: &RunFiles,
+    pinning: Option<&Pinning>,
+    exe: &Path,
+    stop: &AtomicBool,
+) -> Result<Herd> {
+    let latency = args.places_latency.clone().unwrap_or_else(|| plan.workload.places_latency.clone());
+    let spec = HerdSpec {
         exe: exe.to_owned(),
-        implementation: meta.name.clone(),
-        mode,
-        topology: topology.clone(),
-        upstream: Upstream::Backend(upstream),
+        implementation: plan.meta.name.clone(),
+        mode: plan.mode(),
+        topology: plan.topology.clone(),
+        upstream: Upstream::Backend(vec!["--latency".to_owned(), latency]),
         threads: point.threads,
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
         log_io: args.log_io,
-        logs: logs.clone(),
-        cpus: pinning.as_ref().map(|p| p.server_cpus.clone()),
+        logs: files.logs.clone(),
+        cpus: pinning.map(|p| p.server_cpus.clone()),
     };
-    let mut herd = Herd::start(herd_spec, stop)?;
+    let mut herd = Herd::start(spec, stop)?;
     herd.start_sampling();
-    let names = herd.names();
+    Ok(herd)
+}
 
+/// The load of this point, aimed at every server of the herd.
+fn load_spec(args: &RunArgs, point: &Point, plan: &Plan, herd: &Herd) -> Result<LoadSpec> {
     let targets: Vec<Target> = herd
         .servers()
         .iter()
-        .map(|s| Target { addr: s.addr, name: (mode == Mode::Herd).then(|| s.name.clone()) })
+        .map(|s| Target { addr: s.addr, name: (plan.mode() == Mode::Herd).then(|| s.name.clone()) })
         .collect();
-    let spec = args.generator.spec(targets, workload.clone(), point.load)?;
+    args.generator.spec(targets, plan.workload.clone(), point.load)
+}
+
+/// Says what runs, waits for the flood links, announces the workload's clients, then drives the
+/// load with a live progress line until it is done or `stop` is set.
+fn drive_load(plan: &Plan, herd: &Herd, spec: &LoadSpec, stop: &AtomicBool) -> Result<LoadOutcome> {
     eprintln!(
         "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
-        meta.name, meta.style, workload.name, spec.load, spec.connections, spec.warmup, spec.duration
+        plan.meta.name, plan.meta.style, plan.workload.name, spec.load, spec.connections, spec.warmup, spec.duration
     );
     herd.wait_linked(spec.timeout)?;
-    load::announce_clients(&spec)?;
+    load::announce_clients(spec)?;
     let progress = Progress::default();
     let done = AtomicBool::new(false);
-    let outcome = std::thread::scope(|scope| {
-        scope.spawn(|| load::show_progress(&spec, &progress, &done));
-        let outcome = load::generate(&spec, &progress, stop);
+    std::thread::scope(|scope| {
+        scope.spawn(|| load::show_progress(spec, &progress, &done));
+        let outcome = load::generate(spec, &progress, stop);
         done.store(true, Relaxed);
         outcome
-    })?;
+    })
+}
 
-    let stopped = herd.stop(args.grace);
-    let mut servers = Vec::new();
-    let mut places_resources = None;
-    for (name, resources) in stopped {
+/// What the herd's processes used, and what each server counted.
+#[derive(Debug)]
+struct Collected {
+    servers: Vec<ServerResult>,
+    places: Option<ProcessResources>,
+}
+
+/// Stops every child (SIGTERM, then SIGKILL after `grace`) and collects each one's resources and
+/// each server's counters, which it wrote to `<logs>/<name>.stats.json` on its way out.
+fn stop_and_collect(herd: &mut Herd, grace: Duration, logs: &Path) -> Collected {
+    let mut collected = Collected { servers: Vec::new(), places: None };
+    for (name, resources) in herd.stop(grace) {
         if name == "places" {
-            places_resources = Some(resources);
+            collected.places = Some(resources);
             continue;
         }
         let stats_path = logs.join(format!("{name}.stats.json"));
         let counters: Option<ServerCounters> =
             std::fs::read(&stats_path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        servers.push(ServerResult { name, resources, counters });
+        collected.servers.push(ServerResult { name, resources, counters });
     }
-    let propagation_us = merged_propagation(&servers)?;
-    let result = RunResult {
+    collected
+}
+
+/// The run's parameters as the result file records them.
+fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning: Option<Pinning>) -> Parameters {
+    Parameters {
+        mode: plan.mode(),
+        load: spec.load.to_string(),
+        arrival: match spec.load {
+            Load::Max => "closed".into(),
+            _ => format!("{:?}", spec.arrival).to_lowercase(),
+        },
+        connections: spec.connections,
+        duration_s: spec.duration.as_secs_f64(),
+        warmup_s: spec.warmup.as_secs_f64(),
+        timeout_s: spec.timeout.as_secs_f64(),
+        seed: spec.seed,
+        threads: point.threads,
+        generator_threads: spec.threads,
+        pipeline: spec.pipeline,
+        pinning,
+        servers: herd.names(),
+        topology_links: if plan.mode() == Mode::Herd { plan.topology.links.clone() } else { Vec::new() },
+    }
+}
+
+/// The result file's contents.
+fn build_result(
+    plan: Plan,
+    parameters: Parameters,
+    outcome: LoadOutcome,
+    collected: Collected,
+    interrupted: bool,
+) -> Result<RunResult> {
+    let propagation_us = merged_propagation(&collected.servers)?;
+    Ok(RunResult {
         schema_version: SCHEMA_VERSION,
         tool: machine::tool(),
         started_at: outcome.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         machine: machine::machine(),
-        implementation: meta,
-        parameters: Parameters {
-            mode,
-            load: spec.load.to_string(),
-            arrival: match spec.load {
-                crate::units::Load::Max => "closed".into(),
-                _ => format!("{:?}", spec.arrival).to_lowercase(),
-            },
-            connections: spec.connections,
-            duration_s: spec.duration.as_secs_f64(),
-            warmup_s: spec.warmup.as_secs_f64(),
-            timeout_s: spec.timeout.as_secs_f64(),
-            seed: spec.seed,
-            threads: point.threads,
-            generator_threads: spec.threads,
-            pipeline: spec.pipeline,
-            pinning,
-            servers: names,
-            topology_links: if mode == Mode::Herd { topology.links.clone() } else { Vec::new() },
-        },
-        workload,
+        implementation: plan.meta,
+        parameters,
+        workload: plan.workload,
         summary: outcome.summary,
         commands: outcome.commands,
         errors: outcome.errors,
         timeline: outcome.timeline,
-        servers,
-        places: places_resources,
+        servers: collected.servers,
+        places: collected.places,
         propagation_us,
-        interrupted: stop.load(Relaxed),
-    };
+        interrupted,
+    })
+}
+
+fn write_result(result: &RunResult, output: &Path) -> Result<()> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&output, serde_json::to_vec_pretty(&result)?)
-        .with_context(|| format!("writing {}", output.display()))?;
-    summary::print(&result);
-    if stop.load(Relaxed) {
+    std::fs::write(output, serde_json::to_vec_pretty(result)?).with_context(|| format!("writing {}", output.display()))
+}
+
+/// Prints the summary table; with `--fail-on-errors`, a run with a failed request is an error.
+fn report(args: &RunArgs, result: &RunResult, output: &Path, interrupted: bool) -> Result<()> {
+    summary::print(result);
+    if interrupted {
         eprintln!("interrupted: the result covers only the part of the run that happened");
     }
     if args.fail_on_errors && result.summary.errors > 0 {
         bail!("{} failed requests (--fail-on-errors); the result is in {}", result.summary.errors, output.display());
     }
-    Ok(output)
+    Ok(())
 }
 
 /// Generator on the first half of the CPUs (at least one), servers on the rest.
