@@ -1,233 +1,142 @@
 //! A client connection's handler: read, frame, handle every line, write, never wait.
 //!
 //! ```text
-//!  Ready ──► flush what is owed ──► read ─► next_frame ─► Service::handle ─┬─ Bytes ──► out (in order)
-//!                                     ▲                                    └─ Places ─► upstream::submit
-//!  Reply{seq} ─► ReplyOrder ─► out ───┘ (resume reading if it was paused)       (Reply comes back later)
-//!  Timer ─► replies blocked past the write timeout? close
+//!  Ready ──► write what is owed ──► read ─► next_frame ─► Service::handle ─┬─ Bytes ──► out.complete
+//!              (while out.may_read())  ▲                                   └─ Places ─► upstream::start
+//!  Reply{seq} ─► out.complete ─────────┘ (resume reading if it was paused)    (Reply comes back later)
+//!  Timer ─► out.on_timeout: no progress for write_stall? close
 //! ```
 //!
 //! Lines take effect in the order they arrive: each is handled at once, so a WHATSAT's lookup sees
 //! every IAMAT before it. Only the WHATSAT's reply waits (for the upstream); later lines go on being
-//! handled, and [`ReplyOrder`] holds their replies back until the WHATSAT's has left.
+//! handled, and the connection's [`OutputBuffer`] (herd-core) holds their replies back until the
+//! WHATSAT's has left. The buffer also decides when to write, when to stop reading and when to give
+//! up on the client; this handler only moves the bytes and turns its deadline into a timer.
 
-use std::io::{self, Read, Write};
 use std::time::{Instant, SystemTime};
 
-use herd_core::{Frame, LineFramer, Link, Reply, ReplyOrder, Service, Timestamp};
+use herd_core::policy::{Close, Limits, OutputBuffer};
+use herd_core::{Frame, LineFramer, Link, Reply, Service, Timestamp};
 use mio::net::TcpStream;
 
-use crate::link;
-use crate::reactor::{Context, Event, Handler, Next, Ready};
-use crate::upstream::{self, Call};
+use crate::reactor::{Event, Handler, Next, read_now, write_now};
+use crate::{Cx, Msg, World, upstream};
 
-/// Replies owed to a client that does not read before it is disconnected.
-pub const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
-/// Output owed past which the connection stops reading (TCP then slows the client down).
-pub const PAUSE_OUTPUT: usize = 256 * 1024;
-/// WHATSATs of one connection waiting for upstream at once; past it, reading pauses.
-pub const MAX_WAITING: usize = 64;
-/// Output gathered while draining one burst of input before it is written out.
-const FLUSH_AT: usize = 64 * 1024;
-
-/// Why a connection ends early.
-enum Close {
-    /// The peer reset or vanished: nothing worth logging.
-    Quietly,
-    Logged(String),
-}
+/// Why a connection ends early: `Some` when the output policy gave up on the client (logged),
+/// `None` when the peer reset or vanished (nothing worth logging).
+type End = Option<Close>;
 
 /// One client connection.
 pub struct ClientConn {
     stream: TcpStream,
     framer: LineFramer,
     link: Link,
-    order: ReplyOrder,
-    /// Replies the socket has not taken yet, in order.
-    out: Vec<u8>,
-    /// WHATSATs waiting for upstream.
-    waiting: usize,
+    out: OutputBuffer,
     /// No more input will be read: the client closed its side or sent an oversized line.
     input_done: bool,
-    /// Input was left unread (too much owed); read again once that clears.
-    input_paused: bool,
-    /// When a write last made progress while output stayed owed.
-    stalled_since: Option<Instant>,
 }
 
 impl ClientConn {
-    pub fn new(stream: TcpStream, max_line: usize) -> Self {
+    pub fn new(stream: TcpStream, limits: &Limits) -> Self {
         Self {
             stream,
-            framer: LineFramer::new(max_line),
+            framer: LineFramer::new(limits.max_line),
             link: Link::default(),
-            order: ReplyOrder::new(),
-            out: Vec::new(),
-            waiting: 0,
+            out: OutputBuffer::new(limits),
             input_done: false,
-            input_paused: false,
-            stalled_since: None,
         }
     }
 
-    fn on_ready<S: Service>(&mut self, ready: Ready, cx: &mut Context<S>) -> Result<(), Close> {
-        if ready.writable {
-            self.flush(cx)?;
-        }
-        if ready.readable || ready.hangup || self.input_paused {
-            self.serve_input(cx, ready.hangup)?;
-            self.flush(cx)?;
-        }
-        Ok(())
-    }
-
-    /// Handles every buffered line, reading more until the socket is drained, input ends, or
-    /// too much is owed. A short read means the socket is drained: epoll reports the next bytes.
-    fn serve_input<S: Service>(&mut self, cx: &mut Context<S>, hangup: bool) -> Result<(), Close> {
-        let mut received = None;
+    /// Handles every buffered line, reading more until the socket is drained, input ends, or the
+    /// output buffer says to pause. A short read means the socket is drained: epoll reports the next
+    /// bytes.
+    fn serve<S: Service>(&mut self, cx: &mut Cx<S>, hangup: bool, now: Instant) -> Result<(), End> {
+        let mut received = None; // when the last read's bytes came, once a line needs it
         let mut drained = false;
         loop {
-            while !self.input_done {
-                if self.waiting >= MAX_WAITING || self.out.len() >= PAUSE_OUTPUT {
-                    self.input_paused = true;
-                    return Ok(());
-                }
+            while !self.input_done && self.out.may_read() {
                 let Some(frame) = self.framer.next_frame() else { break };
-                let seq = self.order.admit();
+                let seq = self.out.admit();
                 let line = match frame {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
-                        let reply = cx.service.oversized(quote);
-                        self.out.extend_from_slice(&self.order.complete(seq, reply));
+                        self.out.complete(seq, cx.world.service.oversized(quote));
                         self.input_done = true;
                         break;
                     }
                 };
-                let now = *received.get_or_insert_with(|| Timestamp::from_system_time(SystemTime::now()));
-                let outcome = cx.service.handle(line, &mut self.link, now);
+                let at = *received.get_or_insert_with(|| Timestamp::from_system_time(SystemTime::now()));
+                let outcome = cx.world.service.handle(line, &mut self.link, at);
                 if let Some(flood) = &outcome.flood {
-                    link::send(cx, flood);
+                    cx.world.links.send(flood, now);
                 }
                 match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.extend_from_slice(&self.order.complete(seq, bytes)),
-                    Reply::Nothing => self.out.extend_from_slice(&self.order.complete(seq, Vec::new())),
-                    Reply::Places(lookup) => {
-                        self.waiting += 1;
-                        let deadline = Instant::now() + cx.config.upstream_timeout;
-                        let call = Call { reply_to: cx.me(), seq, lookup, deadline, retried: false };
-                        upstream::submit(cx, call);
-                    }
+                    Reply::Bytes(bytes) => self.out.complete(seq, bytes),
+                    Reply::Nothing => self.out.complete(seq, Vec::new()),
+                    Reply::Places(lookup) => upstream::start(cx, seq, lookup, now),
+                }
+                if self.out.should_flush() {
+                    self.flush(now)?;
                 }
             }
-            self.input_paused = false;
-            if self.input_done || (drained && !hangup) {
+            let held_back = !self.out.may_read();
+            self.flush(now)?;
+            if self.input_done || !self.out.may_read() || (drained && !hangup && !held_back) {
                 return Ok(());
             }
-            if self.out.len() >= FLUSH_AT {
-                self.flush(cx)?;
+            if held_back {
+                continue; // the flush made room: lines already read come first
             }
             let buf = self.framer.read_buf();
             let room = buf.len();
-            match self.stream.read(buf) {
-                Ok(0) => self.input_done = true,
-                Ok(n) => {
+            match read_now(&mut self.stream, buf) {
+                Ok(None) => return Ok(()),
+                Ok(Some(0)) => self.input_done = true,
+                Ok(Some(n)) => {
                     self.framer.filled(n);
                     received = None;
                     drained = n < room;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Close::Quietly),
+                Err(_) => return Err(None),
             }
         }
     }
 
-    /// Writes what is owed; keeps only what the socket did not take.
-    fn flush<S: Service>(&mut self, cx: &mut Context<S>) -> Result<(), Close> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let mut written = 0;
-        while written < self.out.len() {
-            match self.stream.write(&self.out[written..]) {
-                Ok(0) => return Err(Close::Quietly),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Close::Quietly),
+    /// Writes what is owed until the socket is full; the output buffer judges a full socket.
+    fn flush(&mut self, now: Instant) -> Result<(), End> {
+        while self.out.owed() > 0 {
+            match write_now(&mut self.stream, self.out.poll_transmit()) {
+                Ok(Some(n)) => self.out.consumed(n, now),
+                Ok(None) => return self.out.blocked(now).map_err(Some),
+                Err(_) => return Err(None),
             }
         }
-        if written == self.out.len() {
-            self.out.clear();
-            self.stalled_since = None;
-            return Ok(());
-        }
-        self.out.drain(..written);
-        if self.out.len() > MAX_PENDING_OUTPUT {
-            return Err(Close::Logged(format!(
-                "client is not reading its replies ({} bytes owed); closing",
-                self.out.len()
-            )));
-        }
-        if self.stalled_since.is_none() || written > 0 {
-            let now = Instant::now();
-            if self.stalled_since.is_none() {
-                let me = cx.me();
-                cx.timer(me, now + cx.config.write_timeout);
-            }
-            self.stalled_since = Some(now);
-        }
         Ok(())
-    }
-
-    /// A write-timeout timer: close if the client has taken nothing for that long, else look again later.
-    fn check_stall<S: Service>(&mut self, cx: &mut Context<S>) -> Result<(), Close> {
-        let Some(since) = self.stalled_since else { return Ok(()) };
-        let due = since + cx.config.write_timeout;
-        if Instant::now() >= due {
-            return Err(Close::Logged(format!(
-                "client did not read its replies for {:?}; closing",
-                cx.config.write_timeout
-            )));
-        }
-        let me = cx.me();
-        cx.timer(me, due);
-        Ok(())
-    }
-
-    fn on_reply<S: Service>(&mut self, seq: u64, bytes: Vec<u8>, cx: &mut Context<S>) -> Result<(), Close> {
-        self.waiting -= 1;
-        self.out.extend_from_slice(&self.order.complete(seq, bytes));
-        self.flush(cx)?;
-        if self.input_paused {
-            self.serve_input(cx, false)?;
-            self.flush(cx)?;
-        }
-        Ok(())
-    }
-
-    /// Input has ended and every reply has left.
-    fn finished(&self) -> bool {
-        self.input_done && self.waiting == 0 && self.out.is_empty()
     }
 }
 
-impl<S: Service> Handler<S> for ClientConn {
-    fn on_event(&mut self, event: Event, cx: &mut Context<S>) -> Next {
+impl<S: Service> Handler<World<S>, Msg> for ClientConn {
+    fn on_event(&mut self, event: Event<Msg>, cx: &mut Cx<S>) -> Next {
+        let now = Instant::now();
+        // Input left unread because the output buffer said so: read again once that clears.
+        let paused = !self.input_done && !self.out.may_read();
         let result = match event {
-            Event::Ready(ready) => self.on_ready(ready, cx),
-            Event::Reply { seq, bytes } => self.on_reply(seq, bytes, cx),
-            Event::Timer => self.check_stall(cx),
-            Event::Flood(_) | Event::Fetch(_) => Ok(()),
-        };
-        match result {
-            Ok(()) if self.finished() => Next::Done,
-            Ok(()) => Next::Keep,
-            Err(Close::Quietly) => Next::Done,
-            Err(Close::Logged(message)) => {
-                cx.service.log().error("write", message);
-                Next::Done
+            Event::Ready(r) if r.readable || r.hangup || paused => self.serve(cx, r.hangup, now),
+            Event::Ready(_) => self.flush(now),
+            Event::Message(Msg::Reply { seq, bytes }) => {
+                self.out.complete(seq, bytes);
+                if paused { self.serve(cx, false, now) } else { self.flush(now) }
             }
+            Event::Timer => self.out.on_timeout(now).map_err(Some),
+            Event::Message(_) => Ok(()),
+        };
+        if let Err(Some(close)) = &result {
+            cx.world.service.log().error("write", close);
         }
+        if result.is_err() || (self.input_done && self.out.is_idle()) {
+            return Next::Done; // dropping the stream closes it
+        }
+        cx.wake_at(self.out.poll_timeout());
+        Next::Keep
     }
 }

@@ -1,153 +1,205 @@
 //! Event-handler style: an event queue and objects that react to it, as in a WinProc.
 //!
-//! Each thread runs one loop. The loop owns a table of handler objects indexed by mio [`Token`]
-//! (a slab with generations), an epoll instance, a binary heap of deadlines and a queue of messages.
-//! Everything that happens becomes an [`Event`] addressed to one handler: readiness from epoll, a
-//! deadline that passed, a WHATSAT reply, a flood line, a request for an idle upstream connection.
-//! The loop dispatches events one at a time to `Handler::on_event`; a handler updates its own state,
-//! makes non-blocking syscalls, posts events to other handlers, sets timers, and returns at once.
-//! Nothing ever blocks, so one thread serves thousands of connections, and all control flow is
-//! visible as "which event, which handler, which state".
+//! Each thread runs one loop. The loop owns a table of handler objects indexed by mio
+//! [`Token`](mio::Token) (a slab with generations), an epoll instance, a binary heap of deadlines
+//! and a queue of messages. Everything that happens becomes an event addressed to one handler:
+//! readiness from epoll, a deadline that passed, a message (a WHATSAT's reply, a flood link's
+//! wake-up, a connection dealt by loop 0). The loop dispatches events one at a time to
+//! `Handler::on_event`; a handler makes non-blocking syscalls, tells herd-core's policy machines
+//! what happened and does what they say, posts messages, sets timers, and returns at once. Nothing
+//! ever blocks, so one thread serves thousands of connections, and all control flow is "which
+//! event, which handler, which state".
 //!
 //! ```text
-//!            loop 0                                      loop 1 … N-1 (same, without the acceptor)
+//!            loop 0                                      loop 1 … N-1 (same; their Door only adopts)
 //!  ┌──────────────────────────────────────────────┐
-//!  │ epoll ─► Ready ─┐                            │
-//!  │ heap  ─► Timer ─┼─► dispatch ─► handlers:    │      Acceptor (loop 0): accept, deal
-//!  │ queue ─► Reply ─┘      ▲       Acceptor      │      connections round-robin ─────────────► Mailbox
-//!  │          Flood         │       Mailbox ◄─────┼───── accepted connections, flood lines ◄── other loops
-//!  │          Fetch ────────┘       ClientConn …  │      ClientConn: frame, Service::handle, write
-//!  │                 (post, timer)  FloodLink …   │      FloodLink: one per neighbour, on loop i % N
-//!  │                                UpstreamConn …│      UpstreamConn: pooled keep-alive GETs
-//!  └──────────────────────────────────────────────┘
+//!  │ epoll ─► Ready ─┐                            │      Door (loop 0): accept, deal round-robin,
+//!  │ heap  ─► Timer ─┼─► dispatch ─► handlers:    │        pause as AcceptBackoff says ──Adopt──► Door
+//!  │ queue ─► Msg ───┘      ▲       Door          │      ClientConn: frame, Service::handle, OutputBuffer
+//!  │                        │       ClientConn …  │      LinkDriver: drives FloodLinks[i], on loop i % N;
+//!  │                 (post, timer)  LinkDriver …  │        any thread's flood wakes it (Remote::post)
+//!  │                                Exchange …    │      Exchange: one WHATSAT's PlacesCall, on a socket
+//!  └──────────────────────────────────────────────┘        from this loop's PlacesPool
 //! ```
 //!
-//! One turn of a loop: wait in epoll (no longer than the earliest deadline), dispatch readiness,
-//! then expired deadlines, then queued messages until none are left. Handlers talk only through
-//! events, so a client connection never touches an upstream connection's state: it submits a
-//! `Call`, and a `Reply` event comes back with the bytes and the request's place in line.
+//! Every rule is herd-core's (`herd_core::policy`): a client's replies and back-pressure are an
+//! `OutputBuffer`, each places exchange a `PlacesCall` on a connection of the loop's `PlacesPool`,
+//! the flood links one `FloodLinks` set shared by every loop, accept errors an `AcceptBackoff`.
+//! Handlers move bytes, feed the machines what the sockets say, and turn each machine's
+//! `poll_timeout` into a timer of their loop (`Context::wake_at`).
 //!
 //! # Threads
 //! `--threads N` loops (default: available cores), each on its own thread with its own epoll. Loop 0
-//! also owns the listening socket and deals accepted connections round-robin, handing the others
-//! theirs through a channel and a waker. Sharing the listener between N epolls instead (a
-//! `try_clone` in each) wakes every loop for every connection and lets one loop take a whole burst;
-//! SO_REUSEPORT would need the address re-bound with the option set, and the harness hands us a
-//! socket already bound. Dealing costs one channel send and at most one wake-up per connection, and
-//! gives every loop the same share. Flood links are spread over the loops (neighbour `i` on loop
-//! `i % N`); other loops post their flood lines to it the same way.
+//! also owns the listening socket and deals accepted connections round-robin, handing every loop
+//! (itself included) its share through the loop's `Remote` (a channel and a waker). Sharing the listener
+//! between N epolls instead (a `try_clone` in each) wakes every loop for every connection and lets
+//! one loop take a whole burst; SO_REUSEPORT would need the address re-bound with the option set,
+//! and the harness hands us a socket already bound. Dealing costs one channel send and at most one
+//! wake-up per connection, and gives every loop the same share. Neighbour `i`'s link driver lives
+//! on loop `i % N`; a client on any loop queues its updates in the shared machine, whose waker
+//! (`LinkWake`) posts a wake-up to the driver through its loop's `Remote`.
 //!
 //! # Layout
-//! - `reactor`: `Event`, the `Handler` trait, `Context` (handler table, queue, timers) and the loop.
+//! - `reactor`: `Event`, the `Handler` trait, `Context` (handler table, queue, timers), the loops
+//!   and their cross-thread `Remote`, non-blocking I/O helpers. Generic: no protocol, no policy.
+//! - here: `serve`, what a loop's handlers share (`World`), `LinkWake`, and the `Door`.
 //! - `client`: `ClientConn`, a client connection.
-//! - `link`: `FloodLink`, an outbound link to one neighbour, and flood routing.
-//! - `upstream`: `UpstreamConn` and the per-loop pool of the places client.
-//! - `handoff`: the `Acceptor`, each loop's `Mailbox`, and the `Remote` other loops post to.
+//! - `link`: `LinkDriver`, the handler that drives one neighbour's flood link.
+//! - `upstream`: `Exchange`, one WHATSAT's places exchange on a pooled connection.
 
 mod client;
-mod handoff;
 mod link;
 mod reactor;
 mod upstream;
 
 use std::io;
 use std::net::TcpListener;
-use std::sync::Arc;
-use std::thread;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use herd_core::{ServeOptions, Service, available_cores};
-use mio::{Interest, Poll, Token, Waker};
+use herd_core::policy::{AcceptBackoff, FloodLinks, LinkWaker, PlacesPool};
+use herd_core::{ServeOptions, ServerStats, Service, available_cores};
+use mio::Interest;
+use mio::net::TcpStream;
 
-use crate::handoff::{Acceptor, Inbox, Mailbox, Remote};
-use crate::link::{FloodLink, Route, Routes};
-use crate::reactor::{Config, Context};
-use crate::upstream::Pool;
+use crate::client::ClientConn;
+use crate::link::LinkDriver;
+use crate::reactor::{Context, Event, Handler, HandlerId, Loop, Next, Remote, accept_now};
 
-/// Flood lines waiting for one loop's links before further ones are dropped and counted.
-pub const FLOOD_QUEUE: usize = 64 * 1024;
-/// Every loop's mailbox is the first handler it creates.
-const MAILBOX: Token = Token(0);
+/// What handlers post each other, and other threads post a loop.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A WHATSAT's finished reply, for the client connection that asked, with its place in line.
+    Reply { seq: u64, bytes: Vec<u8> },
+    /// Something to do: a flood link has updates queued or a connection due; an exchange may start.
+    Wake,
+    /// For the mailbox: a connection loop 0 accepted for this loop.
+    Adopt(TcpStream),
+}
+
+/// What one loop's handlers share.
+pub(crate) struct World<S> {
+    service: Arc<S>,
+    options: ServeOptions,
+    /// Every neighbour's link, shared by all loops.
+    links: Arc<FloodLinks<LinkWake>>,
+    /// This loop's kept-alive places connections; `None` in echo mode.
+    pool: Option<PlacesPool<TcpStream>>,
+    index: usize,
+    remotes: Arc<[Arc<Remote<Msg>>]>,
+    /// The listening socket, on loop 0 until it starts.
+    listener: Option<mio::net::TcpListener>,
+}
+
+/// A loop's context, as its handlers see it.
+pub(crate) type Cx<S> = Context<World<S>, Msg>;
 
 /// Serves `service` on `listener` until the process exits.
-pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
+pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, o: &ServeOptions) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let loops = options.threads.unwrap_or_else(available_cores).max(1);
-    let mut setups = Vec::new();
-    let mut remotes = Vec::new();
-    for _ in 0..loops {
-        let poll = Poll::new()?;
-        let (remote, inbox) = handoff::mailbox(Waker::new(poll.registry(), MAILBOX)?, FLOOD_QUEUE);
-        remotes.push(Arc::new(remote));
-        setups.push((poll, inbox));
-    }
-    let remotes: Arc<[Arc<Remote>]> = remotes.into();
+    let count = o.threads.unwrap_or_else(available_cores).max(1);
+    let loops = (0..count).map(|_| Loop::new()).collect::<io::Result<Vec<Loop<Msg>>>>()?;
+    let remotes: Arc<[_]> = loops.iter().map(Loop::remote).collect();
+    let names: Vec<String> = o.neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let (stats, log) = (service.stats(), service.log());
+    let wake = |i| LinkWake { home: Arc::clone(&remotes[i % count]), driver: OnceLock::new() };
+    let links = Arc::new(FloodLinks::new(&o.name, &names, &o.limits, Instant::now(), stats, log, wake));
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
-    let mut first = None;
-    for (index, (poll, inbox)) in setups.into_iter().enumerate() {
-        let setup = LoopSetup {
-            config: Config {
-                index,
-                loops,
-                max_line: options.max_line,
-                write_timeout: options.write_timeout,
-                upstream_timeout: options.upstream_timeout,
-            },
-            poll,
-            inbox,
-            remotes: Arc::clone(&remotes),
-            listener: if index == 0 { listener.take() } else { None },
-            options: options.clone(),
+    let worlds = loops.into_iter().enumerate().map(|(index, event_loop)| {
+        let world = World {
             service: Arc::clone(&service),
+            options: o.clone(),
+            links: Arc::clone(&links),
+            pool: o.places.map(|_| PlacesPool::new(&o.limits, stats)),
+            index,
+            remotes: Arc::clone(&remotes),
+            listener: listener.take(),
         };
-        if index == 0 {
-            first = Some(setup);
-        } else {
-            let service = Arc::clone(&service);
-            thread::Builder::new().name(format!("loop-{index}")).spawn(move || {
-                if let Err(e) = setup.run() {
-                    service.log().error("event loop", e);
-                }
-            })?;
+        (event_loop, world)
+    });
+    reactor::run_all(worlds.collect(), start)
+}
+
+/// A loop's first handlers: its link drivers, (loop 0) the acceptor, and its mailbox.
+fn start<S: Service>(cx: &mut Cx<S>) -> io::Result<HandlerId> {
+    let (loops, index, neighbours) = (cx.world.remotes.len(), cx.world.index, cx.world.options.neighbours.clone());
+    for (i, (_, addr)) in neighbours.into_iter().enumerate().filter(|(i, _)| i % loops == index) {
+        let driver = cx.spawn(|_| LinkDriver::new(i, addr));
+        let _ = cx.world.links.get(i).map(|link| link.waker.driver.set(driver));
+        cx.post(driver, Msg::Wake); // its first turn arms the link's first retry timer
+    }
+    let door = Door { listener: None, dealt: 0, backoff: AcceptBackoff::new(&cx.world.options.limits), paused: None };
+    match cx.world.listener.take() {
+        Some(listener) => {
+            cx.register(listener, Interest::READABLE, |listener, _| Door { listener: Some(listener), ..door })
+        }
+        None => Ok(cx.spawn(|_| door)),
+    }
+}
+
+/// The waker of a link's driver: a [`Msg::Wake`] posted to it on the loop it lives on (set once
+/// the driver exists; its first turn looks at the machine anyway).
+#[derive(Debug)]
+pub(crate) struct LinkWake {
+    home: Arc<Remote<Msg>>,
+    driver: OnceLock<HandlerId>,
+}
+
+impl LinkWaker for LinkWake {
+    fn wake(&self) {
+        if let Some(&driver) = self.driver.get() {
+            let _ = self.home.post(driver, Msg::Wake);
         }
     }
-    first.expect("there is always a loop 0").run()
 }
 
-/// What one loop starts from; built on the calling thread, run on the loop's own.
-struct LoopSetup<S> {
-    config: Config,
-    poll: Poll,
-    inbox: Inbox,
-    remotes: Arc<[Arc<Remote>]>,
+/// How connections come into a loop: its mail handler, which adopts those loop 0 deals it; on loop
+/// 0 also the listening socket's handler, which accepts and deals connections round-robin.
+struct Door {
     listener: Option<mio::net::TcpListener>,
-    options: ServeOptions,
-    service: Arc<S>,
+    dealt: usize,
+    backoff: AcceptBackoff,
+    /// After an accept error: no accepting before this (a timer is set for it).
+    paused: Option<Instant>,
 }
 
-impl<S: Service> LoopSetup<S> {
-    fn run(self) -> io::Result<()> {
-        let index = self.config.index;
-        let loops = self.config.loops;
-        let routes = Routes {
-            links: (0..self.options.neighbours.len()).map(|i| Route::Remote(i % loops)).collect(),
-            loops: Arc::clone(&self.remotes),
+impl<S: Service> Handler<World<S>, Msg> for Door {
+    fn on_event(&mut self, event: Event<Msg>, cx: &mut Cx<S>) -> Next {
+        if let Event::Message(Msg::Adopt(stream)) = event {
+            // One of this loop's client connections from now on: registered once, READABLE | WRITABLE.
+            let limits = cx.world.options.limits.clone();
+            let conn = cx.register(stream, Interest::READABLE | Interest::WRITABLE, |s, _| ClientConn::new(s, &limits));
+            if let Err(e) = conn {
+                cx.world.service.log().error("register", e);
+            }
+            return Next::Keep;
+        }
+        let now = Instant::now();
+        let Some(listener) = self.listener.as_ref().filter(|_| self.paused.is_none_or(|until| now >= until)) else {
+            return Next::Keep;
         };
-        let upstream = self.options.places.map(|addr| Pool::new(addr, self.service.stats()));
-        let registry = self.poll.registry().try_clone()?;
-        let mut cx = Context::new(self.service, self.config, routes, upstream, registry);
-
-        let mailbox = cx.spawn(|_| Box::new(Mailbox::new(self.inbox, Arc::clone(&self.remotes[index]))));
-        debug_assert_eq!(mailbox.token, MAILBOX, "the waker was registered for the first token");
-        for (i, (name, addr)) in self.options.neighbours.iter().enumerate().filter(|(i, _)| i % loops == index) {
-            let link = cx.spawn(|_| Box::new(FloodLink::new(&self.options.name, name.clone(), *addr)));
-            cx.routes.links[i] = Route::Local(link);
-            cx.timer(link, Instant::now() + link::RETRY);
+        loop {
+            match accept_now(listener) {
+                Ok(Some(stream)) => {
+                    self.backoff.on_accepted();
+                    let _ = stream.set_nodelay(true);
+                    ServerStats::bump(&cx.world.service.stats().connections);
+                    let target = self.dealt % cx.world.remotes.len();
+                    self.dealt = self.dealt.wrapping_add(1);
+                    if cx.world.remotes[target].send(Msg::Adopt(stream)).is_err() {
+                        cx.world.service.log().error("hand-off", "event loop has stopped");
+                    }
+                }
+                Ok(None) => return Next::Keep,
+                Err(e) => {
+                    // Out of descriptors, most likely. Edge-triggered epoll will not tell us again
+                    // about connections already waiting: look again when the back-off says.
+                    cx.world.service.log().error("accept", e);
+                    self.paused = Some(self.backoff.on_error(now));
+                    cx.wake_at(self.paused);
+                    return Next::Keep;
+                }
+            }
         }
-        if let Some(listener) = self.listener {
-            let remotes = Arc::clone(&self.remotes);
-            cx.register(listener, Interest::READABLE, |listener, _| Box::new(Acceptor::new(listener, remotes)))?;
-        }
-        cx.run(self.poll)
     }
 }
