@@ -4,10 +4,11 @@
 //!  serve thread: block_on(accept loop) ──spawn──► connection task (one per client, on any worker)
 //!                                                   loop {
 //!                                                     read.await ──► LineFramer ──► Service::handle
-//!  tokio multi-thread runtime                           ├─ reply bytes ─────────────► out buffer
-//!  (--threads workers, work-stealing,                   ├─ WHATSAT: flush, Upstream::fetch.await ──► out
-//!   one I/O driver + timer wheel)                       └─ flood ──try_send──► link task per neighbour
-//!                                                     write_all(out).await
+//!  tokio multi-thread runtime                           ├─ reply bytes ──────────────► OutputBuffer::push
+//!  (--threads workers, work-stealing,                   ├─ WHATSAT: write, PlacesCall driven .await ──► push
+//!   one I/O driver + timer wheel)                       └─ flood ──FloodLinks::send──► Notify ──► link task
+//!                                                     write what the socket takes; while bytes are owed,
+//!                                                     select! { writable, readable if may_read, stall }
 //!                                                   }
 //! ```
 //!
@@ -20,18 +21,22 @@
 //!
 //! Order comes for free. A connection task handles its lines one after another and awaits a
 //! WHATSAT's upstream call inline, so the requests of one connection take effect in order (a
-//! WHATSAT sees the IAMAT before it) and replies leave in order, with no reordering buffer.
-//! Replies to the lines of one read are gathered and written with one `write_all`; before a
-//! WHATSAT waits on the upstream, what is already answered is written first.
+//! WHATSAT sees the IAMAT before it) and replies leave in order: the task uses
+//! [`OutputBuffer::push`], never the reordering half of the buffer.
 //!
-//! Back-pressure is the awaited write: while a task waits for a slow client to take its replies it
-//! does not read, so the client's further requests wait in the kernel, and pending output per
-//! connection stays below [`FLUSH_AT`] plus one reply. A client that leaves a write blocked for
-//! `write_timeout` is closed.
+//! Every rule around the protocol is herd-core's policy layer, driven from here:
+//! [`OutputBuffer`] decides when replies are written (`flush_at`, and after each read), when the
+//! task stops reading a client that leaves its replies unread (`pause_output`), and when it gives
+//! up on one (`max_output` owed while the socket is full, or `write_stall` without progress);
+//! [`herd_core::policy::FloodLinks`] and [`herd_core::policy::PlacesCall`] /
+//! [`herd_core::policy::PlacesPool`] own the links and the places client (see [`links`],
+//! [`upstream`]); [`AcceptBackoff`] paces the accept loop after errors. This crate keeps only the
+//! tokio parts: sockets, `tokio::spawn`, `Notify`, `select!` and `sleep_until`.
 //!
 //! Reads are tokio's: a `read().await` tries the socket when tokio's cached readiness says it may
 //! have data and waits for the I/O driver otherwise; tokio clears the readiness on a short read or
-//! on `WouldBlock`, so the reactor is consulted only when the socket is really drained.
+//! on `WouldBlock`, so the reactor is consulted only when the socket is really drained. Writes are
+//! `try_write` (what the socket takes now, each write reported with `consumed`), then `writable()`.
 //!
 //! # Runtime
 //! `Builder::new_multi_thread().worker_threads(n).enable_all()`: `n` = `--threads`, default
@@ -42,28 +47,24 @@
 //! # Layout
 //! - [`serve`]: build the runtime, start the links, accept.
 //! - `Connection`: one client's task: read, frame, handle, write.
-//! - [`links`]: flood links, one task per neighbour fed by a bounded mpsc channel.
-//! - [`upstream`]: the places client over a shared pool of kept-alive connections.
+//! - [`links`]: one task per neighbour driving its [`herd_core::policy::FloodLink`].
+//! - [`upstream`]: one WHATSAT's [`herd_core::policy::PlacesCall`] on a shared pool of connections.
 
 pub mod links;
 pub mod upstream;
 
+use std::future::pending;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use herd_core::policy::{AcceptBackoff, FloodLinks, OutputBuffer};
+use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::links::FloodLinks;
+use crate::links::LinkNotify;
 use crate::upstream::Upstream;
-
-/// Pending replies on one connection are written once they reach this size, even mid-read.
-pub const FLUSH_AT: usize = 64 * 1024;
-/// Pause after an accept error (out of descriptors, most likely) before accepting again, so a
-/// listener that stays readable does not spin a thread.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
@@ -77,11 +78,10 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
     runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
         let shared = Arc::new(Shared {
-            links: FloodLinks::spawn(&options.name, &options.neighbours, &service, options.write_timeout),
-            upstream: options.places.map(|addr| Upstream::new(addr, options.upstream_timeout, service.stats())),
+            links: links::spawn(options, &*service),
+            upstream: options.places.map(|addr| Upstream::new(addr, &options.limits, service.stats())),
             service,
-            max_line: options.max_line,
-            write_timeout: options.write_timeout,
+            limits: options.limits.clone(),
         });
         accept_loop(listener, shared).await
     })
@@ -91,33 +91,42 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
 #[derive(Debug)]
 struct Shared<S> {
     service: Arc<S>,
-    links: FloodLinks,
+    links: Arc<FloodLinks<LinkNotify>>,
     /// `None` in echo mode, or with no places backend configured.
     upstream: Option<Upstream>,
-    max_line: usize,
-    write_timeout: Duration,
+    limits: Limits,
 }
 
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) -> io::Result<()> {
+    let mut backoff = AcceptBackoff::new(&shared.limits);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.on_accepted();
                 ServerStats::bump(&shared.service.stats().connections);
                 let _ = stream.set_nodelay(true);
                 let conn = Connection {
                     stream,
-                    framer: LineFramer::new(shared.max_line),
+                    framer: LineFramer::new(shared.limits.max_line),
                     link: Link::default(),
-                    out: Vec::new(),
+                    out: OutputBuffer::new(&shared.limits),
                     shared: Arc::clone(&shared),
                 };
                 tokio::spawn(conn.run());
             }
             Err(e) => {
                 shared.service.log().error("accept", e);
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                until(Some(backoff.on_error(Instant::now()))).await;
             }
         }
+    }
+}
+
+/// Sleeps until `deadline` on tokio's timer; never returns without one.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => pending().await,
     }
 }
 
@@ -126,13 +135,13 @@ struct Connection<S> {
     stream: TcpStream,
     framer: LineFramer,
     link: Link,
-    /// Replies not yet written.
-    out: Vec<u8>,
+    out: OutputBuffer,
     shared: Arc<Shared<S>>,
 }
 
 impl<S: Service> Connection<S> {
-    /// Runs the connection to its end; write failures are logged, read failures just end it.
+    /// Runs the connection to its end; write failures and policy closes are logged, read failures
+    /// just end it.
     async fn run(mut self) {
         if let Err(e) = self.serve().await {
             self.shared.service.log().error("write", e);
@@ -141,9 +150,12 @@ impl<S: Service> Connection<S> {
 
     async fn serve(&mut self) -> io::Result<()> {
         loop {
+            self.settle(true).await?;
             let n = match self.stream.read(self.framer.read_buf()).await {
-                Ok(0) | Err(_) => return Ok(()), // end of stream or reset: nothing more to answer
+                // End of stream: what is owed still goes out (a half-closed client reads it).
+                Ok(0) => return self.settle(false).await,
                 Ok(n) => n,
+                Err(_) => return Ok(()), // reset: nothing more to answer
             };
             self.framer.filled(n);
             while let Some(frame) = self.framer.next_frame() {
@@ -151,8 +163,8 @@ impl<S: Service> Connection<S> {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
                         let reply = self.shared.service.oversized(quote);
-                        self.out.extend_from_slice(&reply);
-                        self.flush().await?;
+                        self.out.push(&reply);
+                        self.settle(false).await?;
                         return self.stream.shutdown().await;
                     }
                 };
@@ -160,36 +172,59 @@ impl<S: Service> Connection<S> {
                 let service = &*self.shared.service;
                 let outcome = service.handle(line, &mut self.link, now);
                 if let Some(flood) = &outcome.flood {
-                    self.shared.links.send(flood, service.stats());
+                    self.shared.links.send(flood, Instant::now());
                 }
                 match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.extend_from_slice(&bytes),
+                    Reply::Bytes(bytes) => self.out.push(&bytes),
                     Reply::Nothing => {}
                     Reply::Places(lookup) => {
-                        self.flush().await?;
+                        // What is already answered goes out before the task waits upstream.
+                        write(&self.stream, &mut self.out)?;
                         let result = match &self.shared.upstream {
-                            Some(upstream) => upstream.fetch(&lookup.query).await,
+                            Some(upstream) => upstream.fetch(&lookup.query, service.stats()).await,
                             None => Err(UpstreamError::NotConfigured),
                         };
                         let reply = self.shared.service.complete(lookup, result);
-                        self.out.extend_from_slice(&reply);
+                        self.out.push(&reply);
                     }
                 }
-                if self.out.len() >= FLUSH_AT {
-                    self.flush().await?;
+                if self.out.should_flush() {
+                    write(&self.stream, &mut self.out)?;
                 }
             }
-            self.flush().await?;
         }
     }
 
-    /// Writes the pending replies, giving up on a client that leaves them unread too long.
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
+    /// Writes until nothing is owed or, if `read` and the buffer allows reading, input is there.
+    /// Waits for the socket to take more no longer than the buffer's stall deadline.
+    async fn settle(&mut self, read: bool) -> io::Result<()> {
+        loop {
+            write(&self.stream, &mut self.out)?;
+            if self.out.owed() == 0 {
+                return Ok(());
+            }
+            let read = read && self.out.may_read();
+            tokio::select! {
+                ready = self.stream.writable() => ready?,
+                ready = self.stream.readable(), if read => return ready,
+                () = until(self.out.poll_timeout()) => self.out.on_timeout(Instant::now()).map_err(io::Error::other)?,
+            }
         }
-        let written = tokio::time::timeout(self.shared.write_timeout, self.stream.write_all(&self.out)).await;
-        self.out.clear();
-        written.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read its replies")))
     }
+}
+
+/// Writes what the socket takes now, each write reported to the buffer; a full socket with bytes
+/// owed starts the stall clock (or closes a client owed too much).
+fn write(stream: &TcpStream, out: &mut OutputBuffer) -> io::Result<()> {
+    while out.owed() > 0 {
+        match stream.try_write(out.poll_transmit()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.consumed(n, Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return out.blocked(Instant::now()).map_err(io::Error::other);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

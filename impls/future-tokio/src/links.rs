@@ -1,202 +1,147 @@
-//! Flood links: one task per neighbour, fed by a bounded `tokio::sync::mpsc` channel.
+//! Flood links: one tokio task per neighbour drives herd-core's [`FloodLink`](herd_core::policy::FloodLink)
+//! machine.
 //!
 //! ```text
-//! (connect) PEER Alford\n
-//!           AT Alford +0.000213 kiwi +34.068930-118.445127 1479413884.392014450\n
-//!           ...
+//!  connection task ── FloodLinks::send ──► FloodLink (queue, drops, retry timer) ── wake? ──► Notify
+//!                                                                                                │
+//!  link task: loop { lock: on_timeout, poll_connect ── connect (until the machine's deadline)    │
+//!                    lock: poll_transmit ── try_write, consumed(n) after each write              │
+//!                    select! { notified ◄────────────────────────────────────────────────────────┘
+//!                              readable (peer closed or sent: on_closed), writable (bytes left),
+//!                              sleep_until(poll_timeout) } }
 //! ```
 //!
-//! A link task is a small state machine with two states, each one `select!`:
-//!
-//! ```text
-//!          retry due (the idle timer, or an update arriving RETRY or more after the last
-//!          attempt): connect, send the hello
-//! down ──────────────────────────────────────────────────────► up: updates are written in batches
-//!  ▲  updates arriving before a retry is due                       │
-//!  │  are dropped and counted                                      │
-//!  └──────────── the peer sent EOF or anything, or a write failed ─┘
-//! ```
-//!
-//! While up, the task also waits on a read of the link: peers never send on a flood link, so the
-//! read completing (EOF, reset, or stray bytes) means the neighbour is gone, and the task learns
-//! it at once instead of on the next write. While down it tries again every [`RETRY`] whether or
-//! not updates arrive, so a restarted neighbour is linked again without waiting for traffic; an
-//! update that arrives when a retry is due makes the attempt itself and is sent if it succeeds.
-//! The first attempt waits for the first update or one interval, rather than racing neighbours
-//! that are starting alongside this server. Old updates are not replayed: newer ones will follow.
+//! Everything a link decides lives in the machine: when to connect and how long an attempt may
+//! take (`link_retry`, `link_connect_timeout`), how much to queue and what to drop and count
+//! (`link_queue_bytes`), when a neighbour that takes nothing is given up (`link_write_stall`),
+//! and the hello. The task only owns the socket and waits, tokio's way: a `tokio::sync::Notify`
+//! is the [`LinkWaker`] (its stored permit means a wake while the task is busy is not lost), and
+//! one `select!` waits for it, the socket and the machine's next deadline at once. The machine's
+//! lock is taken for a call or two and never held across an `.await`.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::Instant;
 
-use herd_core::log::{Direction, Event};
-use herd_core::{Flood, ServerStats, Service};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use herd_core::policy::link::SharedLink;
+use herd_core::policy::{FloodLinks, LinkState, LinkWaker};
+use herd_core::{ServeOptions, Service};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::sync::Notify;
 
-/// Shortest time between two connection attempts to one neighbour.
-pub const RETRY: Duration = Duration::from_millis(100);
-/// Flood lines queued per neighbour before new ones are dropped (a stuck neighbour must not grow
-/// memory). Bursts are absorbed here while the link writes the previous batch.
-pub const QUEUE: usize = 4096;
-/// Lines taken from the queue for one write.
-const BATCH: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+use crate::until;
 
-/// The sending ends of every neighbour's link, indexed like [`Flood::to`]. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct FloodLinks {
-    senders: Vec<mpsc::Sender<Arc<[u8]>>>,
-}
+/// The link task's wake-up: [`FloodLinks::send`] rings it when the task may be idle.
+#[derive(Debug, Default)]
+pub struct LinkNotify(Notify);
 
-impl FloodLinks {
-    /// Spawns one link task per neighbour on the current runtime. `me` is sent as the link hello.
-    pub fn spawn<S: Service>(
-        me: &str,
-        neighbours: &[(String, SocketAddr)],
-        service: &Arc<S>,
-        write_timeout: Duration,
-    ) -> Self {
-        let senders = neighbours
-            .iter()
-            .map(|(name, addr)| {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                let link = LinkTask {
-                    hello: format!("PEER {me}\n"),
-                    name: name.clone(),
-                    addr: *addr,
-                    service: Arc::clone(service),
-                    write_timeout,
-                };
-                tokio::spawn(link.run(rx));
-                tx
-            })
-            .collect();
-        Self { senders }
-    }
-
-    /// Queues `flood` for its neighbours without waiting; a full queue counts as dropped.
-    pub fn send(&self, flood: &Flood, stats: &ServerStats) {
-        for &i in &flood.to {
-            if self.senders[i].try_send(Arc::clone(&flood.line)).is_err() {
-                ServerStats::bump(&stats.floods_dropped);
-            }
-        }
+impl LinkWaker for LinkNotify {
+    fn wake(&self) {
+        self.0.notify_one();
     }
 }
 
-/// One neighbour's link.
-struct LinkTask<S> {
-    hello: String,
-    name: String,
-    addr: SocketAddr,
-    service: Arc<S>,
-    write_timeout: Duration,
+/// Builds the server's links and spawns one task per neighbour on the current runtime.
+pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> Arc<FloodLinks<LinkNotify>> {
+    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let links = Arc::new(FloodLinks::new(
+        &options.name,
+        &names,
+        &options.limits,
+        Instant::now(),
+        service.stats(),
+        service.log(),
+        |_| LinkNotify::default(),
+    ));
+    for (i, (_, addr)) in options.neighbours.iter().enumerate() {
+        tokio::spawn(drive(Arc::clone(&links), i, *addr));
+    }
+    links
 }
 
-impl<S: Service> LinkTask<S> {
-    async fn run(self, mut rx: mpsc::Receiver<Arc<[u8]>>) {
-        let stats = self.service.stats();
-        let mut conn: Option<TcpStream> = None;
-        let mut attempts = Attempts::new();
-        let mut lines = Vec::with_capacity(BATCH);
-        let mut batch = Vec::new();
-        let mut probe = [0u8; 1];
-        loop {
-            let n = match &mut conn {
-                None => tokio::select! {
-                    () = sleep_until(attempts.next()) => {
-                        conn = self.connect(&mut attempts).await;
-                        continue;
-                    }
-                    n = rx.recv_many(&mut lines, BATCH) => n,
-                },
-                Some(stream) => tokio::select! {
-                    biased;
-                    _ = stream.read(&mut probe) => {
-                        self.down(&mut conn, "closed by peer");
-                        continue;
-                    }
-                    n = rx.recv_many(&mut lines, BATCH) => n,
-                },
-            };
-            if n == 0 {
-                return; // every sender is gone: the server is stopping
+/// One neighbour's link task: owns the socket, follows the machine.
+async fn drive(links: Arc<FloodLinks<LinkNotify>>, i: usize, addr: SocketAddr) {
+    let Some(link) = links.get(i) else { return };
+    let mut conn: Option<TcpStream> = None;
+    // Bytes taken from the machine and not yet by the socket.
+    let mut buf = Vec::new();
+    loop {
+        let (connect, deadline) = {
+            let mut machine = link.lock();
+            machine.on_timeout(Instant::now());
+            if machine.state() != LinkState::Up {
+                conn = None;
+                buf.clear();
             }
-            batch.clear();
-            lines.drain(..).for_each(|line| batch.extend_from_slice(&line));
-            // Traffic for a link that is down is a reason to try now, if the interval allows.
-            if conn.is_none() && attempts.allowed() {
-                conn = self.connect(&mut attempts).await;
-            }
-            let Some(stream) = &mut conn else {
-                stats.floods_dropped.fetch_add(n as u64, Relaxed);
-                continue;
-            };
-            match timeout(self.write_timeout, stream.write_all(&batch)).await {
-                Ok(Ok(())) => {
-                    stats.floods_out.fetch_add(n as u64, Relaxed);
-                }
-                Ok(Err(e)) => {
-                    stats.floods_dropped.fetch_add(n as u64, Relaxed);
-                    self.down(&mut conn, &e.to_string());
-                }
-                Err(_) => {
-                    stats.floods_dropped.fetch_add(n as u64, Relaxed);
-                    self.down(&mut conn, "neighbour stopped reading");
-                }
-            }
-        }
-    }
-
-    /// One connection attempt, hello included; `None` if the neighbour is not there.
-    async fn connect(&self, attempts: &mut Attempts) -> Option<TcpStream> {
-        attempts.record();
-        let attempt = async {
-            let mut stream = TcpStream::connect(self.addr).await?;
-            stream.set_nodelay(true)?;
-            stream.write_all(self.hello.as_bytes()).await?;
-            std::io::Result::Ok(stream)
+            (machine.poll_connect(), machine.poll_timeout())
         };
-        let stream = timeout(CONNECT_TIMEOUT, attempt).await.ok()?.ok()?;
-        self.service.log().event(Event::LinkUp { peer: self.name.clone(), direction: Direction::Outbound });
-        Some(stream)
-    }
-
-    fn down(&self, conn: &mut Option<TcpStream>, reason: &str) {
-        *conn = None;
-        self.service.log().event(Event::LinkDown { peer: self.name.clone(), reason: reason.to_owned() });
+        if connect {
+            let stream = tokio::select! {
+                stream = TcpStream::connect(addr) => stream.and_then(|s| s.set_nodelay(true).map(|()| s)).ok(),
+                () = until(deadline) => None,
+            };
+            let mut machine = link.lock();
+            match stream {
+                Some(stream) => {
+                    machine.on_connected(Instant::now());
+                    conn = Some(stream);
+                }
+                None => machine.on_connect_failed(Instant::now()),
+            }
+        }
+        if let Some(stream) = &conn {
+            link.lock().poll_transmit(&mut buf);
+            if let Err(e) = write(stream, &mut buf, link) {
+                link.lock().on_closed(Instant::now(), &e.to_string());
+                continue;
+            }
+        }
+        let deadline = link.lock().poll_timeout();
+        let notified = link.waker.0.notified();
+        match &conn {
+            None => tokio::select! {
+                () = notified => {}
+                () = until(deadline) => {}
+            },
+            Some(stream) => tokio::select! {
+                () = notified => {}
+                ready = stream.readable() => {
+                    if let Some(reason) = peer_gone(stream, ready) {
+                        link.lock().on_closed(Instant::now(), &reason);
+                    }
+                }
+                _ = stream.writable(), if !buf.is_empty() => {}
+                () = until(deadline) => {}
+            },
+        }
     }
 }
 
-/// When a link that is down may try to connect: at most every [`RETRY`]. The first attempt waits
-/// for the first update or one interval, whichever comes first, rather than racing the neighbours
-/// that are still starting alongside this server.
-#[derive(Debug)]
-struct Attempts {
-    last: Instant,
-    tried: bool,
+/// Writes what the socket takes now, telling the machine after each write.
+fn write(stream: &TcpStream, buf: &mut Vec<u8>, link: &SharedLink<LinkNotify>) -> io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.drain(..n);
+                link.lock().consumed(n, Instant::now());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
-impl Attempts {
-    fn new() -> Self {
-        Self { last: Instant::now(), tried: false }
-    }
-
-    fn allowed(&self) -> bool {
-        !self.tried || self.last.elapsed() >= RETRY
-    }
-
-    /// When the idle retry is due.
-    fn next(&self) -> Instant {
-        self.last + RETRY
-    }
-
-    fn record(&mut self) {
-        self.last = Instant::now();
-        self.tried = true;
+/// Why a readable link is finished: peers never send on a flood link, so end of stream, an error
+/// or any byte at all means the neighbour is gone. `None`: the readiness was spurious.
+fn peer_gone(stream: &TcpStream, ready: io::Result<()>) -> Option<String> {
+    let mut probe = [0u8; 64];
+    match ready.and_then(|()| stream.try_read(&mut probe)) {
+        Ok(0) => Some("closed by peer".to_owned()),
+        Ok(_) => Some("neighbour sent on a flood link".to_owned()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(e.to_string()),
     }
 }
