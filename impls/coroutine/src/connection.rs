@@ -1,194 +1,200 @@
-//! One client connection: a reader coroutine, a writer coroutine, and a coroutine per WHATSAT.
+//! One client connection: a reader coroutine, a writer coroutine and a coroutine per WHATSAT,
+//! around herd-core's [`OutputBuffer`].
 //!
 //! ```text
-//! reader:  read ─► LineFramer ─► Service::handle ─┬─ bytes ──────────────► Ready(batch) ─┐
-//!                                                 └─ places ─► go!(fetch; complete) ─► Pending(rx) ─┤
-//!                                                                       in request order ▼
-//! writer:  for each queued reply: Ready → write; Pending → wait for its coroutine, then write
+//! reader:  may_read? ─► read ─► LineFramer ─► Service::handle ─┬─ bytes ─► admit + complete ──┐
+//!   ▲ parked while not                                         └─ places ─► admit, go!(fetch) │
+//!   │ may_read (woken by                  fetch: PlacesCall ─► Service::complete ─► complete ─┤
+//!   │ writer or fetch)                                     wake (should_flush, end of a read) ▼
+//! writer:  poll_transmit ─► write (now; if full: blocked, then park until writable or
+//!          poll_timeout ─► on_timeout) ─► consumed(n) ─► wake the reader if it may read again
 //! ```
 //! The reader runs every request in arrival order, so a WHATSAT sees the IAMAT sent before it.
 //! A WHATSAT does not hold the connection up: its upstream call runs in a coroutine of its own
-//! and the reader goes on with the next line. Order is kept by the queue itself — the writer
-//! takes replies in request order and waits on a pending one — so no reorder buffer is needed.
-//!
-//! The queue is a may channel (unbounded) plus a semaphore of [`REPLY_WINDOW`] slots: the reader
-//! takes a slot per queued reply and the writer gives it back once written, so a client that does
-//! not read its replies stops being read (TCP back-pressure) instead of growing memory. Replies
-//! to one read are batched up to [`BATCH_BYTES`], which bounds what one connection can have
-//! queued at about `REPLY_WINDOW × BATCH_BYTES` = 4 MiB. A write that stalls longer than
-//! `write_timeout` (may's socket write timeout) closes the connection.
+//! and the reader goes on with the next line. The output machine numbers each request
+//! (`admit`) and releases replies in request order whatever order they finish in (`complete`);
+//! it also says when to stop reading and when to give up on a client that does not read. The
+//! machine sits behind a std mutex taken for a call or two, never across I/O or a yield.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
 
-use herd_core::{Frame, LineFramer, Link, PlacesLookup, Reply, ServerStats, Service, Timestamp, UpstreamError};
+use herd_core::policy::{LinkWaker, OutputBuffer};
+use herd_core::{Frame, LineFramer, Link, PlacesLookup, Reply, ServerStats, Service, Timestamp};
 use may::io::{SplitIo, SplitReader, SplitWriter};
 use may::net::TcpStream;
-use may::sync::{Semphore, spsc};
 
-use crate::Shared;
-use crate::links::FloodLinks;
+use crate::{Shared, Signal, until};
 
-/// Replies (batches or WHATSATs) queued for the writer before the reader waits.
-pub const REPLY_WINDOW: usize = 64;
-/// A batch of ready replies is handed to the writer once it reaches this size.
-pub const BATCH_BYTES: usize = 64 * 1024;
+/// What a connection's coroutines share.
+struct Conn<S> {
+    shared: Arc<Shared<S>>,
+    state: Mutex<State>,
+    /// Wakes the writer: replies to write, or the reader is done.
+    writer: Signal,
+    /// Wakes the reader parked for back-pressure (a stale wake costs it one look at the machine).
+    reader: Signal,
+}
 
-/// One reply slot, in request order.
-enum Queued {
-    /// Replies ready to write: the answers to consecutive lines, batched.
-    Ready(Vec<u8>),
-    /// A WHATSAT's reply, still being fetched by its own coroutine.
-    Pending(spsc::Receiver<Vec<u8>>),
+struct State {
+    out: OutputBuffer,
+    /// The reader may still admit requests.
+    reading: bool,
+    /// The writer gave up on the client.
+    closed: bool,
+}
+
+impl<S: Service> Conn<S> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the reply to request `seq` (`None`: the request just read, answered at once); wakes the
+    /// writer if `flush` or there is enough to write.
+    fn complete(&self, seq: Option<u64>, reply: Vec<u8>, flush: bool) {
+        let mut state = self.lock();
+        let seq = seq.unwrap_or_else(|| state.out.admit());
+        state.out.complete(seq, reply);
+        let flush = flush || state.out.should_flush();
+        drop(state);
+        if flush {
+            self.writer.wake();
+        }
+    }
+
+    /// Parks the reader while the output machine says not to read; false once the writer gave up.
+    fn may_read(&self) -> bool {
+        let mut paused = false;
+        loop {
+            let state = self.lock();
+            if state.closed || state.out.may_read() {
+                return !state.closed;
+            }
+            drop(state);
+            if !std::mem::replace(&mut paused, true) {
+                ServerStats::bump(&self.shared.read_pauses);
+            }
+            self.reader.wait_until(None);
+        }
+    }
 }
 
 /// Serves one accepted connection until the client goes away; runs in the connection's coroutine.
-pub(crate) fn serve<S: Service>(stream: TcpStream, links: FloodLinks, shared: Arc<Shared<S>>) {
-    let service = &*shared.service;
-    let setup = stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_write_timeout(Some(shared.write_timeout)))
-        .and_then(|()| stream.split());
-    let (reader, writer) = match setup {
+pub(crate) fn serve<S: Service>(stream: TcpStream, shared: Arc<Shared<S>>) {
+    let (reader, writer) = match stream.set_nodelay(true).and_then(|()| stream.split()) {
         Ok(halves) => halves,
-        Err(e) => return service.log().error("connection", e),
+        Err(e) => return shared.service.log().error("connection", e),
     };
-    let (queue, replies) = spsc::channel();
-    let window = Arc::new(Semphore::new(REPLY_WINDOW));
-    let writer_window = Arc::clone(&window);
-    let writer_shared = Arc::clone(&shared);
-    may::go!(move || write_replies(writer, &replies, &writer_window, &*writer_shared.service));
-    let mut reader = Reader { stream: reader, queue, window, links, shared, batch: Vec::new() };
-    reader.run();
+    let state = State { out: OutputBuffer::new(&shared.limits), reading: true, closed: false };
+    let conn = Arc::new(Conn { shared, state: Mutex::new(state), writer: Signal::new(), reader: Signal::new() });
+    let for_writer = Arc::clone(&conn);
+    may::go!(move || write_replies(&for_writer, writer));
+    read_requests(&conn, reader);
 }
 
-/// The reading half and what it needs to hand replies on.
-struct Reader<S> {
-    stream: SplitReader<TcpStream>,
-    queue: spsc::Sender<Queued>,
-    window: Arc<Semphore>,
-    links: FloodLinks,
-    shared: Arc<Shared<S>>,
-    /// Replies ready but not yet handed to the writer.
-    batch: Vec<u8>,
-}
-
-impl<S: Service> Reader<S> {
-    /// Reads until the client closes, the connection breaks, or a line is oversized. Returning
-    /// drops the queue's sender: the writer writes what is left, then the socket closes.
-    fn run(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let service = &*shared.service;
-        let mut framer = LineFramer::new(shared.max_line);
-        let mut link = Link::default();
-        loop {
-            // may's read tries the socket first and parks the coroutine only on WouldBlock.
-            match self.stream.read(framer.read_buf()) {
-                Ok(0) => break,
-                Ok(n) => framer.filled(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-            while let Some(frame) = framer.next_frame() {
-                let line = match frame {
-                    Frame::Line(line) => line,
-                    Frame::Oversized(quote) => {
-                        let reply = service.oversized(quote);
-                        self.add(reply);
-                        self.flush();
-                        return;
-                    }
-                };
-                let outcome = service.handle(line, &mut link, Timestamp::from_system_time(SystemTime::now()));
-                if let Some(flood) = &outcome.flood {
-                    self.links.send(flood, service.stats());
+/// Reads until the client closes, the connection breaks, a line is oversized or the writer gave up.
+fn read_requests<S: Service>(conn: &Arc<Conn<S>>, mut stream: SplitReader<TcpStream>) {
+    let shared = &conn.shared;
+    let service = &*shared.service;
+    let mut framer = LineFramer::new(shared.limits.max_line);
+    let mut link = Link::default();
+    'read: while conn.may_read() {
+        // may's read tries the socket first and parks the coroutine only on WouldBlock.
+        match stream.read(framer.read_buf()) {
+            Ok(0) => break,
+            Ok(n) => framer.filled(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        while let Some(frame) = framer.next_frame() {
+            let line = match frame {
+                Frame::Line(line) => line,
+                Frame::Oversized(quote) => {
+                    conn.complete(None, service.oversized(quote), false);
+                    break 'read;
                 }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => self.add(bytes),
-                    Reply::Nothing => {}
-                    Reply::Places(lookup) => {
-                        self.flush();
-                        let pending = fetch(lookup, &shared);
-                        self.enqueue(Queued::Pending(pending));
-                    }
-                }
-            }
-            self.flush();
-        }
-        self.flush();
-    }
-
-    fn add(&mut self, reply: Vec<u8>) {
-        if self.batch.is_empty() {
-            self.batch = reply;
-        } else {
-            self.batch.extend_from_slice(&reply);
-        }
-        if self.batch.len() >= BATCH_BYTES {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.batch.is_empty() {
-            let batch = std::mem::take(&mut self.batch);
-            self.enqueue(Queued::Ready(batch));
-        }
-    }
-
-    /// Takes a slot in the window (parking while the writer is behind), then queues the reply.
-    fn enqueue(&self, reply: Queued) {
-        if !self.window.try_wait() {
-            ServerStats::bump(&self.shared.window_waits);
-            self.window.wait();
-        }
-        // The writer outlives the sender (it drains the queue even after a failed write), so a
-        // send cannot fail; if it ever did, the reply is dropped with the connection.
-        let _ = self.queue.send(reply);
-    }
-}
-
-/// Starts the WHATSAT's upstream call in its own coroutine; the receiver yields its reply.
-fn fetch<S: Service>(lookup: PlacesLookup, shared: &Arc<Shared<S>>) -> spsc::Receiver<Vec<u8>> {
-    let (done, reply) = spsc::channel();
-    let shared = Arc::clone(shared);
-    may::go!(move || {
-        let result = match &shared.places {
-            Some(places) => places.fetch(&lookup.query),
-            None => Err(UpstreamError::NotConfigured),
-        };
-        let _ = done.send(shared.service.complete(lookup, result));
-    });
-    reply
-}
-
-/// The writer coroutine: replies in request order until the reader is done and the queue is empty.
-/// After a failed write it shuts the socket (which ends the reader's read) and keeps draining the
-/// queue without writing, so the reader is never left waiting for a slot.
-fn write_replies<S: Service>(
-    mut stream: SplitWriter<TcpStream>,
-    replies: &spsc::Receiver<Queued>,
-    window: &Semphore,
-    service: &S,
-) {
-    let mut healthy = true;
-    for reply in replies.iter() {
-        if healthy {
-            let bytes = match reply {
-                Queued::Ready(bytes) => bytes,
-                // The fetch coroutine always sends; an error would mean it died, and it has no reply.
-                Queued::Pending(pending) => pending.recv().unwrap_or_default(),
             };
-            if let Err(e) = stream.write_all(&bytes) {
-                if e.kind() == io::ErrorKind::TimedOut {
-                    service.log().error("write", "client is not reading its replies; closing");
+            let outcome = service.handle(line, &mut link, Timestamp::from_system_time(SystemTime::now()));
+            if let Some(flood) = &outcome.flood {
+                shared.links.send(flood, Instant::now());
+            }
+            match outcome.reply {
+                Reply::Nothing => {}
+                Reply::Bytes(bytes) => conn.complete(None, bytes, false),
+                Reply::Places(lookup) => {
+                    let seq = conn.lock().out.admit();
+                    let conn = Arc::clone(conn);
+                    may::go!(move || fetch(&conn, seq, lookup));
                 }
-                let _ = stream.inner().shutdown(Shutdown::Both);
-                healthy = false;
             }
         }
-        window.post();
+        // The whole read is handled: write what it produced.
+        if conn.lock().out.owed() > 0 {
+            conn.writer.wake();
+        }
     }
+    conn.lock().reading = false;
+    conn.writer.wake();
+}
+
+/// A WHATSAT's coroutine: the upstream exchange, then the reply into its place in the order.
+fn fetch<S: Service>(conn: &Conn<S>, seq: u64, lookup: PlacesLookup) {
+    let result = crate::upstream::fetch(&conn.shared, &lookup.query);
+    conn.complete(Some(seq), conn.shared.service.complete(lookup, result), true);
+    conn.reader.wake(); // one request fewer in flight
+}
+
+/// The writer coroutine: writes what the output machine releases until the reader is done and
+/// every reply is out, or closes the connection when the machine gives up on the client (or the
+/// client is gone). Each write is tried at once; a full socket is reported to the machine (which
+/// may close on overflow), then the write parks until the socket takes bytes or the machine's
+/// stall deadline passes. Shutting the socket ends the reader's read.
+fn write_replies<S: Service>(conn: &Conn<S>, mut stream: SplitWriter<TcpStream>) {
+    let mut chunk = Vec::new();
+    let close = loop {
+        let mut state = conn.lock();
+        if state.out.owed() == 0 {
+            if !state.reading && state.out.in_flight() == 0 {
+                return; // every reply is out
+            }
+            drop(state);
+            conn.writer.wait_until(None);
+            continue;
+        }
+        chunk.clear();
+        chunk.extend_from_slice(state.out.poll_transmit());
+        drop(state);
+        // may's sockets are non-blocking underneath: the std socket answers at once.
+        let mut written = (&mut stream.inner().inner()).write(&chunk);
+        if written.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock) {
+            state = conn.lock();
+            if let Err(close) = state.out.blocked(Instant::now()) {
+                break Some(close);
+            }
+            let stall = state.out.poll_timeout();
+            drop(state);
+            written = stream.inner().set_write_timeout(stall.map(until)).and_then(|()| stream.write(&chunk));
+        }
+        let now = Instant::now();
+        match written {
+            Ok(n) => {
+                conn.lock().out.consumed(n, now);
+                conn.reader.wake(); // it may read again
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+                if let Err(close) = conn.lock().out.on_timeout(now) {
+                    break Some(close);
+                }
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(close) = close {
+        conn.shared.service.log().error("write", close);
+    }
+    let _ = stream.inner().shutdown(Shutdown::Both);
+    conn.lock().closed = true;
+    conn.reader.wake();
 }

@@ -2,28 +2,29 @@
 //!
 //! ```text
 //!   may workers (--threads, each with its own epoll loop; coroutines move between them)
-//!   ┌───────────────────────────────────────────────────────────────────────────────────────┐
-//!   │ accept ──go!──► reader ── Service::handle ──► queue (in request order) ──► writer      │
-//!   │   loop            │  └─ WHATSAT ──go!──► fetch: places pool ─► Service::complete ─┘    │
-//!   │                   └─ flood ──► may channel ──► link coroutine per neighbour ──► PEER… │
-//!   └───────────────────────────────────────────────────────────────────────────────────────┘
+//!   ┌─────────────────────────────────────────────────────────────────────────────────────────┐
+//!   │ accept ──go!──► reader ── Service::handle ──► OutputBuffer ──wake──► writer ──► client  │
+//!   │   loop            │  └─ WHATSAT ──go!──► fetch ────┘ (PlacesCall, PlacesPool)           │
+//!   │ AcceptBackoff     └─ flood ──► FloodLinks::send ──wake──► link driver + watcher         │
+//!   └─────────────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! Every piece is written as if it blocked: `accept()`, `read()`, `write_all()`, `recv()`,
-//! `connect_timeout()`. The difference from the thread styles is underneath: may's sockets are
-//! non-blocking, and a call that would block saves the coroutine's stack, registers the socket
-//! with the worker's epoll, and switches to another coroutine on the same thread. A read tries the
-//! socket first and parks only on `WouldBlock`, which is the optimistic read the design asks for.
-//! Coroutines are cheap (a pooled stack, a context switch of a few registers), so this style
-//! spends them freely: a reader and a writer per connection, one per WHATSAT upstream call, one
-//! per neighbour link, and one for the accept loop.
+//! Every piece is written as if it blocked: `accept()`, `read()`, `write()`, `connect_timeout()`,
+//! a semaphore's `wait_timeout()`. The difference from the thread styles is underneath: may's
+//! sockets are non-blocking, and a call that would block saves the coroutine's stack, registers the
+//! socket with the worker's epoll, and switches to another coroutine on the same thread. A read
+//! tries the socket first and parks only on `WouldBlock`. Coroutines are cheap (a pooled stack, a
+//! context switch of a few registers), so this style spends them freely: a reader and a writer per
+//! connection, one per WHATSAT upstream call, a driver and a watcher per neighbour link, and one for
+//! the accept loop.
 //!
-//! Ordering falls out of the structure. The reader runs one connection's lines in arrival order,
-//! so a WHATSAT sees the IAMAT before it; it queues each reply (or, for a WHATSAT, the receiving
-//! end of the fetch coroutine's answer) on a channel, and the writer writes them in that order,
-//! waiting on a pending WHATSAT while later replies queue behind it. A slow upstream therefore
-//! delays only the connection that asked, and only from that reply on; other connections, and the
-//! reader of this one, keep going.
+//! The rules are herd-core's policy machines, driven from here: [`herd_core::policy::OutputBuffer`]
+//! (reply order, flushing, when to stop reading, when to give up on a client),
+//! [`herd_core::policy::PlacesCall`] and [`herd_core::policy::PlacesPool`] (the upstream exchange
+//! and its kept-alive connections), [`herd_core::policy::FloodLinks`] (connect, queue, drop) and
+//! [`herd_core::policy::AcceptBackoff`]. This crate owns only the coroutines, the may sockets and
+//! the waiting: a `Signal` (a may semaphore) wakes a parked coroutine, and every deadline a
+//! machine names becomes a may socket timeout or a semaphore `wait_timeout`.
 //!
 //! # The stack
 //! A stackful coroutine cannot grow its stack. may's default is 0x1000 words (32 KiB on 64-bit)
@@ -37,27 +38,30 @@
 //! pages cost address space, not memory.
 //!
 //! # may's caveats, and why this crate is clear of them
-//! - *Blocking calls park the worker thread*: nothing here uses `std::net`, `std::thread::sleep`
-//!   or a blocking std channel. herd-core's store and stats take short std mutex sections that
-//!   never wait on I/O; the log sink is a non-blocking `try_send`. The upstream pool's idle list is
-//!   a may mutex, so contention parks a coroutine rather than a worker.
+//! - *Blocking calls park the worker thread*: nothing here uses `std::net`'s blocking calls,
+//!   `std::thread::sleep` or a blocking std channel. herd-core's store, stats and policy machines
+//!   take short std mutex sections that never wait on I/O; the log sink is a non-blocking `try_send`.
 //! - *Thread-local storage across a yield*: a coroutine may resume on another worker, so a
 //!   reference into TLS taken before a yield could point at another thread's data. No code here
-//!   keeps a TLS reference (or a std mutex guard) across a call that can yield.
+//!   keeps a TLS reference or a std mutex guard (a machine's lock) across a call that can yield.
 //! - *`go!` is an `unsafe` spawn*: may cannot check the two rules above, nor the stack size, so
 //!   `coroutine::spawn` is `unsafe` and `go!` hides the block. Our spawns are sound because every
 //!   closure is `Send + 'static` owning its data (the macro checks that), honours the two rules
 //!   above, and runs on a stack sized for its worst case.
+//! - *Timeouts in whole milliseconds*: may truncates park and socket timeouts to milliseconds and
+//!   reads 0 as "none", so every deadline goes through `until`, which rounds up.
 //! - *Global configuration*: may's scheduler starts on first use with the worker count it sees
 //!   then, so [`serve`] configures may before creating any may object. Core pinning is turned off
 //!   so the OS places workers like every other style's threads (and `--pin` CPU sets hold).
 //!
 //! # Layout
 //! - [`serve`]: configure may, start the links, run the accept loop in a coroutine.
+//! - `Signal`: the one wake-up primitive, also the flood links' [`LinkWaker`].
 //! - `connection`: the reader, writer and fetch coroutines of one client connection.
-//! - `upstream`: the places client: a pool of kept-alive connections with may socket timeouts.
-//! - `links`: flood links, a coroutine per neighbour fed by a may channel.
-//! - `tests`: the worst-case request path, guarded at [`MIN_STACK_KIB`] and measured.
+//! - `upstream`: one WHATSAT's places exchange over may sockets.
+//! - `links`: a driver and a watcher coroutine per neighbour link.
+//! - `tests`: the worst-case request path, guarded at [`MIN_STACK_KIB`] and measured; a stalled
+//!   client closed and a closed link reopened.
 
 mod connection;
 mod links;
@@ -67,13 +71,12 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use herd_core::{ServeOptions, ServerStats, Service, available_cores};
+use herd_core::policy::{AcceptBackoff, FloodLinks, LinkWaker, PlacesPool};
+use herd_core::{Limits, ServeOptions, ServerStats, Service, available_cores};
 use may::net::TcpListener;
-
-use crate::links::FloodLinks;
-use crate::upstream::PlacesPool;
+use may::sync::Semphore;
 
 /// Coroutine stack when `--stack-kib` is not given. Real traffic touches under 8 KiB; the
 /// deepest upstream JSON needs 139 KiB in the project's optimised builds and 372 KiB in an
@@ -85,19 +88,50 @@ pub const DEFAULT_STACK_KIB: usize = 512;
 /// so no peer input can overflow a stack; `tests::worst_case_request_path_fits_the_smallest_allowed_stack`
 /// holds this value to that promise.
 pub const MIN_STACK_KIB: usize = 256;
-/// Pause after an accept error (e.g. out of descriptors) so the loop does not spin on it.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
-/// What every coroutine of one server shares (all of it `Sync`; may's channel senders are not,
-/// so the flood links travel separately, cloned into each connection).
-#[derive(Debug)]
+/// A parked coroutine's wake-up call: a may semaphore that holds at most about one permit, so any
+/// number of wakes before the wait cost one pass of the waiter's loop. Waking never blocks; waiting
+/// parks the coroutine, not the worker thread.
+pub(crate) struct Signal(Semphore);
+
+impl Signal {
+    pub(crate) fn new() -> Self {
+        Self(Semphore::new(0))
+    }
+
+    /// Parks until woken or until `deadline` (`None`: no deadline).
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) {
+        match deadline {
+            None => self.0.wait(),
+            Some(due) => _ = self.0.wait_timeout(until(due)),
+        }
+    }
+}
+
+/// The time left until `due` as may must be given it: may keeps park and socket timeouts in whole
+/// milliseconds, truncated, and reads 0 as "no timeout", so a wait of 0.7 ms would never end.
+/// Rounded up instead: a wait ends at most a millisecond after its deadline, never before it.
+pub(crate) fn until(due: Instant) -> Duration {
+    let left = due.saturating_duration_since(Instant::now());
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX / 2) + 1)
+}
+
+impl LinkWaker for Signal {
+    fn wake(&self) {
+        if self.0.get_value() == 0 {
+            self.0.post();
+        }
+    }
+}
+
+/// What every coroutine of one server shares (all of it `Sync`).
 struct Shared<S> {
     service: Arc<S>,
-    places: Option<PlacesPool>,
-    max_line: usize,
-    write_timeout: Duration,
-    /// How often a reader had to wait for its writer (a client slow to read): a gauge.
-    window_waits: Arc<AtomicU64>,
+    places: Option<upstream::Places>,
+    links: FloodLinks<Signal>,
+    limits: Limits,
+    /// How often a reader paused for back-pressure (a client slow to read its replies): a gauge.
+    read_pauses: Arc<AtomicU64>,
 }
 
 /// Serves `service` on `listener` until the process exits.
@@ -126,33 +160,42 @@ fn serve_with_stack<S: Service>(
     // SAFETY: `into_raw_fd` hands over the only owner of an open listening socket, which the may
     // listener now owns and closes.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let links = FloodLinks::spawn(&options.name, &options.neighbours, &service, options.write_timeout);
+    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let (stats, log) = (service.stats(), service.log());
+    let links = FloodLinks::new(&options.name, &names, &options.limits, Instant::now(), stats, log, |_| Signal::new());
     let shared = Arc::new(Shared {
-        places: options.places.map(|addr| PlacesPool::new(addr, options.upstream_timeout, service.stats())),
-        max_line: options.max_line,
-        write_timeout: options.write_timeout,
-        window_waits: service.stats().gauge("reply_window_waits"),
+        places: options.places.map(|addr| (addr, PlacesPool::new(&options.limits, stats))),
+        links,
+        limits: options.limits.clone(),
+        read_pauses: stats.gauge("read_pauses"),
         service,
     });
-    may::go!(move || accept_loop(&listener, &links, &shared))
+    for (i, (_, addr)) in options.neighbours.iter().enumerate() {
+        let (shared, addr) = (Arc::clone(&shared), *addr);
+        may::go!(move || links::drive(&shared, i, addr));
+    }
+    may::go!(move || accept_loop(&listener, &shared))
         .join()
         .map_err(|_| io::Error::other("the accept coroutine panicked"))
 }
 
-/// Accepts forever, one coroutine per connection. Errors (out of descriptors, most likely) are
-/// logged and the loop pauses briefly instead of spinning.
-fn accept_loop<S: Service>(listener: &TcpListener, links: &FloodLinks, shared: &Arc<Shared<S>>) {
+/// Accepts forever, one coroutine per connection. After an error (out of descriptors, most
+/// likely) it sleeps as long as [`AcceptBackoff`] says instead of spinning.
+fn accept_loop<S: Service>(listener: &TcpListener, shared: &Arc<Shared<S>>) {
+    let mut backoff = AcceptBackoff::new(&shared.limits);
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
+                backoff.on_accepted();
                 ServerStats::bump(&shared.service.stats().connections);
-                let (links, shared) = (links.clone(), Arc::clone(shared));
-                may::go!(move || connection::serve(stream, links, shared));
+                let shared = Arc::clone(shared);
+                may::go!(move || connection::serve(stream, shared));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 shared.service.log().error("accept", e);
-                may::coroutine::sleep(ACCEPT_BACKOFF);
+                let until = backoff.on_error(Instant::now());
+                may::coroutine::sleep(until.saturating_duration_since(Instant::now()));
             }
         }
     }

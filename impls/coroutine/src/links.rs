@@ -1,182 +1,107 @@
-//! Flood links: one coroutine per neighbour, fed by a may channel, reconnecting on its own.
+//! Flood links: a driver coroutine per neighbour, steering herd-core's [`herd_core::policy::FloodLink`].
 //!
 //! ```text
-//! (connect) PEER Alford\n
-//!           AT Alford +0.000213 kiwi +34.068930-118.445127 1479413884.392014450\n
-//!           ...
+//! driver:  lock ─► on_timeout ─► poll_connect? ─► (unlock) connect_timeout ─► on_connected ─► go!(watcher)
+//!   ▲        poll_transmit(buf) ─► (unlock) write ─► consumed(n), after each write
+//!   │        or, nothing to write: Signal::wait_until(poll_timeout)
+//!   └── woken by FloodLinks::send, or by the watcher: its peek found the socket readable (closed flag)
 //! ```
-//! The code reads like the blocking version (`herd_blocking::links`): wait for an update or for
-//! [`RETRY`] to pass, make sure the link is up, write. Only the waiting differs: `recv_timeout`,
-//! `connect_timeout` and `write_all` park the coroutine, not the worker thread.
-//!
-//! may's channels are unbounded, so the bound is a counter: a sender that finds [`QUEUE`] lines
-//! already waiting drops its line and counts it, as a full bounded channel would.
+//! The machine decides everything (when to connect, what to queue or drop, when a stalled
+//! neighbour is given up); the driver does the I/O and the waiting, never holding the machine's
+//! lock across either. A coroutine waits on one thing at a time, so a second coroutine, the
+//! watcher, waits for the socket to become readable (peers never send on a flood link, so that
+//! means the link is over) and wakes the driver. A write parks until the socket takes bytes or the
+//! machine's stall deadline passes (may's socket write timeout).
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use herd_core::log::{Direction, Event};
-use herd_core::{Flood, ServerStats, Service};
+use herd_core::Service;
+use herd_core::policy::LinkWaker;
+use herd_core::policy::link::{LinkState, SharedLink};
+use may::io::{SplitIo, SplitReader, SplitWriter};
 use may::net::TcpStream;
-use may::sync::mpsc;
-use std::sync::mpsc::RecvTimeoutError;
 
-/// Shortest time between two connection attempts to one neighbour; also how often an idle link
-/// checks that its neighbour is still there.
-pub const RETRY: Duration = Duration::from_millis(100);
-/// Flood lines queued per neighbour before new ones are dropped (a stuck neighbour must not grow memory).
-pub const QUEUE: usize = 64 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+use crate::{Shared, Signal, until};
 
-/// The sending ends of every neighbour's link, indexed like [`Flood::to`].
-///
-/// may's `Sender` is `Send` but not `Sync`, so this is cloned into each connection's coroutine
-/// rather than shared behind an `Arc`.
-#[derive(Debug, Clone)]
-pub(crate) struct FloodLinks {
-    queues: Vec<LinkQueue>,
+/// An open link: the writing half, and the flag its watcher raises when the peer closes.
+struct Conn {
+    writer: SplitWriter<TcpStream>,
+    closed: Arc<AtomicBool>,
 }
 
-/// One neighbour's queue: the channel and how many lines wait in it.
-#[derive(Debug, Clone)]
-struct LinkQueue {
-    tx: mpsc::Sender<Arc<[u8]>>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl FloodLinks {
-    /// Spawns one link coroutine per neighbour. `me` is this server's name, sent as the link hello.
-    pub(crate) fn spawn<S: Service>(
-        me: &str,
-        neighbours: &[(String, SocketAddr)],
-        service: &Arc<S>,
-        write_timeout: Duration,
-    ) -> Self {
-        let queues = neighbours
-            .iter()
-            .map(|(name, addr)| {
-                let (tx, rx) = mpsc::channel();
-                let queued = Arc::new(AtomicUsize::new(0));
-                let link = Link {
-                    hello: format!("PEER {me}\n"),
-                    name: name.clone(),
-                    addr: *addr,
-                    write_timeout,
-                    conn: None,
-                    last_attempt: None,
-                };
-                let (service, count) = (Arc::clone(service), Arc::clone(&queued));
-                may::go!(move || link.run(&rx, &count, &*service));
-                LinkQueue { tx, queued }
-            })
-            .collect();
-        Self { queues }
+impl Drop for Conn {
+    /// Shutting the socket ends the watcher's wait (it holds the reading half).
+    fn drop(&mut self) {
+        let _ = self.writer.inner().shutdown(Shutdown::Both);
     }
+}
 
-    /// Queues `flood` for its neighbours without waiting; a full queue counts as dropped.
-    pub(crate) fn send(&self, flood: &Flood, stats: &ServerStats) {
-        for &i in &flood.to {
-            let Some(queue) = self.queues.get(i) else { continue };
-            let full = queue.queued.fetch_add(1, Relaxed) >= QUEUE;
-            if full || queue.tx.send(Arc::clone(&flood.line)).is_err() {
-                queue.queued.fetch_sub(1, Relaxed);
-                ServerStats::bump(&stats.floods_dropped);
-            }
+/// Runs neighbour `i`'s link forever.
+pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketAddr) {
+    let Some(link) = shared.links.get(i) else { return };
+    let (mut conn, mut buf) = (None::<Conn>, Vec::new());
+    loop {
+        let now = Instant::now();
+        let mut machine = link.lock();
+        if conn.as_ref().is_some_and(|c| c.closed.load(Ordering::Acquire)) {
+            machine.on_closed(now, "closed by peer");
         }
-    }
-}
-
-/// One outbound link, owned by its coroutine.
-struct Link {
-    hello: String,
-    name: String,
-    addr: SocketAddr,
-    write_timeout: Duration,
-    conn: Option<TcpStream>,
-    last_attempt: Option<Instant>,
-}
-
-impl Link {
-    fn run<S: Service>(mut self, rx: &mpsc::Receiver<Arc<[u8]>>, queued: &AtomicUsize, service: &S) {
-        let mut batch = Vec::new();
-        loop {
-            let first = match rx.recv_timeout(RETRY) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.ensure_connected(service);
-                    continue;
+        machine.on_timeout(now);
+        if machine.state() != LinkState::Up {
+            conn = None;
+            buf.clear();
+        }
+        let connect = machine.poll_connect();
+        machine.poll_transmit(&mut buf);
+        let deadline = machine.poll_timeout();
+        drop(machine);
+        if connect {
+            match open(addr, deadline.map_or(Duration::ZERO, until)) {
+                Ok((reader, writer)) => {
+                    link.lock().on_connected(Instant::now());
+                    let closed = Arc::new(AtomicBool::new(false));
+                    let (shared, flag) = (Arc::clone(shared), Arc::clone(&closed));
+                    may::go!(move || {
+                        // Parks until the socket is readable: the neighbour closed the link or sent
+                        // something (peers never do), or the driver shut it.
+                        let _ = reader.inner().peek(&mut [0; 1]);
+                        flag.store(true, Ordering::Release);
+                        shared.links.get(i).inspect(|link| link.waker.wake());
+                    });
+                    conn = Some(Conn { writer, closed });
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            // Take everything queued so one write carries a burst.
-            batch.clear();
-            batch.extend_from_slice(&first);
-            let mut lines = 1;
-            while let Ok(line) = rx.try_recv() {
-                batch.extend_from_slice(&line);
-                lines += 1;
+                Err(_) => link.lock().on_connect_failed(Instant::now()),
             }
-            queued.fetch_sub(lines, Relaxed);
-            let stats = service.stats();
-            let lines = lines as u64;
-            if !self.ensure_connected(service) {
-                stats.floods_dropped.fetch_add(lines, Relaxed);
-                continue;
-            }
-            let Some(conn) = &mut self.conn else { continue };
-            match conn.write_all(&batch) {
-                Ok(()) => stats.floods_out.fetch_add(lines, Relaxed),
-                Err(e) => {
-                    self.down(service, &e.to_string());
-                    stats.floods_dropped.fetch_add(lines, Relaxed)
-                }
-            };
+        } else if let Some(c) = conn.as_mut().filter(|_| !buf.is_empty()) {
+            transmit(c, &mut buf, deadline, link);
+        } else {
+            link.waker.wait_until(deadline);
         }
-    }
-
-    /// True when a usable connection exists, making one if the retry interval allows.
-    fn ensure_connected<S: Service>(&mut self, service: &S) -> bool {
-        if let Some(conn) = &self.conn {
-            if !peer_closed(conn) {
-                return true;
-            }
-            self.down(service, "closed by peer");
-        }
-        if self.last_attempt.is_some_and(|t| t.elapsed() < RETRY) {
-            return false;
-        }
-        self.last_attempt = Some(Instant::now());
-        let attempt = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT).and_then(|mut conn| {
-            conn.set_nodelay(true)?;
-            conn.set_write_timeout(Some(self.write_timeout))?;
-            conn.write_all(self.hello.as_bytes())?;
-            Ok(conn)
-        });
-        match attempt {
-            Ok(conn) => {
-                self.conn = Some(conn);
-                service.log().event(Event::LinkUp { peer: self.name.clone(), direction: Direction::Outbound });
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn down<S: Service>(&mut self, service: &S, reason: &str) {
-        self.conn = None;
-        service.log().event(Event::LinkDown { peer: self.name.clone(), reason: reason.to_owned() });
     }
 }
 
-/// True when the neighbour has closed the link, or sent on it (peers never do, so it is not the
-/// link we think it is). may's sockets are non-blocking underneath, so peeking at the std socket
-/// answers at once without parking anything.
-fn peer_closed(conn: &TcpStream) -> bool {
-    match conn.inner().peek(&mut [0; 1]) {
-        Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
-        Ok(_) => true,
+/// Connects within the machine's attempt deadline, the halves registered apart.
+fn open(addr: SocketAddr, left: Duration) -> io::Result<(SplitReader<TcpStream>, SplitWriter<TcpStream>)> {
+    let stream = TcpStream::connect_timeout(&addr, left)?;
+    stream.set_nodelay(true)?;
+    stream.split()
+}
+
+/// Writes what the socket takes, parking until it is writable or the stall deadline passes.
+fn transmit(conn: &mut Conn, buf: &mut Vec<u8>, deadline: Option<Instant>, link: &SharedLink<Signal>) {
+    let written = conn.writer.inner().set_write_timeout(deadline.map(until)).and_then(|()| conn.writer.write(buf));
+    let now = Instant::now();
+    let mut machine = link.lock();
+    match written {
+        Ok(n) => {
+            buf.drain(..n);
+            machine.consumed(n, now);
+        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+        Err(e) => machine.on_closed(now, &e.to_string()),
     }
 }

@@ -1,6 +1,7 @@
-//! The request path's stack: guarded at the smallest size `--stack-kib` allows, and measured.
+//! The request path's stack, guarded at the smallest size `--stack-kib` allows and measured; and
+//! the waits this crate adds around herd-core's policy machines (a stalled client, a closed link).
 //!
-//! Both tests run a real server (the real accept loop, reader, writer and fetch coroutines) over
+//! The stack tests run a real server (the real accept loop, reader, writer and fetch coroutines) over
 //! loopback against a places backend that answers with the deepest JSON serde_json accepts, and
 //! send the worst lines a client can: a line of exactly `max_line` bytes and an oversized one.
 //!
@@ -14,12 +15,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use herd_core::{EventLog, EventSink, Herd, HerdConfig, ServeOptions};
+use herd_core::{Event, EventLog, EventSink, Herd, HerdConfig, Limits, ServeOptions};
 
 use super::{MIN_STACK_KIB, serve_with_stack};
 
@@ -154,4 +155,106 @@ fn stack_usage() {
     worst_session(addr);
     // Let the connection's coroutines end and print.
     thread::sleep(Duration::from_millis(300));
+}
+
+/// A sink that keeps every event, for tests that wait for one.
+#[derive(Debug, Default)]
+struct Recorded(Mutex<Vec<Event>>);
+
+impl EventSink for Recorded {
+    fn record(&self, event: Event) {
+        self.0.lock().expect("sink lock").push(event);
+    }
+}
+
+impl Recorded {
+    /// Waits up to `within` for an event that `matches`.
+    fn wait_for(&self, within: Duration, matches: impl Fn(&Event) -> bool) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if self.0.lock().expect("sink lock").iter().any(&matches) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// Starts a herd server named Alford with `neighbours`, no places backend, and `limits`.
+fn start_recorded(neighbours: Vec<(String, SocketAddr)>, limits: Limits) -> (SocketAddr, Arc<Recorded>) {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind the server");
+    let addr = listener.local_addr().expect("server address");
+    let names = neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let config = HerdConfig { name: "Alford".into(), neighbours: names, ttl_secs: 3600 };
+    let sink = Arc::new(Recorded::default());
+    let service = Arc::new(Herd::new(config, EventLog::new(Arc::clone(&sink) as Arc<dyn EventSink>, false)));
+    let options =
+        ServeOptions { name: "Alford".into(), neighbours, threads: Some(2), limits, ..ServeOptions::default() };
+    let stack_words = MIN_STACK_KIB * 1024 / size_of::<usize>();
+    thread::spawn(move || serve_with_stack(listener, service, &options, stack_words));
+    (addr, sink)
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_write_stall() {
+    let limits = Limits { write_stall: Duration::from_millis(300), ..Limits::default() };
+    let (addr, sink) = start_recorded(Vec::new(), limits);
+    let client = StdStream::connect(addr).expect("connect");
+    let mut writer = client.try_clone().expect("clone");
+    // Invalid lines are echoed back whole: 32 KiB of reply per line, never read.
+    thread::spawn(move || {
+        let mut line = vec![b'x'; 32 * 1024];
+        line.push(b'\n');
+        for _ in 0..1024 {
+            if writer.write_all(&line).is_err() {
+                return;
+            }
+        }
+    });
+    let stalled = |e: &Event| matches!(e, Event::Error { context, message } if context == "write" && message.contains("took none"));
+    assert!(sink.wait_for(Duration::from_secs(5), stalled), "the stalled client was not closed");
+    client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut rest = Vec::new();
+    let end = (&client).read_to_end(&mut rest);
+    assert!(end.is_ok() || end.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "closed, not hung");
+}
+
+#[test]
+fn a_link_its_neighbour_closes_is_noticed_without_traffic_and_reopened() {
+    let neighbour = StdListener::bind("127.0.0.1:0").expect("bind the neighbour");
+    neighbour.set_nonblocking(true).expect("non-blocking accept, so a missing link fails the test");
+    let peers = vec![("Hamilton".to_owned(), neighbour.local_addr().expect("neighbour address"))];
+    let (addr, sink) = start_recorded(peers, Limits::default());
+    let accept = || {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match neighbour.accept() {
+                Ok((link, _)) => break link,
+                Err(_) if Instant::now() < until => thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("no link from Alford ({e}); events: {:?}", sink.0.lock()),
+            }
+        }
+    };
+    let mut client = StdStream::connect(addr).expect("connect");
+    client.write_all(b"IAMAT kiwi +34.068930-118.445127 1479413884.392014450\n").expect("send IAMAT");
+
+    let read_hello = |link: StdStream| {
+        link.set_nonblocking(false).expect("blocking");
+        link.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut reader = BufReader::new(link);
+        let mut hello = String::new();
+        reader.read_line(&mut hello).expect("hello");
+        assert_eq!(hello, "PEER Alford\n");
+        reader
+    };
+    let mut first = read_hello(accept());
+    let mut update = String::new();
+    first.read_line(&mut update).expect("the update");
+    assert!(update.starts_with("AT Alford "), "{update}");
+    drop(first);
+
+    let down = |e: &Event| matches!(e, Event::LinkDown { peer, .. } if peer == "Hamilton");
+    assert!(sink.wait_for(Duration::from_secs(2), down), "the closed link was not noticed");
+    read_hello(accept());
 }

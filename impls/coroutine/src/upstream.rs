@@ -1,174 +1,98 @@
-//! The places client: kept-alive HTTP/1.1 connections shared by every coroutine of a server.
+//! The places client: one WHATSAT's exchange, as herd-core's [`PlacesCall`] directs it, over may
+//! sockets drawn from the server's [`PlacesPool`].
 //!
 //! ```text
-//! WHATSAT coroutine ── permit (≤ MAX_CONNECTIONS) ── idle connection, or connect ── write GET
-//!     ── read until decode_response says Complete (read timeout = time left) ── back to idle
+//! fetch coroutine: pool.checkout() or connect_timeout ─► on_attached ─► write_all(request)
+//!     ─► read ─► on_bytes: Continue ─► read again   (every wait: may socket timeout = time left)
+//!                          Done { result, keep } ─► pool.checkin(conn, keep)
+//!        EOF / error ─► on_closed: Reconnect (a stale kept-alive connection) or Done
+//!        TimedOut ─► on_timeout: Done(Timeout)
 //! ```
-//! Each WHATSAT runs in its own coroutine, so many calls are in flight at once. A call takes an
-//! idle kept-alive connection if there is one and opens another if not; the permits cap how many
-//! exist, so a stalled backend costs at most [`MAX_CONNECTIONS`] sockets, not one per request.
-//! Every wait (permit, connect, write, read) is bounded by the one deadline `upstream_timeout`
-//! sets, using may's socket timeouts: the coroutine parks, the worker thread runs others.
+//! Each WHATSAT runs in its own coroutine, so many calls are in flight at once, each written as a
+//! blocking call. The call's one deadline becomes may's socket timeouts: the coroutine parks, the
+//! worker thread runs others.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use herd_core::places::{Decoded, decode_response};
-use herd_core::{HttpResponse, PlacesQuery, ServerStats, UpstreamError};
+use herd_core::policy::{PlacesCall, PlacesPool, Step};
+use herd_core::{HttpResponse, PlacesQuery, Service, UpstreamError};
 use may::net::TcpStream;
-use may::sync::{Mutex, Semphore};
 
-/// Upstream connections open at once, busy or idle.
-pub const MAX_CONNECTIONS: usize = 256;
-/// Bytes offered to each read; the buffer lives on the heap, with its connection.
-const READ_CHUNK: usize = 16 * 1024;
+use crate::{Shared, until};
 
-/// The places backend as every coroutine of one server sees it.
-#[derive(Debug)]
-pub(crate) struct PlacesPool {
-    addr: SocketAddr,
-    host: String,
-    timeout: Duration,
-    /// Kept-alive connections nobody is using. A may mutex: the section is a push or a pop, but
-    /// a contended lock should park the coroutine, not the worker thread.
-    idle: Mutex<Vec<PlacesConn>>,
-    permits: Semphore,
-    /// Connections opened, a gauge: few means keep-alive reuse works.
-    connects: Arc<AtomicU64>,
-}
+/// The places backend and its kept-alive connections, shared by every coroutine of one server.
+pub(crate) type Places = (SocketAddr, PlacesPool<TcpStream>);
 
-/// One kept-alive connection and its read buffer.
-#[derive(Debug)]
-struct PlacesConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl PlacesPool {
-    pub(crate) fn new(addr: SocketAddr, timeout: Duration, stats: &ServerStats) -> Self {
-        Self {
-            addr,
-            host: addr.to_string(),
-            timeout,
-            idle: Mutex::new(Vec::new()),
-            permits: Semphore::new(MAX_CONNECTIONS),
-            connects: stats.gauge("upstream_connects"),
-        }
-    }
-
-    /// Fetches one response within the timeout. A kept-alive connection the server has since
-    /// closed is retried once on a fresh connection; nothing else is retried.
-    pub(crate) fn fetch(&self, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-        let deadline = Instant::now() + self.timeout;
-        if !self.permits.wait_timeout(self.timeout) {
-            return Err(UpstreamError::Timeout);
-        }
-        let _permit = Permit(&self.permits);
-        let request = query.encode_request(&self.host);
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+/// One response, or why there is none, within the call's deadline.
+pub(crate) fn fetch<S: Service>(shared: &Shared<S>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
+    let Some((addr, pool)) = &shared.places else { return Err(UpstreamError::NotConfigured) };
+    let mut call = PlacesCall::new(query, &addr.to_string(), Instant::now(), &shared.limits, shared.service.stats());
+    let mut idle = pool.checkout();
+    loop {
         let reused = idle.is_some();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.connect(deadline)?,
-        };
-        match self.exchange(conn, &request, deadline) {
-            Err(Failure::Stale) if reused => {
-                let conn = self.connect(deadline)?;
-                self.exchange(conn, &request, deadline).map_err(Failure::into_error)
-            }
-            result => result.map_err(Failure::into_error),
-        }
-    }
-
-    fn connect(&self, deadline: Instant) -> Result<PlacesConn, UpstreamError> {
-        let left = remaining(deadline).map_err(Failure::into_error)?;
-        let stream = TcpStream::connect_timeout(&self.addr, left).map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => UpstreamError::Timeout,
-            _ => UpstreamError::Unreachable(e.to_string()),
-        })?;
-        ServerStats::bump(&self.connects);
-        stream.set_nodelay(true).map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-        Ok(PlacesConn { stream, buf: Vec::with_capacity(READ_CHUNK) })
-    }
-
-    /// One request and its response; the connection goes back to the idle list if both sides
-    /// want to keep it and nothing unexpected followed the response.
-    fn exchange(&self, mut conn: PlacesConn, request: &[u8], deadline: Instant) -> Result<HttpResponse, Failure> {
-        let response = conn.round_trip(request, deadline)?;
-        if response.keep_alive
-            && response.consumed == conn.buf.len()
-            && let Ok(mut idle) = self.idle.lock()
-        {
-            idle.push(conn);
-        }
-        Ok(response)
-    }
-}
-
-impl PlacesConn {
-    fn round_trip(&mut self, request: &[u8], deadline: Instant) -> Result<HttpResponse, Failure> {
-        self.stream.set_write_timeout(Some(remaining(deadline)?)).map_err(Failure::io)?;
-        self.stream.write_all(request).map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Fatal(UpstreamError::Timeout),
-            _ => Failure::Stale,
-        })?;
-        self.buf.clear();
-        loop {
-            self.stream.set_read_timeout(Some(remaining(deadline)?)).map_err(Failure::io)?;
-            let filled = self.buf.len();
-            self.buf.resize(filled + READ_CHUNK, 0);
-            let read = self.stream.read(&mut self.buf[filled..]);
-            self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(0) if self.buf.is_empty() => return Err(Failure::Stale),
-                Ok(0) => return Err(Failure::Fatal(UpstreamError::Http("connection closed mid-response".into()))),
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(Failure::Fatal(UpstreamError::Timeout));
+        let step = match idle.take().map_or_else(|| connect(addr, pool, &call), Ok) {
+            Ok(mut stream) => {
+                call.on_attached(reused);
+                let step = exchange(&mut call, &mut stream);
+                if let Step::Done { keep, .. } = step {
+                    pool.checkin(stream, keep);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) if self.buf.is_empty() => return Err(Failure::Stale),
-                Err(e) => return Err(Failure::io(e)),
+                step
             }
-            if let Decoded::Complete(response) = decode_response(&self.buf).map_err(Failure::Fatal)? {
-                return Ok(response);
-            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => call.on_timeout(Instant::now()).unwrap_or(Step::Continue),
+            Err(e) => call.on_connect_failed(&e.to_string()),
+        };
+        if let Step::Done { result, .. } = step {
+            return result;
         }
     }
 }
 
-/// Gives the permit back however the call ends.
-struct Permit<'a>(&'a Semphore);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.0.post();
-    }
+fn connect(addr: &SocketAddr, pool: &PlacesPool<TcpStream>, call: &PlacesCall) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(addr, time_left(call)?)?;
+    pool.opened();
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
-/// `Stale`: a kept-alive connection was dead before any byte of the response came back.
-enum Failure {
-    Stale,
-    Fatal(UpstreamError),
-}
-
-impl Failure {
-    fn io(e: io::Error) -> Self {
-        Failure::Fatal(UpstreamError::Unreachable(e.to_string()))
+/// Writes the request and reads until the call is done or wants a fresh connection.
+fn exchange(call: &mut PlacesCall, stream: &mut TcpStream) -> Step {
+    let written = time_left(call).and_then(|left| stream.set_write_timeout(Some(left)));
+    if let Err(e) = written.and_then(|()| stream.write_all(call.request())) {
+        // A deadline reached early in may's timer wheel leaves the read below to find it.
+        if let Some(step) = failed(call, &e) {
+            return step;
+        }
     }
-
-    fn into_error(self) -> UpstreamError {
-        match self {
-            Failure::Stale => UpstreamError::Unreachable("connection closed by upstream".into()),
-            Failure::Fatal(e) => e,
+    let mut chunk = vec![0; 16 * 1024]; // on the heap, not on the coroutine's stack
+    loop {
+        let read = time_left(call).and_then(|left| stream.set_read_timeout(Some(left)));
+        let step = match read.and_then(|()| stream.read(&mut chunk)) {
+            Ok(0) => Some(call.on_closed("end of stream")),
+            Ok(n) => Some(call.on_bytes(&chunk[..n])),
+            Err(e) => failed(call, &e),
+        };
+        match step {
+            None | Some(Step::Continue) => {}
+            Some(step) => return step,
         }
     }
 }
 
-fn remaining(deadline: Instant) -> Result<Duration, Failure> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() { Err(Failure::Fatal(UpstreamError::Timeout)) } else { Ok(left) }
+/// What an I/O error means to the call: a timed-out wait is its deadline (`None` if may woke a
+/// moment early), an interrupted one nothing, anything else the end of the connection.
+fn failed(call: &mut PlacesCall, e: &io::Error) -> Option<Step> {
+    match e.kind() {
+        io::ErrorKind::TimedOut => call.on_timeout(Instant::now()),
+        io::ErrorKind::Interrupted => None,
+        _ => Some(call.on_closed(&e.to_string())),
+    }
+}
+
+/// Time until the call's deadline (see [`until`]); `TimedOut` once it has passed.
+fn time_left(call: &PlacesCall) -> io::Result<Duration> {
+    let due = call.poll_timeout();
+    if Instant::now() < due { Ok(until(due)) } else { Err(io::ErrorKind::TimedOut.into()) }
 }
