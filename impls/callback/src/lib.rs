@@ -2,36 +2,46 @@
 //! request reads top to bottom as nested closures, in the order things happen.
 //!
 //! ```text
-//!  cx.listen(listener, |cx, stream| ─────────── one closure per accepted connection
-//!    conn.read_lines(cx, max, |cx, input| ───── one call per line
-//!      Service::handle(line) ─┬─ Bytes ──► conn.write(ReplyOrder::complete(seq, bytes))
+//!  cx.listen(listener, |cx, stream| ──────────── one closure per accepted connection (AcceptBackoff on errors)
+//!    conn.read_lines(cx, max, |cx, input| ────── one call per line, Idle when the socket is drained
+//!      Service::handle(line) ─┬─ Bytes ──► out.complete(seq, bytes)
 //!                             └─ Places ─► places.get(cx, &query, |cx, result| ── when upstream answers
-//!                                             conn.write(ReplyOrder::complete(seq, Service::complete(…)))
+//!                                             out.complete(seq, Service::complete(…)); send
+//!      Idle / should_flush ─► send: conn.write(out.poll_transmit()) ─► consumed / blocked
+//!                                   └─ full: conn.when_writable(|cx| send), alarm at out.poll_timeout()
 //! ```
 //!
-//! The state a request's closures share lives in `Rc<RefCell<…>>`: the connection's [`Link`] and
-//! [`ReplyOrder`] are touched by the line callback and, later, by each WHATSAT's upstream callback.
-//! That is this style's price: whatever outlives one callback is shared, reference-counted state,
-//! and an answer that must arrive once (response, failure or timeout) needs a "first one wins" cell
-//! (see `places`). In return there is no state machine to read: the code is the sequence.
+//! A client's replies, its back-pressure and when to give up on it are herd-core's
+//! [`OutputBuffer`]; the places exchange is a `PlacesCall` on the loop's `PlacesPool` (`places`); the
+//! flood links are one `FloodLinks` set shared by every loop, each driven by closures on one loop
+//! (`links`); accept errors pause as `AcceptBackoff` says. The closures only move bytes, feed the
+//! machines, and turn their `poll_timeout` into timers (`reactor::Alarm`).
 //!
-//! The reactor (`reactor`) knows nothing of the herd: it turns epoll readiness, timers and mail
-//! into closure calls. It never calls a closure from inside the call that registered it, so a
-//! `RefCell` borrow held across such a call cannot be re-entered.
+//! The state a request's closures share lives in `Rc<RefCell<…>>`: the connection's [`Link`] and
+//! [`OutputBuffer`] are touched by the line callback and, later, by each WHATSAT's upstream callback
+//! and each writable callback. That is this style's price: whatever outlives one callback is shared,
+//! reference-counted state, and an answer that must arrive once (response, failure or timeout) needs
+//! a "first one wins" cell (see `places`). In return there is no state machine to read: the code is
+//! the sequence.
+//!
+//! The reactor (`reactor`) knows nothing of the herd and decides nothing: it turns epoll readiness,
+//! timers and mail into closure calls. It never calls a closure from inside the call that
+//! registered it, so a `RefCell` borrow held across such a call cannot be re-entered.
 //!
 //! # Threads
 //! `--threads N` loops (default: available cores), one per thread, each with its own epoll. Loop 0
-//! owns the listener and deals accepted connections round-robin, posting the others theirs through
-//! their mailbox (a channel and a waker); sharing the listener between N epolls would wake every
-//! loop for every connection, and SO_REUSEPORT would need the harness's already-bound socket bound
-//! again. Neighbour `i`'s flood link lives on loop `i % N`; other loops post their lines to it.
+//! owns the listener and deals accepted connections round-robin, posting every loop (itself too)
+//! its share through its mailbox (a channel and a waker); sharing the listener between N epolls
+//! would wake every loop for every connection, and SO_REUSEPORT would need the harness's
+//! already-bound socket bound again. Neighbour `i`'s link is driven on loop `i % N`; a flood from
+//! any loop wakes it by mail.
 //!
 //! # Layout
-//! - `reactor`: the closure-taking primitives (`listen`, `connect`, `read_lines`, `read_bytes`,
-//!   `write`, `after`, mailboxes) over mio. No protocol knowledge.
+//! - `reactor`: the closure-taking primitives (`listen`, `connecting`, `read_lines`, `read_bytes`,
+//!   `write`, `when_writable`, `at`, `Alarm`, mailboxes, `run_all`) over mio. No protocol, no policy.
 //! - `lib.rs` (here): the server, as closures: accept, serve a client, route mail.
-//! - `places`: the places client (`places.get(cx, &query, |cx, result| …)`) with its keep-alive pool.
-//! - `links`: flood links to the neighbours.
+//! - `places`: the places client (`places.get(cx, &query, |cx, result| …)`) on the loop's pool.
+//! - `links`: the drivers of the flood links living on this loop.
 
 mod links;
 mod places;
@@ -42,214 +52,213 @@ use std::io;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::thread;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use herd_core::{Link, Reply, ReplyOrder, ServeOptions, ServerStats, Service, Timestamp, available_cores};
+use herd_core::policy::{AcceptBackoff, Close, FloodLinks, OutputBuffer};
+use herd_core::{Limits, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError, available_cores};
 use mio::net::TcpStream;
 
-use crate::links::Links;
+use crate::links::{LinkDriver, LinkWake};
 use crate::places::Places;
-use crate::reactor::{Conn, Cx, Flow, Input, Loop, Mailbox};
-
-/// WHATSATs of one connection waiting for upstream at once; past it, the connection stops reading.
-pub const MAX_WAITING: usize = 64;
-/// Messages waiting in one loop's mailbox (connections handed over, flood lines for its links).
-pub const MAIL_QUEUE: usize = 64 * 1024;
+use crate::reactor::{Alarm, Conn, Cx, Flow, Init, Input, Loop, Mailbox};
 
 /// What loops send each other.
+#[derive(Debug)]
 enum Mail {
     /// A connection loop 0 accepted for this loop.
     Client(TcpStream),
-    /// A line for neighbour link `.0`, which lives on this loop.
-    Flood(usize, Arc<[u8]>),
+    /// Neighbour `.0`'s link, driven on this loop, has something to do.
+    Wake(usize),
 }
 
 /// Serves `service` on `listener` until the process exits.
-pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
+pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, o: &ServeOptions) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let count = options.threads.unwrap_or_else(available_cores).max(1);
-    let mut loops = Vec::new();
-    let mut mailboxes = Vec::new();
-    for _ in 0..count {
-        let (event_loop, mailbox) = Loop::<Mail>::new(MAIL_QUEUE)?;
-        loops.push(event_loop);
-        mailboxes.push(mailbox);
-    }
+    let count = o.threads.unwrap_or_else(available_cores).max(1);
+    let (loops, mailboxes): (Vec<_>, Vec<_>) =
+        (0..count).map(|_| Loop::new()).collect::<io::Result<Vec<_>>>()?.into_iter().unzip();
     let mailboxes: Arc<[Mailbox<Mail>]> = mailboxes.into();
+    let names: Vec<String> = o.neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let wake = |link: usize| LinkWake { home: mailboxes[link % count].clone(), link };
+    let (stats, log) = (service.stats(), service.log());
+    let links = Arc::new(FloodLinks::new(&o.name, &names, &o.limits, Instant::now(), stats, log, wake));
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
-    let mut first = None;
-    for (index, event_loop) in loops.into_iter().enumerate() {
-        let start = Start {
-            index,
-            service: Arc::clone(&service),
-            options: options.clone(),
-            mailboxes: Arc::clone(&mailboxes),
-            listener: if index == 0 { listener.take() } else { None },
-        };
-        if index == 0 {
-            first = Some((event_loop, start));
-            continue;
-        }
-        thread::Builder::new().name(format!("loop-{index}")).spawn(move || {
-            let service = Arc::clone(&start.service);
-            if let Err(e) = event_loop.run(start.options.write_timeout, |cx| start.run(cx)) {
-                service.log().error("event loop", e);
+    let loops = loops.into_iter().enumerate().map(|(index, event_loop)| {
+        let (service, links, mailboxes, o, listener) =
+            (Arc::clone(&service), Arc::clone(&links), Arc::clone(&mailboxes), o.clone(), listener.take());
+        // On the loop's thread: its link drivers, its places pool, (loop 0) the listener, and what
+        // to do with its mail.
+        let init: Init<Mail> = Box::new(move |cx| {
+            let drivers: Vec<_> = (o.neighbours.iter().enumerate())
+                .map(|(i, (_, addr))| (i % count == index).then(|| LinkDriver::start(cx, &links, i, *addr)))
+                .collect();
+            let places = o.places.map(|addr| Places::new(addr, &o.limits, service.stats()));
+            let herd = Rc::new(Herd { service, limits: o.limits.clone(), links, places });
+            if let Some(listener) = listener {
+                listen(cx, listener, &herd, mailboxes);
             }
-        })?;
-    }
-    let (event_loop, start) = first.expect("there is always a loop 0");
-    event_loop.run(options.write_timeout, |cx| start.run(cx))
-}
-
-/// What one loop starts from.
-struct Start<S> {
-    index: usize,
-    service: Arc<S>,
-    options: ServeOptions,
-    mailboxes: Arc<[Mailbox<Mail>]>,
-    listener: Option<mio::net::TcpListener>,
+            Box::new(move |cx, mail| match mail {
+                Mail::Client(stream) => Client::serve(cx, &herd, stream),
+                Mail::Wake(i) => drivers.get(i).into_iter().flatten().for_each(|driver| driver.drive(cx)),
+            })
+        });
+        (event_loop, init)
+    });
+    reactor::run_all(loops.collect())
 }
 
 /// One loop's view of the server, shared by its closures.
 struct Herd<S> {
     service: Arc<S>,
+    limits: Limits,
+    links: Arc<FloodLinks<LinkWake>>,
     places: Option<Rc<Places>>,
-    links: Links<S>,
-    max_line: usize,
 }
 
-impl<S: Service> Start<S> {
-    /// Starts the loop's links and (on loop 0) the listener; returns what to do with its mail.
-    fn run(self, cx: &mut Cx) -> impl FnMut(&mut Cx, Mail) + use<S> {
-        let o = &self.options;
-        let herd = Rc::new(Herd {
-            places: o.places.map(|addr| Places::new(addr, o.upstream_timeout, self.service.stats())),
-            links: Links::start(cx, &o.name, &o.neighbours, self.index, &self.mailboxes, &self.service),
-            service: self.service,
-            max_line: o.max_line,
-        });
-        if let Some(listener) = self.listener {
-            let (acceptor, mailboxes, me) = (Rc::clone(&herd), self.mailboxes, self.index);
-            let mut next = 0;
-            let listening = cx.listen(listener, move |cx, accepted| match accepted {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    ServerStats::bump(&acceptor.service.stats().connections);
-                    let target = next;
-                    next = (next + 1) % mailboxes.len();
-                    if target == me {
-                        serve_client(cx, &acceptor, stream);
-                    } else if mailboxes[target].send(Mail::Client(stream)).is_err() {
-                        acceptor.service.log().error("hand-off", "the loop's mailbox is full; connection dropped");
-                    }
-                }
-                Err(e) => acceptor.service.log().error("accept", e),
-            });
-            if let Err(e) = listening {
-                herd.service.log().error("listen", e);
+/// Accepts connections and deals them round-robin to every loop's mailbox (this one's too);
+/// pauses after an accept error as [`AcceptBackoff`] says.
+fn listen<S: Service>(cx: &mut Cx, listener: mio::net::TcpListener, herd: &Herd<S>, mailboxes: Arc<[Mailbox<Mail>]>) {
+    let (service, mut backoff, mut dealt) = (Arc::clone(&herd.service), AcceptBackoff::new(&herd.limits), 0_usize);
+    let listening = cx.listen(listener, move |_, accepted| match accepted {
+        Ok(stream) => {
+            backoff.on_accepted();
+            let _ = stream.set_nodelay(true);
+            ServerStats::bump(&service.stats().connections);
+            dealt = dealt.wrapping_add(1);
+            if mailboxes[dealt % mailboxes.len()].send(Mail::Client(stream)).is_err() {
+                service.log().error("hand-off", "event loop has stopped; connection dropped");
             }
+            None
         }
-        move |cx, mail| match mail {
-            Mail::Client(stream) => serve_client(cx, &herd, stream),
-            Mail::Flood(link, line) => herd.links.deliver(cx, link, &line),
+        Err(e) => {
+            service.log().error("accept", e);
+            Some(backoff.on_error(Instant::now()))
         }
+    });
+    if let Err(e) = listening {
+        herd.service.log().error("listen", e);
     }
 }
 
-/// What a client connection's callbacks share.
-#[derive(Default)]
-struct Client {
-    link: Link,
-    order: ReplyOrder,
-    /// WHATSATs waiting for upstream.
-    waiting: usize,
-    /// No more lines will come: end of stream or an oversized line.
-    ended: bool,
+/// One client connection: what its callbacks share.
+struct Client<S> {
+    conn: Conn,
+    herd: Rc<Herd<S>>,
+    state: RefCell<ClientState>,
 }
 
-/// Serves one client: every line is handled as it arrives; replies leave in request order.
-fn serve_client<S: Service>(cx: &mut Cx, herd: &Rc<Herd<S>>, stream: TcpStream) {
-    let conn = match cx.adopt(stream) {
-        Ok(conn) => conn,
-        Err(e) => return herd.service.log().error("register", e),
-    };
-    let client = Rc::new(RefCell::new(Client::default()));
-    let herd = Rc::clone(herd);
-    conn.read_lines(cx, herd.max_line, move |cx, input| {
-        let mut c = client.borrow_mut();
+struct ClientState {
+    link: Link,
+    out: OutputBuffer,
+    /// No more lines will come: end of stream or an oversized line.
+    ended: bool,
+    /// The output buffer's stall deadline.
+    alarm: Alarm,
+}
+
+impl<S: Service> Client<S> {
+    /// Serves one client: every line is handled as it arrives; replies leave in request order.
+    fn serve(cx: &mut Cx, herd: &Rc<Herd<S>>, stream: TcpStream) {
+        let Ok(conn) = cx.adopt(stream).inspect_err(|e| herd.service.log().error("register", e)) else { return };
+        let out = OutputBuffer::new(&herd.limits);
+        let state = RefCell::new(ClientState { link: Link::default(), out, ended: false, alarm: Alarm::default() });
+        let client = Rc::new(Self { conn, herd: Rc::clone(herd), state });
+        conn.read_lines(cx, herd.limits.max_line, move |cx, input| client.on_input(cx, input));
+    }
+
+    fn on_input(self: &Rc<Self>, cx: &mut Cx, input: Input<'_>) -> Flow {
+        let mut s = self.state.borrow_mut();
         match input {
             Input::Line(line) => {
-                let seq = c.order.admit();
-                let now = Timestamp::from_system_time(SystemTime::now());
-                let outcome = herd.service.handle(line, &mut c.link, now);
+                let seq = s.out.admit();
+                let outcome =
+                    self.herd.service.handle(line, &mut s.link, Timestamp::from_system_time(SystemTime::now()));
                 if let Some(flood) = &outcome.flood {
-                    herd.links.send(cx, flood);
+                    self.herd.links.send(flood, Instant::now());
                 }
                 match outcome.reply {
-                    Reply::Bytes(bytes) => conn.write(cx, &c.order.complete(seq, bytes)),
-                    Reply::Nothing => conn.write(cx, &c.order.complete(seq, Vec::new())),
+                    Reply::Bytes(bytes) => s.out.complete(seq, bytes),
+                    Reply::Nothing => s.out.complete(seq, Vec::new()),
                     Reply::Places(lookup) => {
-                        c.waiting += 1;
-                        let (client, replier) = (Rc::clone(&client), Rc::clone(&herd));
-                        let query = lookup.query.clone();
-                        herd.fetch(cx, &query, move |cx, result| {
-                            let reply = replier.service.complete(lookup, result);
-                            let mut c = client.borrow_mut();
-                            c.waiting -= 1;
-                            conn.write(cx, &c.order.complete(seq, reply));
-                            if c.ended && c.waiting == 0 {
-                                conn.end(cx);
-                            } else if !c.ended {
-                                conn.resume(cx);
-                            }
+                        let (this, query) = (Rc::clone(self), lookup.query.clone());
+                        let answered: places::Done = Box::new(move |cx, result| {
+                            let reply = this.herd.service.complete(lookup, result);
+                            let mut s = this.state.borrow_mut();
+                            s.out.complete(seq, reply);
+                            this.send(cx, &mut s);
                         });
-                        if c.waiting >= MAX_WAITING {
-                            return Flow::Pause;
+                        match &self.herd.places {
+                            Some(places) => places.get(cx, &query, self.herd.service.stats(), answered),
+                            // Later, never inside this callback (`s` is borrowed).
+                            None => cx.defer(move |cx| answered(cx, Err(UpstreamError::NotConfigured))),
                         }
                     }
                 }
+                if s.out.should_flush() || !s.out.may_read() {
+                    self.send(cx, &mut s);
+                }
+                if s.out.may_read() { Flow::Continue } else { Flow::Pause }
+            }
+            Input::Idle => {
+                self.send(cx, &mut s);
                 Flow::Continue
             }
-            Input::Oversized(quote) => {
-                let seq = c.order.admit();
-                conn.write(cx, &c.order.complete(seq, herd.service.oversized(quote)));
-                end_of_input(cx, conn, &mut c)
-            }
-            Input::End => end_of_input(cx, conn, &mut c),
-            Input::Failed(e) => {
-                if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::OutOfMemory) {
-                    herd.service.log().error("write", format!("{e}; connection closed"));
+            Input::Oversized(_) | Input::End => {
+                if let Input::Oversized(quote) = input {
+                    let seq = s.out.admit();
+                    s.out.complete(seq, self.herd.service.oversized(quote));
                 }
+                s.ended = true;
+                self.send(cx, &mut s);
                 Flow::Pause
             }
-            Input::Data(_) => Flow::Continue,
+            Input::Failed(_) | Input::Data(_) => Flow::Pause,
         }
-    });
-}
-
-/// No more lines: close once the replies still owed have left.
-fn end_of_input(cx: &mut Cx, conn: Conn, c: &mut Client) -> Flow {
-    c.ended = true;
-    if c.waiting == 0 {
-        conn.end(cx);
     }
-    Flow::Pause
-}
 
-impl<S: Service> Herd<S> {
-    /// Fetches places, or fails (later, never inside this call) when no backend is configured.
-    fn fetch(
-        &self,
-        cx: &mut Cx,
-        query: &herd_core::PlacesQuery,
-        done: impl FnOnce(&mut Cx, Result<herd_core::HttpResponse, herd_core::UpstreamError>) + 'static,
-    ) {
-        match &self.places {
-            Some(places) => places.get(cx, query, done),
-            None => cx.defer(move |cx| {
-                done(cx, Err(herd_core::UpstreamError::NotConfigured));
-            }),
+    /// Writes what the client is owed, as far as the socket takes it; the output buffer judges a
+    /// full socket, a stall, and when reading may go on. Closes once input ended and all is sent.
+    fn send(self: &Rc<Self>, cx: &mut Cx, s: &mut ClientState) {
+        let now = Instant::now();
+        while s.out.owed() > 0 {
+            match self.conn.write(cx, s.out.poll_transmit()) {
+                Ok(0) => {
+                    if let Err(close) = s.out.blocked(now) {
+                        return self.close(cx, Some(close));
+                    }
+                    let this = Rc::clone(self);
+                    self.conn.when_writable(cx, move |cx| this.send(cx, &mut this.state.borrow_mut()));
+                    break;
+                }
+                Ok(n) => s.out.consumed(n, now),
+                Err(_) => return self.close(cx, None),
+            }
         }
+        if s.ended && s.out.is_idle() {
+            return self.conn.close(cx);
+        }
+        if s.out.may_read() {
+            self.conn.resume(cx); // if reading was paused
+        }
+        self.arm(cx, s);
+    }
+
+    /// Sets a timer at the output buffer's stall deadline (if it has one and moved earlier).
+    fn arm(self: &Rc<Self>, cx: &mut Cx, s: &ClientState) {
+        let this = Rc::clone(self);
+        s.alarm.set(cx, s.out.poll_timeout(), move |cx| {
+            let mut s = this.state.borrow_mut();
+            match s.out.on_timeout(Instant::now()) {
+                Ok(()) => this.arm(cx, &s),
+                Err(close) => this.close(cx, Some(close)),
+            }
+        });
+    }
+
+    fn close(&self, cx: &mut Cx, why: Option<Close>) {
+        if let Some(close) = why {
+            self.herd.service.log().error("write", close);
+        }
+        self.conn.close(cx);
     }
 }

@@ -1,219 +1,149 @@
 //! The places client in callbacks: `places.get(cx, &query, |cx, result| …)`.
 //!
 //! ```text
-//!  get ─┬─ idle connection ─────────────► send: write GET, read_bytes(|cx, input| decode … answer)
-//!       ├─ else connect (≤ 256 per loop) ─► send                         │ complete + keep-alive
-//!       └─ else wait in line                                             ▼
-//!  cx.at(deadline, |cx| answer Timeout)             release: next in line, or idle (watched for close)
+//!  get ─► PlacesCall::new; cx.at(call.poll_timeout(), |cx| on_timeout) ; later: attach
+//!  attach ─┬─ pool.checkout() ─► cx.adopt ──────────────────────┐
+//!          └─ connect (pool.opened) ─► connecting(|cx, conn| …) ─┴─► send: write call.request()
+//!  read_bytes(|cx, input| on_bytes / on_closed) ─► Step ─┬─ Reconnect ─► attach a fresh connection
+//!                                                        └─ Done ─► detach, pool.checkin(conn, keep); done(result)
 //! ```
 //!
-//! Three callbacks race to answer one request: the response reader, a failure, and the deadline
-//! timer. [`Exchange::answer`] lets the first one through and the others find nothing left to do.
-//! A kept-alive connection found dead before any byte of the answer (the backend closed it while
-//! idle) is retried once on a fresh connection. `done` never runs inside `get` itself.
+//! The rules (one deadline, which connection to use, the one retry of a stale kept-alive
+//! connection, whether a connection may be kept, how many idle ones) are herd-core's `PlacesCall`
+//! and `PlacesPool`; the pool is per loop (a socket belongs to one epoll) and holds its idle
+//! connections out of epoll. Three callbacks race to end one exchange (the reader, a failure, the
+//! deadline timer); [`Exchange::step`] lets the first `Done` through. `done` never runs inside
+//! `get` itself.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::rc::{Rc, Weak};
+use std::time::Instant;
 
-use herd_core::places::{Decoded, decode_response};
-use herd_core::{HttpResponse, PlacesQuery, ServerStats, UpstreamError};
+use herd_core::policy::{PlacesCall, PlacesPool, Step};
+use herd_core::{HttpResponse, Limits, PlacesQuery, ServerStats, UpstreamError};
+use mio::net::TcpStream;
 
 use crate::reactor::{Conn, Cx, Flow, Input};
 
-/// Upstream connections one loop may have open; requests beyond wait in line (their deadline runs).
-pub const MAX_CONNECTIONS: usize = 256;
+/// What runs once an exchange has ended, with the response or why there is none.
+pub type Done = Box<dyn FnOnce(&mut Cx, Result<HttpResponse, UpstreamError>)>;
 
-type Done = Box<dyn FnOnce(&mut Cx, Result<HttpResponse, UpstreamError>)>;
-
-/// One request's trip upstream.
-struct Exchange {
-    request: Vec<u8>,
-    deadline: Instant,
-    done: RefCell<Option<Done>>,
-    /// The connection carrying it, so the deadline can close it.
-    conn: Cell<Option<Conn>>,
-    retried: Cell<bool>,
-}
-
-impl Exchange {
-    fn is_open(&self) -> bool {
-        self.done.borrow().is_some()
-    }
-
-    /// The first answer wins; later ones are dropped.
-    fn answer(&self, cx: &mut Cx, result: Result<HttpResponse, UpstreamError>) {
-        let done = self.done.borrow_mut().take();
-        if let Some(done) = done {
-            done(cx, result);
-        }
-    }
-}
-
-/// A loop's connections to the places backend.
+/// A loop's way to the places backend.
 pub struct Places {
     addr: SocketAddr,
     host: String,
-    timeout: Duration,
-    idle: RefCell<Vec<Conn>>,
-    open: Cell<usize>,
-    waiting: RefCell<VecDeque<Rc<Exchange>>>,
-    /// Connections opened: few, if keep-alive works.
-    connects: Arc<AtomicU64>,
-    /// Requests retried after a kept-alive connection turned out closed.
-    stale_retries: Arc<AtomicU64>,
-    /// Requests that waited for a free connection (the loop had [`MAX_CONNECTIONS`] open).
-    queued: Arc<AtomicU64>,
+    limits: Limits,
+    pool: PlacesPool<TcpStream>,
+}
+
+/// One WHATSAT's exchange.
+struct Exchange {
+    places: Rc<Places>,
+    call: RefCell<PlacesCall>,
+    /// Taken by the first `Done`.
+    done: RefCell<Option<Done>>,
+    /// The connection carrying it.
+    conn: Cell<Option<Conn>>,
 }
 
 impl Places {
-    pub fn new(addr: SocketAddr, timeout: Duration, stats: &ServerStats) -> Rc<Self> {
-        Rc::new(Self {
-            addr,
-            host: addr.to_string(),
-            timeout,
-            idle: RefCell::new(Vec::new()),
-            open: Cell::new(0),
-            waiting: RefCell::new(VecDeque::new()),
-            connects: stats.gauge("upstream_connects"),
-            stale_retries: stats.gauge("upstream_stale_retries"),
-            queued: stats.gauge("upstream_queued"),
-        })
+    pub fn new(addr: SocketAddr, limits: &Limits, stats: &ServerStats) -> Rc<Self> {
+        Rc::new(Self { addr, host: addr.to_string(), limits: limits.clone(), pool: PlacesPool::new(limits, stats) })
     }
 
     /// Fetches `query`; `done` runs once, with the response or why there is none.
-    pub fn get(
-        self: &Rc<Self>,
-        cx: &mut Cx,
-        query: &PlacesQuery,
-        done: impl FnOnce(&mut Cx, Result<HttpResponse, UpstreamError>) + 'static,
-    ) {
-        let exchange = Rc::new(Exchange {
-            request: query.encode_request(&self.host),
-            deadline: Instant::now() + self.timeout,
-            done: RefCell::new(Some(Box::new(done))),
-            conn: Cell::new(None),
-            retried: Cell::new(false),
-        });
-        let (this, timed) = (Rc::clone(self), Rc::clone(&exchange));
-        cx.at(exchange.deadline, move |cx| {
-            if timed.is_open() {
-                timed.answer(cx, Err(UpstreamError::Timeout));
-                if let Some(conn) = timed.conn.take() {
-                    conn.close(cx);
-                    this.closed(cx);
-                }
+    pub fn get(self: &Rc<Self>, cx: &mut Cx, query: &PlacesQuery, stats: &ServerStats, done: Done) {
+        let call = PlacesCall::new(query, &self.host, Instant::now(), &self.limits, stats);
+        let deadline = call.poll_timeout();
+        let (places, call, done, conn) =
+            (Rc::clone(self), RefCell::new(call), RefCell::new(Some(done)), Cell::new(None));
+        let exchange = Rc::new(Exchange { places, call, done, conn });
+        // The timer does not keep a finished exchange alive.
+        let timed: Weak<Exchange> = Rc::downgrade(&exchange);
+        cx.at(deadline, move |cx| {
+            if let Some(ex) = timed.upgrade() {
+                ex.step(cx, |call| call.on_timeout(Instant::now()).unwrap_or(Step::Continue));
             }
         });
-        let idle = self.idle.borrow_mut().pop();
-        match idle {
-            Some(conn) => self.send(cx, conn, exchange, true),
-            None if self.open.get() < MAX_CONNECTIONS => self.connect(cx, exchange),
+        cx.defer(move |cx| exchange.attach(cx, false));
+    }
+}
+
+impl Exchange {
+    /// Takes a connection: an idle one from the pool unless `fresh`, else a new one.
+    fn attach(self: &Rc<Self>, cx: &mut Cx, fresh: bool) {
+        let pooled = if fresh { None } else { self.places.pool.checkout() };
+        self.call.borrow_mut().on_attached(pooled.is_some());
+        let this = Rc::clone(self);
+        let attached = match pooled {
+            Some(stream) => cx.adopt(stream).map(|conn| {
+                self.conn.set(Some(conn));
+                self.send(cx, conn, 0);
+            }),
             None => {
-                self.queued.fetch_add(1, Relaxed);
-                self.waiting.borrow_mut().push_back(exchange);
+                self.places.pool.opened();
+                let connecting = TcpStream::connect(self.places.addr).and_then(|stream| {
+                    cx.connecting(stream, move |cx, connected| match connected {
+                        Ok(conn) => this.send(cx, conn, 0),
+                        Err(e) => _ = this.step(cx, |call| call.on_connect_failed(&e.to_string())),
+                    })
+                });
+                connecting.map(|conn| self.conn.set(Some(conn)))
             }
+        };
+        if let Err(e) = attached {
+            self.step(cx, |call| call.on_connect_failed(&e.to_string()));
         }
     }
 
-    fn connect(self: &Rc<Self>, cx: &mut Cx, exchange: Rc<Exchange>) {
-        self.open.set(self.open.get() + 1);
-        self.connects.fetch_add(1, Relaxed);
-        let this = Rc::clone(self);
-        let timeout = exchange.deadline.saturating_duration_since(Instant::now());
-        cx.connect(self.addr, timeout, move |cx, connected| match connected {
-            Ok(conn) if exchange.is_open() => this.send(cx, conn, exchange, false),
-            Ok(conn) => this.release(cx, conn),
+    /// Writes the request on `conn` from byte `from` on, then reads until the response is complete.
+    fn send(self: &Rc<Self>, cx: &mut Cx, conn: Conn, from: usize) {
+        let len = self.call.borrow().request().len();
+        let written = conn.write(cx, &self.call.borrow().request()[from..]);
+        match written {
+            Ok(n) if from + n < len => {
+                let this = Rc::clone(self);
+                return conn.when_writable(cx, move |cx| this.send(cx, conn, from + n));
+            }
+            Ok(_) => {}
             Err(e) => {
-                exchange.answer(cx, Err(UpstreamError::Unreachable(e.to_string())));
-                this.closed(cx);
+                self.step(cx, |call| call.on_closed(&e.to_string()));
+                return;
             }
-        });
-    }
-
-    /// Writes the request on `conn` and reads until the response is complete.
-    fn send(self: &Rc<Self>, cx: &mut Cx, conn: Conn, exchange: Rc<Exchange>, reused: bool) {
-        exchange.conn.set(Some(conn));
-        conn.write(cx, &exchange.request);
+        }
         let this = Rc::clone(self);
-        let mut response = Vec::new();
         conn.read_bytes(cx, move |cx, input| {
-            let error = match input {
-                Input::Data(bytes) => {
-                    response.extend_from_slice(bytes);
-                    match decode_response(&response) {
-                        Ok(Decoded::Partial) => return Flow::Continue,
-                        Ok(Decoded::Complete(answer)) => {
-                            let keep = answer.keep_alive && answer.consumed == response.len();
-                            exchange.conn.set(None);
-                            exchange.answer(cx, Ok(answer));
-                            if keep {
-                                this.release(cx, conn);
-                            } else {
-                                conn.close(cx);
-                                this.closed(cx);
-                            }
-                            return Flow::Pause;
-                        }
-                        Err(e) => e,
-                    }
-                }
-                Input::End | Input::Failed(_) if response.is_empty() && reused && !exchange.retried.get() => {
-                    // Closed by the backend while idle, most likely: once more, on a fresh connection.
-                    exchange.retried.set(true);
-                    this.stale_retries.fetch_add(1, Relaxed);
-                    exchange.conn.set(None);
-                    conn.close(cx);
-                    this.open.set(this.open.get() - 1);
-                    this.connect(cx, Rc::clone(&exchange));
-                    return Flow::Pause;
-                }
-                Input::End if response.is_empty() => UpstreamError::Unreachable("connection closed by upstream".into()),
-                Input::End => UpstreamError::Http("connection closed mid-response".into()),
-                Input::Failed(e) => UpstreamError::Unreachable(e.to_string()),
-                Input::Line(_) | Input::Oversized(_) => return Flow::Continue,
+            let finished = match input {
+                Input::Data(bytes) => this.step(cx, |call| call.on_bytes(bytes)),
+                Input::End => this.step(cx, |call| call.on_closed("end of stream")),
+                Input::Failed(e) => this.step(cx, |call| call.on_closed(&e.to_string())),
+                Input::Line(_) | Input::Oversized(_) | Input::Idle => false,
             };
-            exchange.conn.set(None);
-            exchange.answer(cx, Err(error));
-            conn.close(cx);
-            this.closed(cx);
-            Flow::Pause
+            if finished { Flow::Pause } else { Flow::Continue }
         });
     }
 
-    /// A connection that finished cleanly: to the next request in line, or idle.
-    fn release(self: &Rc<Self>, cx: &mut Cx, conn: Conn) {
-        while let Some(exchange) = self.next_waiting() {
-            if exchange.is_open() {
-                return self.send(cx, conn, exchange, true);
+    /// Feeds the call one event and does what it says: read on (`false`), a fresh connection, or
+    /// the end (the first end wins); `true` when this connection is done with.
+    fn step(self: &Rc<Self>, cx: &mut Cx, event: impl FnOnce(&mut PlacesCall) -> Step) -> bool {
+        let step = event(&mut self.call.borrow_mut());
+        match step {
+            Step::Continue => return false,
+            Step::Reconnect => {
+                if let Some(conn) = self.conn.take() {
+                    conn.close(cx);
+                }
+                self.attach(cx, true);
+            }
+            Step::Done { result, keep } => {
+                let Some(done) = self.done.borrow_mut().take() else { return true };
+                if let Some(stream) = self.conn.take().and_then(|conn| conn.detach(cx)) {
+                    self.places.pool.checkin(stream, keep);
+                }
+                done(cx, result);
             }
         }
-        self.idle.borrow_mut().push(conn);
-        let this = Rc::clone(self);
-        conn.read_bytes(cx, move |cx, _| {
-            // Nothing is expected on an idle connection: end of stream, stray bytes or an error end it.
-            this.idle.borrow_mut().retain(|&c| c != conn);
-            conn.close(cx);
-            this.closed(cx);
-            Flow::Pause
-        });
-    }
-
-    /// A connection is gone: one request waiting for a free slot gets a new one.
-    fn closed(self: &Rc<Self>, cx: &mut Cx) {
-        self.open.set(self.open.get() - 1);
-        while let Some(exchange) = self.next_waiting() {
-            if exchange.is_open() {
-                return self.connect(cx, exchange);
-            }
-        }
-    }
-
-    fn next_waiting(&self) -> Option<Rc<Exchange>> {
-        self.waiting.borrow_mut().pop_front()
+        true
     }
 }

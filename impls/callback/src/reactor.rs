@@ -1,43 +1,43 @@
-//! A small callback reactor on mio: every operation takes a closure that runs when it completes.
+//! A small callback reactor on mio: every operation that would wait takes a closure that runs when
+//! it completes.
 //!
 //! ```text
-//!   cx.listen(listener, |cx, accepted| …)        once per accepted connection
-//!   cx.connect(addr, timeout, |cx, conn| …)      once, connected or failed
-//!   conn.read_lines(cx, max, |cx, input| …)      once per line, then End or Failed; may return Pause
-//!   conn.read_bytes(cx, |cx, input| …)           once per chunk read, then End or Failed
-//!   conn.write(cx, bytes)                        buffered; written when the callback returns
-//!   cx.after(delay, |cx| …), cx.defer(|cx| …)    later in this loop
-//!   Mailbox::send(message)                       from any thread, to the loop's mail callback
+//!   cx.listen(listener, |cx, accepted| -> Option<Instant>)   once per accepted connection (or error)
+//!   cx.connecting(stream, |cx, conn| …)                      once, connected or failed
+//!   conn.read_lines(cx, max, |cx, input| -> Flow)            once per line, Idle when drained, then End or Failed
+//!   conn.read_bytes(cx, |cx, input| -> Flow)                 once per chunk read, then End or Failed
+//!   conn.write(cx, bytes) -> taken                           now, what the socket takes (0: full)
+//!   conn.when_writable(cx, |cx| …)                           once, when a full socket can take more
+//!   cx.at(instant, |cx| …), cx.defer(|cx| …)                 later in this loop
+//!   alarm.set(cx, deadline, |cx| …)                          at a deadline that keeps moving
+//!   Mailbox::send(message)                                   from any thread, to the loop's mail callback
 //! ```
 //!
-//! Rules the callbacks can rely on: a callback never runs inside the call that registered it (an
-//! immediate failure is deferred), so callers may hold a `RefCell` borrow across the call; output
-//! is flushed once the current callbacks have returned, so one read's replies leave in one write;
-//! reading pauses by itself while a connection owes more than [`PAUSE_OUTPUT`] and resumes when it
-//! drains. A connection that owes more than [`MAX_PENDING_OUTPUT`], or whose output has not moved
-//! for the write timeout, is closed and its reader is told `Failed` (`OutOfMemory` / `TimedOut`).
+//! Rules the callbacks can rely on: a callback never runs inside the call that registered it, so
+//! callers may hold a `RefCell` borrow across the call; a connection closed (or detached) is
+//! forgotten at once, with every callback it had: none of them runs afterwards.
+//!
+//! The reactor knows no protocol and no policy: it buffers no output, bounds nothing and times
+//! nothing out on its own. When to write, stop reading, give up or retry is its caller's to decide.
 //!
 //! Each socket is registered once for READABLE | WRITABLE, edge-triggered. A short read means the
 //! socket is drained (the next bytes raise a new edge), so a request costs one read and one write.
 
+use std::cell::Cell;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use herd_core::{Frame, LineFramer};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-/// Output owed past which a connection stops reading (TCP then slows the peer down).
-pub const PAUSE_OUTPUT: usize = 256 * 1024;
-/// Output owed past which a connection is closed: a peer that sends but never reads.
-pub const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 16 * 1024;
 const WAKER: Token = Token(0);
 
@@ -48,6 +48,8 @@ pub enum Input<'a> {
     Line(&'a [u8]),
     /// A line over the limit: its first bytes. Nothing more is read (`read_lines`).
     Oversized(&'a [u8]),
+    /// Every line read so far has been delivered; more wait for the socket (`read_lines`).
+    Idle,
     /// Bytes as they arrived (`read_bytes`).
     Data(&'a [u8]),
     /// The peer closed its side. Writing is still possible.
@@ -66,7 +68,7 @@ pub enum Flow {
 
 type ReadFn = Box<dyn FnMut(&mut Cx, Input<'_>) -> Flow>;
 type ConnectFn = Box<dyn FnOnce(&mut Cx, io::Result<Conn>)>;
-type AcceptFn = Box<dyn FnMut(&mut Cx, io::Result<TcpStream>)>;
+type AcceptFn = Box<dyn FnMut(&mut Cx, io::Result<TcpStream>) -> Option<Instant>>;
 type Task = Box<dyn FnOnce(&mut Cx)>;
 type MailFn = Box<dyn FnMut(&mut Cx)>;
 
@@ -84,22 +86,16 @@ enum Reader {
 
 struct ConnSlot {
     stream: TcpStream,
-    /// Set while a `connect` is in progress.
+    /// Set while a connect is in progress.
     connecting: Option<ConnectFn>,
     /// `None` while its callback runs (or before one is set).
     reader: Option<Reader>,
     /// Bumped when a new reader replaces the old one, even while the old one runs.
     reader_version: u64,
-    out: Vec<u8>,
     paused: bool,
-    /// Stopped reading because too much output is owed.
-    output_paused: bool,
     input_done: bool,
-    /// Close once the output has left.
-    ending: bool,
-    queued_flush: bool,
     queued_pump: bool,
-    stalled_since: Option<Instant>,
+    on_writable: Option<Task>,
 }
 
 enum Kind {
@@ -153,12 +149,30 @@ pub struct Cx {
     timers: BinaryHeap<Timer>,
     timer_seq: u64,
     deferred: VecDeque<Task>,
-    to_flush: Vec<Conn>,
     to_pump: Vec<Conn>,
     /// Drains the mailbox into the loop's mail callback (when the waker fires).
     mail: Option<MailFn>,
     scratch: Vec<u8>,
-    write_timeout: Duration,
+}
+
+/// One pending deadline of its owner, for a deadline recomputed after every event: [`Alarm::set`]
+/// arms a timer only when the deadline moves earlier than the one armed, so the heap does not fill.
+#[derive(Debug, Default)]
+pub struct Alarm(Rc<Cell<Option<Instant>>>);
+
+impl Alarm {
+    /// Runs `task` at `at` (nothing for `None`), unless a timer at or before `at` is armed already.
+    pub fn set(&self, cx: &mut Cx, at: Option<Instant>, task: impl FnOnce(&mut Cx) + 'static) {
+        let Some(at) = at.filter(|&at| self.0.get().is_none_or(|armed| at < armed)) else { return };
+        self.0.set(Some(at));
+        let armed = Rc::clone(&self.0);
+        cx.at(at, move |cx| {
+            if armed.get() == Some(at) {
+                armed.set(None);
+            }
+            task(cx);
+        });
+    }
 }
 
 /// Shared by a loop and every [`Mailbox`] that reaches it.
@@ -183,17 +197,13 @@ impl<T> Clone for Mailbox<T> {
 }
 
 impl<T> Mailbox<T> {
-    /// Queues `message`; gives it back when the loop's inbox is full (or the loop is gone).
+    /// Queues `message`; gives it back when the loop is gone.
     pub fn send(&self, message: T) -> Result<(), T> {
-        match self.tx.try_send(message) {
-            Ok(()) => {
-                if !self.doorbell.rung.swap(true, Ordering::AcqRel) {
-                    let _ = self.doorbell.waker.wake();
-                }
-                Ok(())
-            }
-            Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => Err(m),
+        self.tx.send(message).map_err(|e| e.0)?;
+        if !self.doorbell.rung.swap(true, Ordering::AcqRel) {
+            let _ = self.doorbell.waker.wake();
         }
+        Ok(())
     }
 }
 
@@ -205,20 +215,22 @@ pub struct Loop<T> {
     doorbell: Arc<Doorbell>,
 }
 
+/// The callback for each message of a loop's mailbox.
+pub type OnMail<T> = Box<dyn FnMut(&mut Cx, T)>;
+/// What starts a loop: begins the work and returns its [`OnMail`].
+pub type Init<T> = Box<dyn FnOnce(&mut Cx) -> OnMail<T> + Send>;
+
 impl<T: Send + 'static> Loop<T> {
-    /// A loop and the mailbox that reaches it (holding at most `capacity` messages).
-    pub fn new(capacity: usize) -> io::Result<(Self, Mailbox<T>)> {
+    /// A loop and the mailbox that reaches it.
+    pub fn new() -> io::Result<(Self, Mailbox<T>)> {
         let poll = Poll::new()?;
         let doorbell = Arc::new(Doorbell { waker: Waker::new(poll.registry(), WAKER)?, rung: AtomicBool::new(false) });
-        let (tx, inbox) = crossbeam_channel::bounded(capacity);
+        let (tx, inbox) = crossbeam_channel::unbounded();
         Ok((Self { poll, inbox, doorbell: Arc::clone(&doorbell) }, Mailbox { tx, doorbell }))
     }
 
-    /// Runs the loop: `init` starts the work and returns the callback for each message of the mailbox.
-    pub fn run<F>(self, write_timeout: Duration, init: impl FnOnce(&mut Cx) -> F) -> io::Result<()>
-    where
-        F: FnMut(&mut Cx, T) + 'static,
-    {
+    /// Runs the loop (until its poll fails).
+    pub fn run(self, init: Init<T>) -> io::Result<()> {
         let mut cx = Cx {
             poll: self.poll,
             slots: vec![Slot { generation: 0, kind: Kind::Waker }],
@@ -228,11 +240,9 @@ impl<T: Send + 'static> Loop<T> {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             deferred: VecDeque::new(),
-            to_flush: Vec::new(),
             to_pump: Vec::new(),
             mail: None,
             scratch: vec![0; READ_CHUNK],
-            write_timeout,
         };
         let mut on_message = init(&mut cx);
         let (inbox, doorbell) = (self.inbox, self.doorbell);
@@ -246,12 +256,22 @@ impl<T: Send + 'static> Loop<T> {
     }
 }
 
-impl Cx {
-    /// Runs `task` after `delay`.
-    pub fn after(&mut self, delay: Duration, task: impl FnOnce(&mut Cx) + 'static) {
-        self.at(Instant::now() + delay, task);
+/// Runs each loop on a thread of its own until one of them stops (which a loop does only on an
+/// error, or a panic).
+pub fn run_all<T: Send + 'static>(loops: Vec<(Loop<T>, Init<T>)>) -> io::Result<()> {
+    let (stopped, first_stop) = crossbeam_channel::bounded(loops.len());
+    for (index, (event_loop, init)) in loops.into_iter().enumerate() {
+        let stopped = stopped.clone();
+        thread::Builder::new().name(format!("loop-{index}")).spawn(move || {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || event_loop.run(init)));
+            let _ = stopped.send(ran.unwrap_or_else(|_| Err(io::Error::other(format!("event loop {index} panicked")))));
+        })?;
     }
+    drop(stopped);
+    first_stop.recv().unwrap_or_else(|_| Err(io::Error::other("every event loop is gone")))
+}
 
+impl Cx {
     /// Runs `task` once `at` has passed.
     pub fn at(&mut self, at: Instant, task: impl FnOnce(&mut Cx) + 'static) {
         self.timer_seq += 1;
@@ -263,12 +283,13 @@ impl Cx {
         self.deferred.push_back(Box::new(task));
     }
 
-    /// Calls `on_accept` for every connection `listener` accepts (and for accept errors, after
-    /// which accepting is retried shortly: edge-triggered epoll would not say so again).
+    /// Calls `on_accept` for every connection `listener` accepts, and for accept errors. When it
+    /// returns `Some(instant)`, nothing more is accepted before that instant (edge-triggered epoll
+    /// would not report the connections already waiting again, so the reactor looks itself).
     pub fn listen(
         &mut self,
         mut listener: TcpListener,
-        on_accept: impl FnMut(&mut Cx, io::Result<TcpStream>) + 'static,
+        on_accept: impl FnMut(&mut Cx, io::Result<TcpStream>) -> Option<Instant> + 'static,
     ) -> io::Result<()> {
         let index = self.reserve();
         self.poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
@@ -276,40 +297,22 @@ impl Cx {
         Ok(())
     }
 
-    /// Makes an accepted stream a connection of this loop.
+    /// Makes a connected stream a connection of this loop.
     pub fn adopt(&mut self, stream: TcpStream) -> io::Result<Conn> {
-        self.add_conn(stream)
+        self.add_conn(stream, None)
     }
 
-    /// Connects to `addr`; `then` runs once with the connection or the error (`TimedOut` after `timeout`).
-    pub fn connect(
+    /// Makes a stream whose non-blocking connect is under way a connection of this loop; `then`
+    /// runs once, with it when the connect completes or with the error when it fails.
+    pub fn connecting(
         &mut self,
-        addr: SocketAddr,
-        timeout: Duration,
+        stream: TcpStream,
         then: impl FnOnce(&mut Cx, io::Result<Conn>) + 'static,
-    ) {
-        let then: ConnectFn = Box::new(then);
-        let stream = match TcpStream::connect(addr) {
-            Ok(stream) => stream,
-            Err(e) => return self.defer(move |cx| then(cx, Err(e))),
-        };
-        match self.add_conn(stream) {
-            Ok(conn) => {
-                if let Some(c) = self.conn_mut(conn) {
-                    c.connecting = Some(then);
-                }
-                self.after(timeout, move |cx| {
-                    if let Some(then) = cx.conn_mut(conn).and_then(|c| c.connecting.take()) {
-                        cx.close(conn);
-                        then(cx, Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")));
-                    }
-                });
-            }
-            Err(e) => self.defer(move |cx| then(cx, Err(e))),
-        }
+    ) -> io::Result<Conn> {
+        self.add_conn(stream, Some(Box::new(then)))
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream) -> io::Result<Conn> {
+    fn add_conn(&mut self, mut stream: TcpStream, connecting: Option<ConnectFn>) -> io::Result<Conn> {
         let index = self.reserve();
         if let Err(e) =
             self.poll.registry().register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)
@@ -320,17 +323,13 @@ impl Cx {
         }
         self.slots[index].kind = Kind::Conn(ConnSlot {
             stream,
-            connecting: None,
+            connecting,
             reader: None,
             reader_version: 0,
-            out: Vec::new(),
             paused: false,
-            output_paused: false,
             input_done: false,
-            ending: false,
-            queued_flush: false,
             queued_pump: false,
-            stalled_since: None,
+            on_writable: None,
         });
         Ok(Conn { index, generation: self.slots[index].generation })
     }
@@ -357,20 +356,21 @@ impl Cx {
         }
     }
 
+    /// Forgets `conn` and hands back its stream (still open, but no longer in epoll).
+    fn detach(&mut self, conn: Conn) -> Option<TcpStream> {
+        self.conn_mut(conn)?;
+        let Kind::Conn(c) = std::mem::replace(&mut self.slots[conn.index].kind, Kind::Retired) else { return None };
+        self.retired.push(conn.index);
+        let mut stream = c.stream;
+        self.poll.registry().deregister(&mut stream).ok()?;
+        Some(stream)
+    }
+
     fn close(&mut self, conn: Conn) {
         if self.conn_mut(conn).is_some() {
             // Dropping the stream closes it, which also takes it out of epoll.
             self.slots[conn.index].kind = Kind::Retired;
             self.retired.push(conn.index);
-        }
-    }
-
-    /// Closes `conn` and tells its reader why (unless the reader is the one running now).
-    fn fail(&mut self, conn: Conn, error: io::Error) {
-        let reader = self.conn_mut(conn).and_then(|c| c.reader.take());
-        self.close(conn);
-        if let Some(Reader::Lines { mut callback, .. } | Reader::Bytes { mut callback }) = reader {
-            callback(self, Input::Failed(error));
         }
     }
 
@@ -388,10 +388,6 @@ impl Cx {
         let Some(c) = self.conn_mut(conn) else { return };
         c.queued_pump = false;
         if c.connecting.is_some() || c.input_done || c.paused {
-            return;
-        }
-        if c.out.len() >= PAUSE_OUTPUT {
-            c.output_paused = true;
             return;
         }
         let version = c.reader_version;
@@ -417,10 +413,6 @@ impl Cx {
             c.paused = true;
             return false;
         }
-        if c.out.len() >= PAUSE_OUTPUT {
-            c.output_paused = true;
-            return false;
-        }
         true
     }
 
@@ -442,13 +434,11 @@ impl Cx {
                     return;
                 }
             }
-            if drained && !hangup {
-                return;
-            }
             let Some(c) = self.conn_mut(conn) else { return };
             let buf = framer.read_buf();
             let room = buf.len();
-            match c.stream.read(buf) {
+            let read = if drained && !hangup { Err(io::ErrorKind::WouldBlock.into()) } else { c.stream.read(buf) };
+            match read {
                 Ok(0) => {
                     c.input_done = true;
                     callback(self, Input::End);
@@ -458,7 +448,11 @@ impl Cx {
                     framer.filled(n);
                     drained = n < room;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let flow = callback(self, Input::Idle);
+                    self.may_continue(conn, version, flow);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.close(conn);
@@ -496,71 +490,6 @@ impl Cx {
         self.scratch = scratch;
     }
 
-    /// Writes what `conn` owes; keeps only what the socket did not take.
-    fn flush(&mut self, conn: Conn) {
-        let write_timeout = self.write_timeout;
-        let Some(c) = self.conn_mut(conn) else { return };
-        c.queued_flush = false;
-        if c.connecting.is_some() {
-            return;
-        }
-        let mut written = 0;
-        let mut error = None;
-        while written < c.out.len() {
-            match c.stream.write(&c.out[written..]) {
-                Ok(0) => {
-                    error = Some(io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = error {
-            return self.fail(conn, e);
-        }
-        if written == c.out.len() {
-            c.out.clear();
-            c.stalled_since = None;
-        } else {
-            c.out.drain(..written);
-            if c.out.len() > MAX_PENDING_OUTPUT {
-                let message = format!("peer is not reading ({} bytes owed)", c.out.len());
-                return self.fail(conn, io::Error::new(io::ErrorKind::OutOfMemory, message));
-            }
-            if c.stalled_since.is_none() || written > 0 {
-                let now = Instant::now();
-                if c.stalled_since.replace(now).is_none() {
-                    self.after(write_timeout, move |cx| cx.check_stall(conn));
-                }
-            }
-            return;
-        }
-        if c.ending {
-            return self.close(conn);
-        }
-        if c.output_paused {
-            c.output_paused = false;
-            self.queue_pump(conn);
-        }
-    }
-
-    fn check_stall(&mut self, conn: Conn) {
-        let write_timeout = self.write_timeout;
-        let Some(since) = self.conn_mut(conn).and_then(|c| c.stalled_since) else { return };
-        if since.elapsed() >= write_timeout {
-            let message = format!("peer did not read for {write_timeout:?}");
-            self.fail(conn, io::Error::new(io::ErrorKind::TimedOut, message));
-        } else {
-            self.at(since + write_timeout, move |cx| cx.check_stall(conn));
-        }
-    }
-
     fn on_ready(&mut self, token: Token, readable: bool, writable: bool, hangup: bool) {
         let Some(slot) = self.slots.get_mut(token.0) else { return };
         let conn = Conn { index: token.0, generation: slot.generation };
@@ -576,7 +505,7 @@ impl Cx {
                 Ok(false) => {}
                 Ok(true) => {
                     if let Some(then) = c.connecting.take() {
-                        self.queue_flush(conn);
+                        self.queue_pump(conn);
                         then(self, Ok(conn));
                     }
                 }
@@ -589,8 +518,8 @@ impl Cx {
                 }
             },
             Kind::Conn(c) => {
-                if writable && !c.out.is_empty() {
-                    self.flush(conn);
+                if let Some(task) = c.on_writable.take_if(|_| writable || hangup) {
+                    task(self);
                 }
                 if readable || hangup {
                     self.pump(conn, hangup);
@@ -604,15 +533,15 @@ impl Cx {
         let Some(Slot { kind: Kind::Listener { on_accept, .. }, .. }) = self.slots.get_mut(index) else { return };
         let Some(mut callback) = on_accept.take() else { return };
         while let Some(Slot { kind: Kind::Listener { listener, .. }, .. }) = self.slots.get_mut(index) {
-            match listener.accept() {
-                Ok((stream, _)) => callback(self, Ok(stream)),
+            let accepted = match listener.accept() {
+                Ok((stream, _)) => Ok(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
-                Err(e) => {
-                    callback(self, Err(e));
-                    self.after(ACCEPT_RETRY, move |cx| cx.accept(index));
-                    break;
-                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+                Err(e) => Err(e),
+            };
+            if let Some(resume) = callback(self, accepted) {
+                self.at(resume, move |cx| cx.accept(index));
+                break;
             }
         }
         if let Some(Slot { kind: Kind::Listener { on_accept, .. }, .. }) = self.slots.get_mut(index) {
@@ -620,24 +549,13 @@ impl Cx {
         }
     }
 
-    fn queue_flush(&mut self, conn: Conn) {
-        if let Some(c) = self.conn_mut(conn)
-            && !c.queued_flush
-        {
-            c.queued_flush = true;
-            self.to_flush.push(conn);
-        }
-    }
-
-    /// Deferred tasks, input to deliver, output to write, until none is left.
+    /// Deferred tasks and input to deliver, until none is left.
     fn settle(&mut self) {
         loop {
             if let Some(task) = self.deferred.pop_front() {
                 task(self);
             } else if let Some(conn) = self.to_pump.pop() {
                 self.pump(conn, false);
-            } else if let Some(conn) = self.to_flush.pop() {
-                self.flush(conn);
             } else {
                 return;
             }
@@ -678,7 +596,8 @@ impl Cx {
 }
 
 impl Conn {
-    /// Delivers every line to `on_line` (then `End`, or `Failed`), replacing any earlier reader.
+    /// Delivers every line to `on_line` (`Idle` whenever the socket is drained, then `End`, or
+    /// `Failed`), replacing any earlier reader.
     pub fn read_lines(self, cx: &mut Cx, max_line: usize, on_line: impl FnMut(&mut Cx, Input<'_>) -> Flow + 'static) {
         self.set_reader(cx, Reader::Lines { framer: LineFramer::new(max_line), callback: Box::new(on_line) });
     }
@@ -707,31 +626,35 @@ impl Conn {
         }
     }
 
-    /// Queues `bytes`; they are written once the running callbacks return.
-    pub fn write(self, cx: &mut Cx, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+    /// Writes what the socket takes of `bytes` now: how much (`0`: it is full; see
+    /// [`Conn::when_writable`]), or the error (the connection is then useless: close it).
+    pub fn write(self, cx: &mut Cx, bytes: &[u8]) -> io::Result<usize> {
+        let Some(c) = cx.conn_mut(self) else { return Err(io::ErrorKind::NotConnected.into()) };
+        loop {
+            return match c.stream.write(bytes) {
+                Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
         }
+    }
+
+    /// Runs `task` once the socket can take more after a [`Conn::write`] found it full (or has
+    /// failed: the next write says so). Replaces an earlier such task.
+    pub fn when_writable(self, cx: &mut Cx, task: impl FnOnce(&mut Cx) + 'static) {
         if let Some(c) = cx.conn_mut(self) {
-            c.out.extend_from_slice(bytes);
-            cx.queue_flush(self);
+            c.on_writable = Some(Box::new(task));
         }
     }
 
-    /// Bytes queued and not yet taken by the socket (`None` once closed).
-    pub fn pending(self, cx: &mut Cx) -> Option<usize> {
-        cx.conn_mut(self).map(|c| c.out.len())
+    /// Takes the stream back out of the loop (open, out of epoll), forgetting the connection.
+    pub fn detach(self, cx: &mut Cx) -> Option<TcpStream> {
+        cx.detach(self)
     }
 
-    /// Closes once everything queued has been written.
-    pub fn end(self, cx: &mut Cx) {
-        if let Some(c) = cx.conn_mut(self) {
-            c.ending = true;
-            cx.queue_flush(self);
-        }
-    }
-
-    /// Closes now; queued output is dropped and the reader is not called again.
+    /// Closes now; no callback of the connection runs again.
     pub fn close(self, cx: &mut Cx) {
         cx.close(self);
     }
