@@ -42,15 +42,16 @@ impl Upstream {
     pub async fn fetch(&self, query: &PlacesQuery, stats: &ServerStats) -> Result<HttpResponse, UpstreamError> {
         let mut call = PlacesCall::new(query, &self.host, Instant::now(), &self.limits, stats);
         let deadline = tokio::time::Instant::from_std(call.poll_timeout());
-        match tokio::time::timeout_at(deadline, self.exchange(&mut call)).await {
-            Ok(result) => result,
-            Err(_) => call.on_timeout(Instant::now()).map_or(Err(UpstreamError::Timeout), done),
+        let step = tokio::time::timeout_at(deadline, self.exchange(&mut call)).await.ok();
+        match step.or_else(|| call.on_timeout(Instant::now())) {
+            Some(Step::Done { result, .. }) => result,
+            _ => Err(UpstreamError::Timeout),
         }
     }
 
     /// Attaches connections to the call until it is done: an idle one first, a fresh one after a
     /// [`Step::Reconnect`].
-    async fn exchange(&self, call: &mut PlacesCall) -> Result<HttpResponse, UpstreamError> {
+    async fn exchange(&self, call: &mut PlacesCall) -> Step {
         let mut idle = self.pool.checkout();
         loop {
             let reused = idle.is_some();
@@ -62,13 +63,14 @@ impl Upstream {
                         let _ = conn.set_nodelay(true);
                         conn
                     }
-                    Err(e) => return done(call.on_connect_failed(&e.to_string())),
+                    Err(e) => return call.on_connect_failed(&e.to_string()),
                 },
             };
             call.on_attached(reused);
-            if let Step::Done { result, keep } = round_trip(&mut conn, call).await {
+            let step = round_trip(&mut conn, call).await;
+            if let Step::Done { keep, .. } = step {
                 self.pool.checkin(conn, keep);
-                return result;
+                return step;
             }
         }
     }
@@ -90,13 +92,5 @@ async fn round_trip(conn: &mut TcpStream, call: &mut PlacesCall) -> Step {
         if step != Step::Continue {
             return step;
         }
-    }
-}
-
-/// The result of a step that ends the exchange (`on_connect_failed` and `on_timeout` only end it).
-fn done(step: Step) -> Result<HttpResponse, UpstreamError> {
-    match step {
-        Step::Done { result, .. } => result,
-        other => Err(UpstreamError::Http(format!("unexpected {other:?}"))),
     }
 }
