@@ -38,13 +38,8 @@ pub struct ClientConn {
 
 impl ClientConn {
     pub fn new(stream: TcpStream, limits: &Limits) -> Self {
-        Self {
-            stream,
-            framer: LineFramer::new(limits.max_line),
-            link: Link::default(),
-            out: OutputBuffer::new(limits),
-            input_done: false,
-        }
+        let (framer, out) = (LineFramer::new(limits.max_line), OutputBuffer::new(limits));
+        Self { stream, framer, link: Link::default(), out, input_done: false }
     }
 
     /// Handles every buffered line, reading more until the socket is drained, input ends, or the

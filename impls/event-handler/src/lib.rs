@@ -106,16 +106,10 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, o: &ServeOption
     let links = Arc::new(FloodLinks::new(&o.name, &names, &o.limits, Instant::now(), stats, log, wake));
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
     let worlds = loops.into_iter().enumerate().map(|(index, event_loop)| {
-        let world = World {
-            service: Arc::clone(&service),
-            options: o.clone(),
-            links: Arc::clone(&links),
-            pool: o.places.map(|_| PlacesPool::new(&o.limits, stats)),
-            index,
-            remotes: Arc::clone(&remotes),
-            listener: listener.take(),
-        };
-        (event_loop, world)
+        let (service, links, remotes) = (Arc::clone(&service), Arc::clone(&links), Arc::clone(&remotes));
+        let (options, pool, listener) =
+            (o.clone(), o.places.map(|_| PlacesPool::new(&o.limits, stats)), listener.take());
+        (event_loop, World { service, options, links, pool, index, remotes, listener })
     });
     reactor::run_all(worlds.collect(), start)
 }
@@ -184,9 +178,8 @@ impl<S: Service> Handler<World<S>, Msg> for Door {
                     self.backoff.on_accepted();
                     let _ = stream.set_nodelay(true);
                     ServerStats::bump(&cx.world.service.stats().connections);
-                    let target = self.dealt % cx.world.remotes.len();
                     self.dealt = self.dealt.wrapping_add(1);
-                    if cx.world.remotes[target].send(Msg::Adopt(stream)).is_err() {
+                    if cx.world.remotes[self.dealt % cx.world.remotes.len()].send(Msg::Adopt(stream)).is_err() {
                         cx.world.service.log().error("hand-off", "event loop has stopped");
                     }
                 }

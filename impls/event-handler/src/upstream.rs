@@ -60,13 +60,10 @@ impl Exchange {
         let pooled = if fresh { None } else { pool.checkout() };
         self.call.on_attached(pooled.is_some());
         (self.connecting, self.written) = (pooled.is_none(), 0);
-        let conn = match pooled {
-            Some(conn) => cx.attach(conn),
-            None => {
-                pool.opened();
-                cx.connect(addr)
-            }
-        };
+        if pooled.is_none() {
+            pool.opened();
+        }
+        let conn = pooled.map_or_else(|| cx.connect(addr), |conn| cx.attach(conn));
         let failed = conn.map(|conn| self.conn = Some(conn)).err();
         failed.map(|e| self.call.on_connect_failed(&e.to_string()))
     }
