@@ -9,10 +9,11 @@
 //!  serve thread: task::block_on(accept loop) ──task::spawn──► connection task (one per client)
 //!                                                               loop {
 //!                                                                 read.await ──► LineFramer ──► Service::handle
-//!  async-std global executor: ASYNC_STD_THREAD_COUNT                ├─ reply bytes ───────────► out buffer
-//!  threads, each block_on(run the shared executor)                  ├─ WHATSAT: flush, Upstream::fetch.await ──► out
-//!  async-io reactor: driven by an idle block_on thread              └─ flood ──try_send──► link task per neighbour
-//!                                                                 write_all(out).await
+//!  async-std global executor: ASYNC_STD_THREAD_COUNT                ├─ reply bytes ──────────► OutputBuffer::push
+//!  threads, each block_on(run the shared executor)                  ├─ WHATSAT: write, PlacesCall driven .await ──► push
+//!  async-io reactor: driven by an idle block_on thread              └─ flood ──FloodLinks::send──► channel(1) ──► link task
+//!                                                                 write what the socket takes; while bytes are owed,
+//!                                                                 race { write, read if may_read, stall deadline }
 //!                                                               }
 //! ```
 //!
@@ -26,14 +27,24 @@
 //!
 //! Order comes for free. A connection task handles its lines one after another and awaits a
 //! WHATSAT's upstream call inline, so the requests of one connection take effect in order (a
-//! WHATSAT sees the IAMAT before it) and replies leave in order, with no reordering buffer.
-//! Replies to the lines of one read are gathered and written with one `write_all`; before a
-//! WHATSAT waits on the upstream, what is already answered is written first.
+//! WHATSAT sees the IAMAT before it) and replies leave in order: the task uses
+//! [`OutputBuffer::push`], never the reordering half of the buffer.
 //!
-//! Back-pressure is the awaited write: while a task waits for a slow client to take its replies it
-//! does not read, so the client's further requests wait in the kernel, and pending output per
-//! connection stays below [`FLUSH_AT`] plus one reply. A client that leaves a write blocked for
-//! `write_timeout` is closed.
+//! Every rule around the protocol is herd-core's policy layer, driven from here:
+//! [`OutputBuffer`] decides when replies are written (`flush_at`, and after each read), when the
+//! task stops reading a client that leaves its replies unread (`pause_output`), and when it gives
+//! up on one (`max_output` owed while the socket is full, or `write_stall` without progress);
+//! [`herd_core::policy::FloodLinks`] and [`herd_core::policy::PlacesCall`] /
+//! [`herd_core::policy::PlacesPool`] own the links and the places client (see [`links`],
+//! [`upstream`]); [`AcceptBackoff`] paces the accept loop after errors.
+//!
+//! async-std's sockets cannot wait for readiness without reading or writing, so the waiting is
+//! done with the operations themselves. "Write what the socket takes now" is one poll of a write
+//! (`futures_lite::future::poll_once`): `None` means the socket is full, which the buffer hears
+//! as [`OutputBuffer::blocked`]. While bytes are owed, the task races a write of them, a read of
+//! more input (while [`OutputBuffer::may_read`]) and `task::sleep` to the buffer's stall deadline
+//! with futures-lite's `future::or` (async-std's own `race` is behind its `unstable` feature).
+//! Both I/O futures are cancel-safe: one that lost the race has moved no bytes.
 //!
 //! Reads are optimistic: async-std's sockets are async-io's `Async`, whose read calls `read(2)`
 //! first and registers interest with the reactor only when it returns `WouldBlock`. async-std
@@ -55,28 +66,26 @@
 //! # Layout
 //! - [`serve`]: configure the runtime, start the links, accept.
 //! - `Connection`: one client's task: read, frame, handle, write.
-//! - [`links`]: flood links, one task per neighbour fed by a bounded channel.
-//! - [`upstream`]: the places client over a shared pool of kept-alive connections.
+//! - [`links`]: one task per neighbour driving its [`herd_core::policy::FloodLink`].
+//! - [`upstream`]: one WHATSAT's [`herd_core::policy::PlacesCall`] on a shared pool of connections.
 
 pub mod links;
 pub mod upstream;
 
+use std::future::pending;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use async_std::io::{self, ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
-use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use futures_lite::future;
+use herd_core::policy::{AcceptBackoff, FloodLinks, OutputBuffer};
+use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 
-use crate::links::FloodLinks;
+use crate::links::LinkBell;
 use crate::upstream::Upstream;
 
-/// Pending replies on one connection are written once they reach this size, even mid-read.
-pub const FLUSH_AT: usize = 64 * 1024;
-/// Pause after an accept error (out of descriptors, most likely) before accepting again, so a
-/// listener that stays readable does not spin a thread.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// Read once, by async-std's runtime when it starts: the executor's thread count.
 pub const THREAD_COUNT_VAR: &str = "ASYNC_STD_THREAD_COUNT";
 
@@ -96,11 +105,10 @@ pub fn serve<S: Service>(
     task::block_on(async {
         let listener = TcpListener::from(listener);
         let shared = Arc::new(Shared {
-            links: FloodLinks::spawn(&options.name, &options.neighbours, &service, options.write_timeout),
-            upstream: options.places.map(|addr| Upstream::new(addr, options.upstream_timeout, service.stats())),
+            links: links::spawn(options, &*service),
+            upstream: options.places.map(|addr| Upstream::new(addr, &options.limits, service.stats())),
             service,
-            max_line: options.max_line,
-            write_timeout: options.write_timeout,
+            limits: options.limits.clone(),
         });
         accept_loop(listener, shared).await
     })
@@ -110,34 +118,50 @@ pub fn serve<S: Service>(
 #[derive(Debug)]
 struct Shared<S> {
     service: Arc<S>,
-    links: FloodLinks,
+    links: Arc<FloodLinks<LinkBell>>,
     /// `None` in echo mode, or with no places backend configured.
     upstream: Option<Upstream>,
-    max_line: usize,
-    write_timeout: Duration,
+    limits: Limits,
 }
 
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) -> io::Result<()> {
+    let mut backoff = AcceptBackoff::new(&shared.limits);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.on_accepted();
                 ServerStats::bump(&shared.service.stats().connections);
                 let _ = stream.set_nodelay(true);
                 let conn = Connection {
                     stream,
-                    framer: LineFramer::new(shared.max_line),
+                    framer: LineFramer::new(shared.limits.max_line),
                     link: Link::default(),
-                    out: Vec::new(),
+                    out: OutputBuffer::new(&shared.limits),
                     shared: Arc::clone(&shared),
                 };
                 task::spawn(conn.run());
             }
             Err(e) => {
                 shared.service.log().error("accept", e);
-                task::sleep(ACCEPT_BACKOFF).await;
+                until(Some(backoff.on_error(Instant::now()))).await;
             }
         }
     }
+}
+
+/// Sleeps until `deadline` (`task::sleep`, async-std has no sleep-until); never without one.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => task::sleep(deadline.saturating_duration_since(Instant::now())).await,
+        None => pending().await,
+    }
+}
+
+/// What ended one wait of a connection task.
+enum Wake {
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+    Stalled,
 }
 
 /// One client connection, owned by its task.
@@ -145,13 +169,13 @@ struct Connection<S> {
     stream: TcpStream,
     framer: LineFramer,
     link: Link,
-    /// Replies not yet written.
-    out: Vec<u8>,
+    out: OutputBuffer,
     shared: Arc<Shared<S>>,
 }
 
 impl<S: Service> Connection<S> {
-    /// Runs the connection to its end; write failures are logged, read failures just end it.
+    /// Runs the connection to its end; write failures and policy closes are logged, read failures
+    /// just end it.
     async fn run(mut self) {
         if let Err(e) = self.serve().await {
             self.shared.service.log().error("write", e);
@@ -160,9 +184,11 @@ impl<S: Service> Connection<S> {
 
     async fn serve(&mut self) -> io::Result<()> {
         loop {
-            let n = match self.stream.read(self.framer.read_buf()).await {
-                Ok(0) | Err(_) => return Ok(()), // end of stream or reset: nothing more to answer
-                Ok(n) => n,
+            let n = match self.settle(true).await? {
+                // End of stream: what is owed still goes out (a half-closed client reads it).
+                Some(Ok(0)) => return self.settle(false).await.map(drop),
+                Some(Ok(n)) => n,
+                Some(Err(_)) | None => return Ok(()), // reset: nothing more to answer
             };
             self.framer.filled(n);
             while let Some(frame) = self.framer.next_frame() {
@@ -170,8 +196,8 @@ impl<S: Service> Connection<S> {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
                         let reply = self.shared.service.oversized(quote);
-                        self.out.extend_from_slice(&reply);
-                        self.flush().await?;
+                        self.out.push(&reply);
+                        self.settle(false).await?;
                         return self.stream.shutdown(std::net::Shutdown::Write);
                     }
                 };
@@ -179,37 +205,77 @@ impl<S: Service> Connection<S> {
                 let service = &*self.shared.service;
                 let outcome = service.handle(line, &mut self.link, now);
                 if let Some(flood) = &outcome.flood {
-                    self.shared.links.send(flood, service.stats());
+                    self.shared.links.send(flood, Instant::now());
                 }
                 match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.extend_from_slice(&bytes),
+                    Reply::Bytes(bytes) => self.out.push(&bytes),
                     Reply::Nothing => {}
                     Reply::Places(lookup) => {
-                        self.flush().await?;
+                        // What is already answered goes out before the task waits upstream.
+                        write(&self.stream, &mut self.out).await?;
                         let result = match &self.shared.upstream {
-                            Some(upstream) => upstream.fetch(&lookup.query).await,
+                            Some(upstream) => upstream.fetch(&lookup.query, service.stats()).await,
                             None => Err(UpstreamError::NotConfigured),
                         };
                         let reply = self.shared.service.complete(lookup, result);
-                        self.out.extend_from_slice(&reply);
+                        self.out.push(&reply);
                     }
                 }
-                if self.out.len() >= FLUSH_AT {
-                    self.flush().await?;
+                if self.out.should_flush() {
+                    write(&self.stream, &mut self.out).await?;
                 }
             }
-            self.flush().await?;
         }
     }
 
-    /// Writes the pending replies, giving up (`io::timeout`) on a client that leaves them unread
-    /// too long.
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
+    /// Writes until nothing is owed (`None`) or, if `read` and the buffer allows reading, a read
+    /// into the framer finished (its result). Waits for the socket to take more no longer than
+    /// the buffer's stall deadline.
+    async fn settle(&mut self, read: bool) -> io::Result<Option<io::Result<usize>>> {
+        loop {
+            write(&self.stream, &mut self.out).await?;
+            let read = read && self.out.may_read();
+            if self.out.owed() == 0 && !read {
+                return Ok(None);
+            }
+            let (stream, out, framer) = (&self.stream, &self.out, &mut self.framer);
+            let deadline = out.poll_timeout();
+            let wrote = async {
+                if out.owed() == 0 {
+                    pending().await
+                }
+                Wake::Wrote((&*stream).write(out.poll_transmit()).await)
+            };
+            let input = async {
+                if !read {
+                    pending().await
+                }
+                Wake::Read((&*stream).read(framer.read_buf()).await)
+            };
+            let stalled = async {
+                until(deadline).await;
+                Wake::Stalled
+            };
+            let wake = future::or(input, future::or(wrote, stalled)).await;
+            match wake {
+                Wake::Read(result) => return Ok(Some(result)),
+                Wake::Wrote(n) => self.out.consumed(n?, Instant::now()),
+                Wake::Stalled => self.out.on_timeout(Instant::now()).map_err(io::Error::other)?,
+            }
         }
-        let written = io::timeout(self.shared.write_timeout, self.stream.write_all(&self.out)).await;
-        self.out.clear();
-        written
     }
+}
+
+/// Writes what the socket takes now (one poll of a write at a time), each write reported to the
+/// buffer; a full socket with bytes owed starts the stall clock (or closes a client owed too much).
+async fn write(stream: &TcpStream, out: &mut OutputBuffer) -> io::Result<()> {
+    while out.owed() > 0 {
+        match future::poll_once((&*stream).write(out.poll_transmit())).await {
+            Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(Ok(n)) => out.consumed(n, Instant::now()),
+            Some(Err(e)) => return Err(e),
+            None => return out.blocked(Instant::now()).map_err(io::Error::other),
+        }
+    }
+    Ok(())
 }
