@@ -4,10 +4,11 @@
 //!  serve thread: block_on(ex.run(accept loop)) ──ex.spawn──► connection task (one per client)
 //!                                                      loop {
 //!                                                        read.await ──► LineFramer ──► Service::handle
-//!  one shared Executor, run by the serve thread            ├─ reply bytes ────────────► out buffer
-//!  + (--threads − 1) threads: block_on(ex.run(pending()))  ├─ WHATSAT: flush, Upstream::fetch.await ──► out
-//!  async-io reactor: driven by an idle block_on thread     └─ flood ──try_send──► link task per neighbour
-//!                                                        write_all(out).await
+//!  one shared Executor, run by the serve thread            ├─ reply bytes ─────────────► OutputBuffer::push
+//!  + (--threads − 1) threads: block_on(ex.run(pending()))  ├─ WHATSAT: write, PlacesCall driven .await ──► push
+//!  async-io reactor: driven by an idle block_on thread     └─ flood ──FloodLinks::send──► channel(1) ──► link task
+//!                                                        write what the socket takes; while bytes are owed,
+//!                                                        or { writable, readable if may_read, Timer::at(stall) }
 //!                                                      }
 //! ```
 //!
@@ -20,19 +21,22 @@
 //!
 //! smol is a collection of small crates (async-executor, async-io, async-channel, futures-lite)
 //! re-exported under one name, and its idioms follow: sockets are `Async<TcpStream>` (a std socket
-//! registered with the reactor), a timeout is a race between the operation and a `Timer`
-//! (`future::or`), and the executor is a value the program creates and runs on threads of its own.
+//! registered with the reactor, so a plain `write(2)` on `get_ref()` is the non-blocking "write
+//! what the socket takes now"), a deadline is a `Timer::at` raced with `future::or`, and the
+//! executor is a value the program creates and runs on threads of its own.
 //!
 //! Order comes for free. A connection task handles its lines one after another and awaits a
 //! WHATSAT's upstream call inline, so the requests of one connection take effect in order (a
-//! WHATSAT sees the IAMAT before it) and replies leave in order, with no reordering buffer.
-//! Replies to the lines of one read are gathered and written with one `write_all`; before a
-//! WHATSAT waits on the upstream, what is already answered is written first.
+//! WHATSAT sees the IAMAT before it) and replies leave in order: the task uses
+//! [`OutputBuffer::push`], never the reordering half of the buffer.
 //!
-//! Back-pressure is the awaited write: while a task waits for a slow client to take its replies it
-//! does not read, so the client's further requests wait in the kernel, and pending output per
-//! connection stays below [`FLUSH_AT`] plus one reply. A client that leaves a write blocked for
-//! `write_timeout` is closed.
+//! Every rule around the protocol is herd-core's policy layer, driven from here:
+//! [`OutputBuffer`] decides when replies are written (`flush_at`, and after each read), when the
+//! task stops reading a client that leaves its replies unread (`pause_output`), and when it gives
+//! up on one (`max_output` owed while the socket is full, or `write_stall` without progress);
+//! [`herd_core::policy::FloodLinks`] and [`herd_core::policy::PlacesCall`] /
+//! [`herd_core::policy::PlacesPool`] own the links and the places client (see [`links`],
+//! [`upstream`]); [`AcceptBackoff`] paces the accept loop after errors.
 //!
 //! Reads are optimistic: `Async`'s read calls `read(2)` first and registers interest with the
 //! reactor only when it returns `WouldBlock`. After a short read the socket is known to be
@@ -68,31 +72,27 @@
 //! # Layout
 //! - [`serve`]: start the executor threads and the links, accept.
 //! - `Connection`: one client's task: read, frame, handle, write.
-//! - [`links`]: flood links, one task per neighbour fed by a bounded channel.
-//! - [`upstream`]: the places client over a shared pool of kept-alive connections.
+//! - [`links`]: one task per neighbour driving its [`herd_core::policy::FloodLink`].
+//! - [`upstream`]: one WHATSAT's [`herd_core::policy::PlacesCall`] on a shared pool of connections.
 
 pub mod links;
 pub mod upstream;
 
-use std::io;
+use std::future::pending;
+use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
 use std::panic::catch_unwind;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use herd_core::policy::{AcceptBackoff, FloodLinks, OutputBuffer};
+use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use smol::io::AsyncReadExt;
 use smol::{Async, Executor, Timer, future};
 
-use crate::links::FloodLinks;
+use crate::links::LinkBell;
 use crate::upstream::Upstream;
-
-/// Pending replies on one connection are written once they reach this size, even mid-read.
-pub const FLUSH_AT: usize = 64 * 1024;
-/// Pause after an accept error (out of descriptors, most likely) before accepting again, so a
-/// listener that stays readable does not spin a thread.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
@@ -115,11 +115,10 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
     }
     let listener = Async::new(listener)?;
     let shared = Arc::new(Shared {
-        links: FloodLinks::spawn(&ex, &options.name, &options.neighbours, &service, options.write_timeout),
-        upstream: options.places.map(|addr| Upstream::new(addr, options.upstream_timeout, service.stats())),
+        links: links::spawn(&ex, options, &*service),
+        upstream: options.places.map(|addr| Upstream::new(addr, &options.limits, service.stats())),
         service,
-        max_line: options.max_line,
-        write_timeout: options.write_timeout,
+        limits: options.limits.clone(),
     });
     smol::block_on(ex.run(accept_loop(&ex, listener, shared)))
 }
@@ -128,11 +127,10 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
 #[derive(Debug)]
 struct Shared<S> {
     service: Arc<S>,
-    links: FloodLinks,
+    links: Arc<FloodLinks<LinkBell>>,
     /// `None` in echo mode, or with no places backend configured.
     upstream: Option<Upstream>,
-    max_line: usize,
-    write_timeout: Duration,
+    limits: Limits,
 }
 
 async fn accept_loop<S: Service>(
@@ -140,40 +138,56 @@ async fn accept_loop<S: Service>(
     listener: Async<TcpListener>,
     shared: Arc<Shared<S>>,
 ) -> io::Result<()> {
+    let mut backoff = AcceptBackoff::new(&shared.limits);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.on_accepted();
                 ServerStats::bump(&shared.service.stats().connections);
                 let _ = stream.get_ref().set_nodelay(true);
                 let conn = Connection {
                     stream,
-                    framer: LineFramer::new(shared.max_line),
+                    reads: Reads::default(),
+                    framer: LineFramer::new(shared.limits.max_line),
                     link: Link::default(),
-                    out: Vec::new(),
+                    out: OutputBuffer::new(&shared.limits),
                     shared: Arc::clone(&shared),
                 };
                 ex.spawn(conn.run()).detach();
             }
             Err(e) => {
                 shared.service.log().error("accept", e);
-                Timer::after(ACCEPT_BACKOFF).await;
+                Timer::at(backoff.on_error(Instant::now())).await;
             }
         }
     }
 }
 
+/// A timer for the machines' `poll_timeout`: `None` never fires.
+pub(crate) fn timer(deadline: Option<Instant>) -> Timer {
+    deadline.map_or_else(Timer::never, Timer::at)
+}
+
+/// What ended one wait of a connection task with bytes owed.
+enum Wake {
+    Writable,
+    Readable,
+    Stalled,
+}
+
 /// One client connection, owned by its task.
 struct Connection<S> {
     stream: Async<TcpStream>,
+    reads: Reads,
     framer: LineFramer,
     link: Link,
-    /// Replies not yet written.
-    out: Vec<u8>,
+    out: OutputBuffer,
     shared: Arc<Shared<S>>,
 }
 
 impl<S: Service> Connection<S> {
-    /// Runs the connection to its end; write failures are logged, read failures just end it.
+    /// Runs the connection to its end; write failures and policy closes are logged, read failures
+    /// just end it.
     async fn run(mut self) {
         if let Err(e) = self.serve().await {
             self.shared.service.log().error("write", e);
@@ -181,11 +195,13 @@ impl<S: Service> Connection<S> {
     }
 
     async fn serve(&mut self) -> io::Result<()> {
-        let mut reads = Reads::default();
         loop {
-            let n = match reads.read(&mut self.stream, self.framer.read_buf()).await {
-                Ok(0) | Err(_) => return Ok(()), // end of stream or reset: nothing more to answer
+            self.settle(true).await?;
+            let n = match self.reads.read(&mut self.stream, self.framer.read_buf()).await {
+                // End of stream: what is owed still goes out (a half-closed client reads it).
+                Ok(0) => return self.settle(false).await,
                 Ok(n) => n,
+                Err(_) => return Ok(()), // reset: nothing more to answer
             };
             self.framer.filled(n);
             while let Some(frame) = self.framer.next_frame() {
@@ -193,8 +209,8 @@ impl<S: Service> Connection<S> {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
                         let reply = self.shared.service.oversized(quote);
-                        self.out.extend_from_slice(&reply);
-                        self.flush().await?;
+                        self.out.push(&reply);
+                        self.settle(false).await?;
                         return self.stream.get_ref().shutdown(std::net::Shutdown::Write);
                     }
                 };
@@ -202,42 +218,77 @@ impl<S: Service> Connection<S> {
                 let service = &*self.shared.service;
                 let outcome = service.handle(line, &mut self.link, now);
                 if let Some(flood) = &outcome.flood {
-                    self.shared.links.send(flood, service.stats());
+                    self.shared.links.send(flood, Instant::now());
                 }
                 match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.extend_from_slice(&bytes),
+                    Reply::Bytes(bytes) => self.out.push(&bytes),
                     Reply::Nothing => {}
                     Reply::Places(lookup) => {
-                        self.flush().await?;
+                        // What is already answered goes out before the task waits upstream.
+                        write(&self.stream, &mut self.out)?;
                         let result = match &self.shared.upstream {
-                            Some(upstream) => upstream.fetch(&lookup.query).await,
+                            Some(upstream) => upstream.fetch(&lookup.query, service.stats()).await,
                             None => Err(UpstreamError::NotConfigured),
                         };
                         let reply = self.shared.service.complete(lookup, result);
-                        self.out.extend_from_slice(&reply);
+                        self.out.push(&reply);
                     }
                 }
-                if self.out.len() >= FLUSH_AT {
-                    self.flush().await?;
+                if self.out.should_flush() {
+                    write(&self.stream, &mut self.out)?;
                 }
             }
-            self.flush().await?;
         }
     }
 
-    /// Writes the pending replies, giving up on a client that leaves them unread too long.
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
+    /// Writes until nothing is owed or, if `read` and the buffer allows reading, input is there.
+    /// Waits for the socket to take more no longer than the buffer's stall deadline.
+    async fn settle(&mut self, read: bool) -> io::Result<()> {
+        loop {
+            write(&self.stream, &mut self.out)?;
+            if self.out.owed() == 0 {
+                return Ok(());
+            }
+            let (stream, read) = (&self.stream, read && self.out.may_read());
+            let stalled = timer(self.out.poll_timeout());
+            let writable = async { stream.writable().await.map(|()| Wake::Writable) };
+            let readable = async {
+                if !read {
+                    pending::<()>().await;
+                }
+                stream.readable().await.map(|()| Wake::Readable)
+            };
+            let stalled = async {
+                stalled.await;
+                Ok(Wake::Stalled)
+            };
+            match future::or(writable, future::or(readable, stalled)).await? {
+                Wake::Writable => {}
+                Wake::Readable => {
+                    self.reads = Reads::default();
+                    return Ok(());
+                }
+                Wake::Stalled => self.out.on_timeout(Instant::now()).map_err(io::Error::other)?,
+            }
         }
-        let stalled = async {
-            Timer::after(self.shared.write_timeout).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read its replies"))
-        };
-        let written = future::or(self.stream.write_all(&self.out), stalled).await;
-        self.out.clear();
-        written
     }
+}
+
+/// Writes what the socket takes now (`write(2)` on the non-blocking socket), each write reported
+/// to the buffer; a full socket with bytes owed starts the stall clock (or closes a client owed
+/// too much).
+fn write(stream: &Async<TcpStream>, out: &mut OutputBuffer) -> io::Result<()> {
+    while out.owed() > 0 {
+        match stream.get_ref().write(out.poll_transmit()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.consumed(n, Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return out.blocked(Instant::now()).map_err(io::Error::other);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads from one socket, waiting for readiness first once a read has found it drained.
@@ -248,11 +299,6 @@ struct Reads {
 }
 
 impl Reads {
-    /// Waits for readiness before reading (`Async::readable`).
-    fn drained() -> Self {
-        Self { drained: true }
-    }
-
     async fn read(&mut self, stream: &mut Async<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
         if self.drained {
             stream.readable().await?;

@@ -1,240 +1,169 @@
-//! Flood links: one task per neighbour, fed by a bounded `smol::channel` (async-channel).
+//! Flood links: one smol task per neighbour drives herd-core's
+//! [`FloodLink`](herd_core::policy::FloodLink) machine.
 //!
 //! ```text
-//! (connect) PEER Alford\n
-//!           AT Alford +0.000213 kiwi +34.068930-118.445127 1479413884.392014450\n
-//!           ...
+//!  connection task ── FloodLinks::send ──► FloodLink (queue, drops, retry timer) ── wake? ──► channel(1)
+//!                                                                                                │
+//!  link task: loop { lock: on_timeout, poll_connect ── connect (raced with Timer::at(deadline))  │
+//!                    lock: poll_transmit ── write(2) what the socket takes, consumed(n) each     │
+//!                    or { recv ◄─────────────────────────────────────────────────────────────────┘
+//!                         readable (the peer closed or sent: on_closed), writable (bytes left),
+//!                         Timer::at(poll_timeout) } }
 //! ```
 //!
-//! A link task is a small state machine with two states, each waiting on two futures at once with
-//! `future::or` (the first that is ready wins, the other is dropped):
-//!
-//! ```text
-//!          retry due (the idle timer, or an update arriving RETRY or more after the last
-//!          attempt): connect, send the hello
-//! down ──────────────────────────────────────────────────────► up: updates are written in batches
-//!  ▲  updates arriving before a retry is due                       │
-//!  │  are dropped and counted                                      │
-//!  └──────────── the peer sent EOF or anything, or a write failed ─┘
-//! ```
-//!
-//! While up, the task also waits on a read of the link: peers never send on a flood link, so the
-//! read completing (EOF, reset, or stray bytes) means the neighbour is gone, and the task learns
-//! it at once instead of on the next write. While down it tries again every [`RETRY`] whether or
-//! not updates arrive, so a restarted neighbour is linked again without waiting for traffic; an
-//! update that arrives when a retry is due makes the attempt itself and is sent if it succeeds.
-//! The first attempt waits for the first update or one interval, rather than racing neighbours
-//! that are starting alongside this server. Old updates are not replayed: newer ones will follow.
+//! Everything a link decides lives in the machine: when to connect and how long an attempt may
+//! take (`link_retry`, `link_connect_timeout`), how much to queue and what to drop and count
+//! (`link_queue_bytes`), when a neighbour that takes nothing is given up (`link_write_stall`),
+//! and the hello. The task only owns the socket and waits, smol's way: a bounded(1)
+//! `smol::channel` (async-channel) is the [`LinkWaker`] (a ring while the task is busy stays in
+//! the channel), and `future::or` races it against `Async::readable` / `Async::writable` and a
+//! `Timer` at the machine's next deadline. The machine's lock is taken for a call or two and
+//! never held across an `.await`.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use herd_core::log::{Direction, Event};
-use herd_core::{Flood, ServerStats, Service};
-use smol::channel::{Receiver, Sender};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::{Async, Executor, Timer, future};
+use herd_core::policy::link::SharedLink;
+use herd_core::policy::{FloodLinks, LinkState, LinkWaker};
+use herd_core::{ServeOptions, Service};
+use smol::channel::{Receiver, Sender, bounded};
+use smol::{Async, Executor, future};
 
-/// Shortest time between two connection attempts to one neighbour.
-pub const RETRY: Duration = Duration::from_millis(100);
-/// Flood lines queued per neighbour before new ones are dropped (a stuck neighbour must not grow
-/// memory). Bursts are absorbed here while the link writes the previous batch.
-pub const QUEUE: usize = 4096;
-/// Lines taken from the queue for one write.
-const BATCH: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+use crate::timer;
 
-/// The sending ends of every neighbour's link, indexed like [`Flood::to`]. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct FloodLinks {
-    senders: Vec<Sender<Arc<[u8]>>>,
+/// The link task's wake-up: [`FloodLinks::send`] rings it when the task may be idle.
+#[derive(Debug)]
+pub struct LinkBell {
+    ring: Sender<()>,
+    heard: Receiver<()>,
 }
 
-impl FloodLinks {
-    /// Spawns one link task per neighbour on `ex`. `me` is sent as the link hello.
-    pub fn spawn<S: Service>(
-        ex: &Executor<'static>,
-        me: &str,
-        neighbours: &[(String, SocketAddr)],
-        service: &Arc<S>,
-        write_timeout: Duration,
-    ) -> Self {
-        let senders = neighbours
-            .iter()
-            .map(|(name, addr)| {
-                let (tx, rx) = smol::channel::bounded(QUEUE);
-                let link = LinkTask {
-                    hello: format!("PEER {me}\n"),
-                    name: name.clone(),
-                    addr: *addr,
-                    service: Arc::clone(service),
-                    write_timeout,
-                };
-                ex.spawn(link.run(rx)).detach();
-                tx
-            })
-            .collect();
-        Self { senders }
+impl LinkWaker for LinkBell {
+    fn wake(&self) {
+        // Full: a ring is already waiting to be heard.
+        let _ = self.ring.try_send(());
     }
+}
 
-    /// Queues `flood` for its neighbours without waiting; a full queue counts as dropped.
-    pub fn send(&self, flood: &Flood, stats: &ServerStats) {
-        for &i in &flood.to {
-            if self.senders[i].try_send(Arc::clone(&flood.line)).is_err() {
-                ServerStats::bump(&stats.floods_dropped);
+/// Builds the server's links and spawns one task per neighbour on `ex`.
+pub fn spawn<S: Service>(ex: &Executor<'static>, options: &ServeOptions, service: &S) -> Arc<FloodLinks<LinkBell>> {
+    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
+    let links = Arc::new(FloodLinks::new(
+        &options.name,
+        &names,
+        &options.limits,
+        Instant::now(),
+        service.stats(),
+        service.log(),
+        |_| {
+            let (ring, heard) = bounded(1);
+            LinkBell { ring, heard }
+        },
+    ));
+    for (i, (_, addr)) in options.neighbours.iter().enumerate() {
+        ex.spawn(drive(Arc::clone(&links), i, *addr)).detach();
+    }
+    links
+}
+
+/// One neighbour's link task: owns the socket, follows the machine.
+async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
+    let Some(link) = links.get(i) else { return };
+    let mut conn: Option<Async<TcpStream>> = None;
+    // Bytes taken from the machine and not yet by the socket.
+    let mut buf = Vec::new();
+    loop {
+        let (connect, deadline) = {
+            let mut machine = link.lock();
+            machine.on_timeout(Instant::now());
+            if machine.state() != LinkState::Up {
+                conn = None;
+                buf.clear();
+            }
+            (machine.poll_connect(), machine.poll_timeout())
+        };
+        if connect {
+            let attempt = async { Async::<TcpStream>::connect(addr).await.ok() };
+            let expired = async {
+                timer(deadline).await;
+                None
+            };
+            let stream = future::or(attempt, expired).await;
+            let mut machine = link.lock();
+            match stream {
+                Some(stream) if stream.get_ref().set_nodelay(true).is_ok() => {
+                    machine.on_connected(Instant::now());
+                    conn = Some(stream);
+                }
+                _ => machine.on_connect_failed(Instant::now()),
             }
         }
-    }
-}
-
-/// One neighbour's link.
-struct LinkTask<S> {
-    hello: String,
-    name: String,
-    addr: SocketAddr,
-    service: Arc<S>,
-    write_timeout: Duration,
-}
-
-/// What ended a wait of the link task.
-enum Wake {
-    /// Time for a connection attempt.
-    Retry,
-    /// This many lines were taken from the queue into the batch (0: the queue is closed).
-    Lines(usize),
-    /// The neighbour closed the link, or sent on it.
-    PeerGone,
-}
-
-impl<S: Service> LinkTask<S> {
-    async fn run(self, rx: Receiver<Arc<[u8]>>) {
-        let stats = self.service.stats();
-        let mut conn: Option<Async<TcpStream>> = None;
-        let mut attempts = Attempts::new();
-        let mut batch = Vec::new();
-        let mut probe = [0u8; 1];
-        loop {
-            batch.clear();
-            let queued = take_batch(&rx, &mut batch);
-            let wake = match &conn {
-                None => {
-                    let retry = async {
-                        Timer::at(attempts.next()).await;
-                        Wake::Retry
-                    };
-                    future::or(retry, queued).await
-                }
-                Some(stream) => {
-                    let gone = async {
-                        let _ = (&*stream).read(&mut probe).await;
-                        Wake::PeerGone
-                    };
-                    future::or(gone, queued).await
-                }
-            };
-            let n = match wake {
-                Wake::Lines(0) => return, // every sender is gone: the server is stopping
-                Wake::Lines(n) => n as u64,
-                Wake::Retry => {
-                    conn = self.connect(&mut attempts).await;
-                    continue;
-                }
-                Wake::PeerGone => {
-                    self.down(&mut conn, "closed by peer");
-                    continue;
-                }
-            };
-            // Traffic for a link that is down is a reason to try now, if the interval allows.
-            if conn.is_none() && attempts.allowed() {
-                conn = self.connect(&mut attempts).await;
-            }
-            let Some(stream) = &conn else {
-                stats.floods_dropped.fetch_add(n, Relaxed);
+        if let Some(stream) = &conn {
+            link.lock().poll_transmit(&mut buf);
+            if let Err(e) = write(stream, &mut buf, link) {
+                link.lock().on_closed(Instant::now(), &e.to_string());
                 continue;
-            };
-            let stalled = async {
-                Timer::after(self.write_timeout).await;
-                Err(io::Error::new(io::ErrorKind::TimedOut, "neighbour stopped reading"))
-            };
-            match future::or((&*stream).write_all(&batch), stalled).await {
-                Ok(()) => {
-                    stats.floods_out.fetch_add(n, Relaxed);
-                }
-                Err(e) => {
-                    stats.floods_dropped.fetch_add(n, Relaxed);
-                    self.down(&mut conn, &e.to_string());
-                }
             }
         }
-    }
-
-    /// One connection attempt, hello included; `None` if the neighbour is not there.
-    async fn connect(&self, attempts: &mut Attempts) -> Option<Async<TcpStream>> {
-        attempts.record();
-        let attempt = async {
-            let stream = Async::<TcpStream>::connect(self.addr).await?;
-            stream.get_ref().set_nodelay(true)?;
-            (&stream).write_all(self.hello.as_bytes()).await?;
-            io::Result::Ok(stream)
+        let deadline = link.lock().poll_timeout();
+        // Each wait says whether the socket became readable (the peer may have closed or sent).
+        let rung = async {
+            let _ = link.waker.heard.recv().await;
+            Ok(false)
         };
         let expired = async {
-            Timer::after(CONNECT_TIMEOUT).await;
-            Err(io::ErrorKind::TimedOut.into())
+            timer(deadline).await;
+            Ok(false)
         };
-        let stream = future::or(attempt, expired).await.ok()?;
-        self.service.log().event(Event::LinkUp { peer: self.name.clone(), direction: Direction::Outbound });
-        Some(stream)
-    }
-
-    fn down(&self, conn: &mut Option<Async<TcpStream>>, reason: &str) {
-        *conn = None;
-        self.service.log().event(Event::LinkDown { peer: self.name.clone(), reason: reason.to_owned() });
+        let socket = async {
+            let Some(stream) = &conn else { return std::future::pending().await };
+            let readable = async { stream.readable().await.map(|()| true) };
+            let writable = async {
+                if buf.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                stream.writable().await.map(|()| false)
+            };
+            future::or(readable, writable).await
+        };
+        let reason = match (future::or(rung, future::or(socket, expired)).await, &conn) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(true), Some(stream)) => peer_gone(stream),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            link.lock().on_closed(Instant::now(), &reason);
+        }
     }
 }
 
-/// Waits for one queued line, then takes what else is queued (up to [`BATCH`]) without waiting,
-/// so one write carries a burst. Cancel-safe: a line leaves the channel only in the poll that
-/// completes this future.
-async fn take_batch(rx: &Receiver<Arc<[u8]>>, batch: &mut Vec<u8>) -> Wake {
-    let Ok(first) = rx.recv().await else { return Wake::Lines(0) };
-    batch.extend_from_slice(&first);
-    let mut n = 1;
-    while n < BATCH {
-        let Ok(line) = rx.try_recv() else { break };
-        batch.extend_from_slice(&line);
-        n += 1;
+/// Writes what the socket takes now (`write(2)` on the non-blocking socket), telling the machine
+/// after each write.
+fn write(stream: &Async<TcpStream>, buf: &mut Vec<u8>, link: &SharedLink<LinkBell>) -> io::Result<()> {
+    while !buf.is_empty() {
+        match stream.get_ref().write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf.drain(..n);
+                link.lock().consumed(n, Instant::now());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
     }
-    Wake::Lines(n)
+    Ok(())
 }
 
-/// When a link that is down may try to connect: at most every [`RETRY`]. The first attempt waits
-/// for the first update or one interval, whichever comes first, rather than racing the neighbours
-/// that are still starting alongside this server.
-#[derive(Debug)]
-struct Attempts {
-    last: Instant,
-    tried: bool,
-}
-
-impl Attempts {
-    fn new() -> Self {
-        Self { last: Instant::now(), tried: false }
-    }
-
-    fn allowed(&self) -> bool {
-        !self.tried || self.last.elapsed() >= RETRY
-    }
-
-    /// When the idle retry is due.
-    fn next(&self) -> Instant {
-        self.last + RETRY
-    }
-
-    fn record(&mut self) {
-        self.last = Instant::now();
-        self.tried = true;
+/// Why a readable link is finished: peers never send on a flood link, so end of stream, an error
+/// or any byte at all means the neighbour is gone. `None`: the readiness was spurious.
+fn peer_gone(stream: &Async<TcpStream>) -> Option<String> {
+    let mut probe = [0u8; 64];
+    match stream.get_ref().read(&mut probe) {
+        Ok(0) => Some("closed by peer".to_owned()),
+        Ok(_) => Some("neighbour sent on a flood link".to_owned()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(e.to_string()),
     }
 }
