@@ -25,6 +25,10 @@ pub struct ServerStats {
     pub floods_dropped: Arc<AtomicU64>,
     pub upstream_ok: AtomicU64,
     pub upstream_errors: AtomicU64,
+    /// Upstream connections opened: stays near the WHATSAT concurrency when keep-alive works.
+    pub upstream_connects: Arc<AtomicU64>,
+    /// Kept-alive upstream connections found closed and retried once on a fresh one.
+    pub upstream_stale_retries: Arc<AtomicU64>,
     pub connections: AtomicU64,
     /// Style-specific gauges (queue depths, time queued), by name, read live at snapshot time.
     extra: Mutex<Vec<(String, Arc<AtomicU64>)>>,
@@ -55,6 +59,8 @@ impl Default for ServerStats {
             floods_dropped: Arc::new(AtomicU64::new(0)),
             upstream_ok: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
+            upstream_connects: Arc::new(AtomicU64::new(0)),
+            upstream_stale_retries: Arc::new(AtomicU64::new(0)),
             connections: AtomicU64::new(0),
             extra: Mutex::new(Vec::new()),
             propagation_us: Mutex::new(new_histogram()),
@@ -117,6 +123,8 @@ impl ServerStats {
                 ("floods_dropped", c(&self.floods_dropped)),
                 ("upstream_ok", c(&self.upstream_ok)),
                 ("upstream_errors", c(&self.upstream_errors)),
+                ("upstream_connects", c(&self.upstream_connects)),
+                ("upstream_stale_retries", c(&self.upstream_stale_retries)),
                 ("connections", c(&self.connections)),
             ],
             extra: self

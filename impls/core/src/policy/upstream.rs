@@ -70,7 +70,7 @@ impl PlacesCall {
             reused: false,
             retried: false,
             received: Vec::new(),
-            stale_retries: stats.gauge("upstream_stale_retries"),
+            stale_retries: Arc::clone(&stats.upstream_stale_retries),
         }
     }
 
@@ -137,8 +137,7 @@ impl PlacesCall {
 pub struct PlacesPool<C> {
     idle: Mutex<Vec<C>>,
     idle_max: usize,
-    /// Connections opened (gauge `upstream_connects`): stays near the WHATSAT concurrency when
-    /// keep-alive works.
+    /// Connections opened (counter `upstream_connects`).
     connects: Arc<AtomicU64>,
 }
 
@@ -147,7 +146,7 @@ impl<C> PlacesPool<C> {
         Self {
             idle: Mutex::new(Vec::new()),
             idle_max: limits.upstream_idle_max,
-            connects: stats.gauge("upstream_connects"),
+            connects: Arc::clone(&stats.upstream_connects),
         }
     }
 
