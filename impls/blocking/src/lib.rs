@@ -6,15 +6,18 @@
 //! differ only in how they use threads, which is what they compare.
 //!
 //! # Layout
+//! - [`acceptor`]: [`Acceptor`], the accept side of a mio reader loop, under `AcceptBackoff`.
 //! - [`links`]: one thread per neighbour driving its `FloodLink`.
 //! - [`upstream`]: [`PlacesClient`], blocking exchanges under `PlacesCall` / `PlacesPool`.
 //! - [`output`]: [`output::flush`], a client's replies under `OutputBuffer`.
 //! - [`wait`]: `poll(2)` on a socket, and on a socket plus a [`wait::Wakeup`].
 
+pub mod acceptor;
 pub mod links;
 pub mod output;
 pub mod upstream;
 pub mod wait;
 
+pub use acceptor::Acceptor;
 pub use links::FloodLinks;
 pub use upstream::PlacesClient;

@@ -39,10 +39,10 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use herd_blocking::output::{self, WriteError};
-use herd_blocking::{FloodLinks, PlacesClient};
-use herd_core::policy::{AcceptBackoff, OutputBuffer};
+use herd_blocking::{Acceptor, FloodLinks, PlacesClient};
+use herd_core::policy::OutputBuffer;
 use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -52,7 +52,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 pub const DEFAULT_WORKERS: usize = 64;
 /// Requests a worker runs for one connection before giving other connections a turn.
 const BATCH: usize = 32;
-const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 
 /// A client connection as workers see it.
@@ -89,7 +88,6 @@ enum Request {
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
     let links = herd_blocking::links::spawn(options, &*service)?;
     let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let poll = Poll::new()?;
@@ -109,16 +107,13 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
         thread::Builder::new().name(format!("worker-{i}")).stack_size(256 * 1024).spawn(move || worker.run())?;
     }
     let reader = Reader {
+        acceptor: Acceptor::new(listener, poll.registry(), &options.limits)?,
         poll,
-        listener: TcpListener::from_std(listener),
         conns: HashMap::new(),
-        next_token: 0,
         ready: ready_tx,
         resume: resume_rx,
         service,
         limits: options.limits.clone(),
-        backoff: AcceptBackoff::new(&options.limits),
-        accept_paused_until: None,
     };
     reader.run()
 }
@@ -126,36 +121,30 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
 /// The reader thread: accept, read what is ready, frame, fill inboxes.
 struct Reader<S> {
     poll: Poll,
-    listener: TcpListener,
+    acceptor: Acceptor,
     conns: HashMap<Token, (Arc<Conn>, LineFramer)>,
-    next_token: usize,
     ready: Sender<Arc<Conn>>,
     resume: Receiver<Token>,
     service: Arc<S>,
     limits: herd_core::Limits,
-    backoff: AcceptBackoff,
-    /// After an accept error: accept nothing until then (the back-off's timer).
-    accept_paused_until: Option<Instant>,
 }
 
 impl<S: Service> Reader<S> {
     fn run(mut self) -> io::Result<()> {
-        self.poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.accept_paused_until.map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = self.acceptor.deadline().map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
             }
-            if self.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
-                self.accept_paused_until = None;
-                self.accept();
+            if self.acceptor.deadline().is_some() {
+                self.accept(); // a paused acceptor accepts again once its pause is over
             }
             for event in &events {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    Acceptor::TOKEN => self.accept(),
                     WAKER => {}
                     token => self.read(token),
                 }
@@ -167,35 +156,18 @@ impl<S: Service> Reader<S> {
     }
 
     fn accept(&mut self) {
-        while self.accept_paused_until.is_none() {
-            match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    self.backoff.on_accepted();
-                    let _ = stream.set_nodelay(true);
-                    let token = Token(self.next_token);
-                    self.next_token = (self.next_token + 1) % (usize::MAX - 2);
-                    if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
-                        continue;
-                    }
-                    ServerStats::bump(&self.service.stats().connections);
-                    let conn = Arc::new(Conn {
-                        token,
-                        stream,
-                        inbox: Mutex::new(Inbox::default()),
-                        writer: Mutex::new(Writer { link: Link::default(), out: OutputBuffer::new(&self.limits) }),
-                        broken: AtomicBool::new(false),
-                    });
-                    self.conns.insert(token, (conn, LineFramer::new(self.limits.max_line)));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Out of descriptors, most likely: log and pause accepting, as the policy says.
-                    self.service.log().error("accept", e);
-                    self.accept_paused_until = Some(self.backoff.on_error(Instant::now()));
-                }
-            }
-        }
+        let (conns, limits, service) = (&mut self.conns, &self.limits, &*self.service);
+        self.acceptor.accept(self.poll.registry(), Interest::READABLE, service.log(), |token, stream| {
+            ServerStats::bump(&service.stats().connections);
+            let conn = Arc::new(Conn {
+                token,
+                stream,
+                inbox: Mutex::new(Inbox::default()),
+                writer: Mutex::new(Writer { link: Link::default(), out: OutputBuffer::new(limits) }),
+                broken: AtomicBool::new(false),
+            });
+            conns.insert(token, (conn, LineFramer::new(limits.max_line)));
+        });
     }
 
     /// Reads until the socket would block or the inbox is full, queueing every complete line.

@@ -32,12 +32,12 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use herd_blocking::{FloodLinks, PlacesClient};
-use herd_core::policy::{AcceptBackoff, OutputBuffer};
+use herd_blocking::{Acceptor, FloodLinks, PlacesClient};
+use herd_core::policy::OutputBuffer;
 use herd_core::{
     Frame, Limits, LineFramer, Link, PlacesLookup, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError,
 };
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Stage-2 workers when `--threads` is not given: sized for blocking upstream calls, as in the
@@ -49,7 +49,6 @@ pub const DEFAULT_IO_THREADS: usize = 1;
 /// Capacity of the queue into stage 2: the SEDA stage boundary, part of this style's structure.
 pub const STAGE2_QUEUE: usize = 1024;
 
-const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 
 /// A WHATSAT on its way to stage 2.
@@ -100,7 +99,6 @@ impl Gauges {
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
     let links = herd_blocking::links::spawn(options, &*service)?;
     let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let gauges = Arc::new(Gauges::new(service.stats()));
@@ -133,11 +131,10 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
     for (i, (poll, done)) in loops.into_iter().enumerate() {
         let stage1 = Stage1 {
             index: i,
+            acceptor: Acceptor::new(listener.try_clone()?, poll.registry(), &options.limits)?,
             poll,
-            listener: TcpListener::from_std(listener.try_clone()?),
             conns: HashMap::new(),
             parked: VecDeque::new(),
-            next_token: 0,
             done,
             to_stage2: to_stage2.clone(),
             stage2_len: stage2.clone(),
@@ -146,8 +143,6 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
             gauges: Arc::clone(&gauges),
             limits: options.limits.clone(),
             stalls: BinaryHeap::new(),
-            backoff: AcceptBackoff::new(&options.limits),
-            accept_paused_until: None,
         };
         handles.push(thread::Builder::new().name(format!("stage1-{i}")).spawn(move || stage1.run())?);
     }
@@ -200,10 +195,9 @@ struct Conn {
 struct Stage1<S> {
     index: usize,
     poll: Poll,
-    listener: TcpListener,
+    acceptor: Acceptor,
     conns: HashMap<Token, Conn>,
     parked: VecDeque<Token>,
-    next_token: usize,
     done: Receiver<Done>,
     to_stage2: Sender<Job>,
     stage2_len: Receiver<Job>,
@@ -213,34 +207,29 @@ struct Stage1<S> {
     limits: Limits,
     /// Write-stall deadlines of connections whose socket was full, earliest first.
     stalls: BinaryHeap<Reverse<(Instant, Token)>>,
-    backoff: AcceptBackoff,
-    /// After an accept error: accept nothing until then.
-    accept_paused_until: Option<Instant>,
 }
 
 impl<S: Service> Stage1<S> {
     fn run(mut self) -> io::Result<()> {
-        self.poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let mut events = Events::with_capacity(1024);
         loop {
             // While connections are parked, look again soon even if nothing else happens.
             let parked = (!self.parked.is_empty()).then(|| Instant::now() + Duration::from_millis(1));
             let stall = self.stalls.peek().map(|Reverse((at, _))| *at);
-            let wake_at = [parked, stall, self.accept_paused_until].into_iter().flatten().min();
+            let wake_at = [parked, stall, self.acceptor.deadline()].into_iter().flatten().min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
             }
-            if self.accept_paused_until.is_some_and(|t| Instant::now() >= t) {
-                self.accept_paused_until = None;
-                self.accept();
+            if self.acceptor.deadline().is_some() {
+                self.accept(); // a paused acceptor accepts again once its pause is over
             }
             self.check_stalls();
             for event in &events {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    Acceptor::TOKEN => self.accept(),
                     WAKER => {}
                     token => {
                         if event.is_writable() {
@@ -261,42 +250,23 @@ impl<S: Service> Stage1<S> {
     }
 
     fn accept(&mut self) {
-        while self.accept_paused_until.is_none() {
-            match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    self.backoff.on_accepted();
-                    let _ = stream.set_nodelay(true);
-                    let token = Token(self.next_token);
-                    self.next_token = (self.next_token + 1) % (usize::MAX - 2);
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    ServerStats::bump(&self.service.stats().connections);
-                    let conn = Conn {
-                        stream,
-                        framer: LineFramer::new(self.limits.max_line),
-                        link: Link::default(),
-                        out: OutputBuffer::new(&self.limits),
-                        parked: None,
-                        read_closed: false,
-                        input_paused: false,
-                    };
-                    self.conns.insert(token, conn);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // Out of descriptors, most likely: pause accepting, as the policy says.
-                    self.service.log().error("accept", &e);
-                    self.accept_paused_until = Some(self.backoff.on_error(Instant::now()));
-                }
-            }
-        }
+        let (conns, limits, service) = (&mut self.conns, &self.limits, &*self.service);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.acceptor.accept(self.poll.registry(), interest, service.log(), |token, stream| {
+            ServerStats::bump(&service.stats().connections);
+            let framer = LineFramer::new(limits.max_line);
+            let out = OutputBuffer::new(limits);
+            let conn = Conn {
+                stream,
+                framer,
+                link: Link::default(),
+                out,
+                parked: None,
+                read_closed: false,
+                input_paused: false,
+            };
+            conns.insert(token, conn);
+        });
     }
 
     /// Handles every buffered line, then reads more, until the socket is drained or the connection
