@@ -7,7 +7,8 @@
 //! harness places --listen 127.0.0.1:P0 --latency 0
 //! harness serve --impl <style> --name Alford --listen 127.0.0.1:P1 --mode herd \
 //!     --peer Hamilton=127.0.0.1:P3 --peer Welsh=127.0.0.1:P5 --places 127.0.0.1:P0 \
-//!     --log <logs>/Alford.log --stats <logs>/Alford.stats.json
+//!     --log <logs>/Alford.log --stats <logs>/Alford.stats.json \
+//!     --max-line 64KiB --link-retry 100ms … (every limit, see `crate::limits`)
 //! … one `serve` for each other server of the topology …
 //! ```
 //!
@@ -26,8 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use herd_core::Timestamp;
+use herd_core::{Limits, Timestamp};
 
+use crate::limits::LimitsArgs;
 use crate::procs::Children;
 use crate::result::ProcessResources;
 use crate::serve::Mode;
@@ -67,6 +69,9 @@ pub struct HerdSpec {
     pub threads: Option<usize>,
     pub io_threads: Option<usize>,
     pub stack_kib: Option<usize>,
+    /// The policy layer's limits, passed to every server as flags (all of them, defaults too, so a
+    /// server's command line says what it ran under).
+    pub limits: Limits,
     /// Servers also log every input and output line.
     pub log_io: bool,
     /// The folder for every child's output, event log and counters (created if missing).
@@ -77,7 +82,7 @@ pub struct HerdSpec {
 
 impl HerdSpec {
     /// The default topology's herd of `implementation`, a well-behaved places backend, the style's
-    /// defaults, logs in `logs`.
+    /// defaults and the default limits, logs in `logs`.
     pub fn new(exe: impl Into<PathBuf>, implementation: &str, logs: impl Into<PathBuf>) -> Self {
         Self {
             exe: exe.into(),
@@ -88,6 +93,7 @@ impl HerdSpec {
             threads: None,
             io_threads: None,
             stack_kib: None,
+            limits: Limits::default(),
             log_io: false,
             logs: logs.into(),
             cpus: None,
@@ -131,6 +137,7 @@ impl HerdSpec {
                 with_value(&mut args, flag, v.to_string());
             }
         }
+        args.extend(LimitsArgs::from(&self.limits).to_serve_args().into_iter().map(OsString::from));
         if self.log_io {
             args.push("--log-io".into());
         }
@@ -259,6 +266,11 @@ impl Herd {
     /// Child `name`'s process id (`places` for the backend), while it runs.
     pub fn pid(&self, name: &str) -> Option<i32> {
         self.children.pid(name)
+    }
+
+    /// The limits every server was started with.
+    pub fn limits(&self) -> &Limits {
+        &self.spec.limits
     }
 
     /// The folder of every child's output, event log and counters.

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`run`]: orchestration of a measurement; [`herd`]: the herd launcher (the places backend and
 //!   the servers as child processes); `procs`: child processes; `machine`: the environment.
-//! - [`serve`]: one server process; [`impls`]: the registry of styles.
+//! - [`serve`]: one server process; [`impls`]: the registry of styles; [`limits`]: the policy
+//!   layer's limits as flags of `serve` and `run`.
 //! - [`places`]: the places backend.
 //! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
 //! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
@@ -15,6 +16,7 @@ mod collection;
 pub mod compare;
 pub mod herd;
 pub mod impls;
+pub mod limits;
 pub mod load;
 mod machine;
 pub mod places;

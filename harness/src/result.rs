@@ -5,12 +5,13 @@
 //! re-plotted later without re-running anything.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
-use herd_core::StatsSnapshot;
+use herd_core::{Limits, StatsSnapshot};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,77 @@ pub struct Parameters {
     pub pinning: Option<Pinning>,
     pub servers: Vec<String>,
     pub topology_links: Vec<[String; 2]>,
+    /// The policy layer's limits every server ran under (`harness run --link-queue-bytes …`).
+    /// Absent from files written before the harness recorded them (they ran under the defaults of
+    /// their commit, which a style may not yet have followed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsRecord>,
+}
+
+/// [`herd_core::Limits`] as a result file records it: durations in seconds, sizes in bytes, each
+/// field named after the `Limits` field (and the flag) it records, with its unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRecord {
+    pub max_line_bytes: usize,
+    pub link_retry_s: f64,
+    pub link_connect_timeout_s: f64,
+    pub link_queue_bytes: usize,
+    pub link_write_stall_s: f64,
+    pub upstream_timeout_s: f64,
+    pub upstream_idle_max: usize,
+    pub flush_at_bytes: usize,
+    pub pause_output_bytes: usize,
+    pub max_output_bytes: usize,
+    pub write_stall_s: f64,
+    pub max_in_flight: usize,
+    pub accept_backoff_s: f64,
+    pub accept_backoff_max_s: f64,
+}
+
+impl From<&Limits> for LimitsRecord {
+    fn from(l: &Limits) -> Self {
+        Self {
+            max_line_bytes: l.max_line,
+            link_retry_s: l.link_retry.as_secs_f64(),
+            link_connect_timeout_s: l.link_connect_timeout.as_secs_f64(),
+            link_queue_bytes: l.link_queue_bytes,
+            link_write_stall_s: l.link_write_stall.as_secs_f64(),
+            upstream_timeout_s: l.upstream_timeout.as_secs_f64(),
+            upstream_idle_max: l.upstream_idle_max,
+            flush_at_bytes: l.flush_at,
+            pause_output_bytes: l.pause_output,
+            max_output_bytes: l.max_output,
+            write_stall_s: l.write_stall.as_secs_f64(),
+            max_in_flight: l.max_in_flight,
+            accept_backoff_s: l.accept_backoff.as_secs_f64(),
+            accept_backoff_max_s: l.accept_backoff_max.as_secs_f64(),
+        }
+    }
+}
+
+impl LimitsRecord {
+    /// The limits back, for a reader that wants to rerun under them; `None` if a duration is
+    /// negative or not finite (a hand-edited file).
+    pub fn limits(&self) -> Option<Limits> {
+        let d = |s: f64| Duration::try_from_secs_f64(s).ok();
+        Some(Limits {
+            max_line: self.max_line_bytes,
+            link_retry: d(self.link_retry_s)?,
+            link_connect_timeout: d(self.link_connect_timeout_s)?,
+            link_queue_bytes: self.link_queue_bytes,
+            link_write_stall: d(self.link_write_stall_s)?,
+            upstream_timeout: d(self.upstream_timeout_s)?,
+            upstream_idle_max: self.upstream_idle_max,
+            flush_at: self.flush_at_bytes,
+            pause_output: self.pause_output_bytes,
+            max_output: self.max_output_bytes,
+            write_stall: d(self.write_stall_s)?,
+            max_in_flight: self.max_in_flight,
+            accept_backoff: d(self.accept_backoff_s)?,
+            accept_backoff_max: d(self.accept_backoff_max_s)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -248,6 +320,15 @@ mod tests {
         let back = decode_histogram(&encode_histogram(&h)).expect("decodes");
         assert_eq!(back.len(), 5);
         assert_eq!(Percentiles::of(&back), Percentiles::of(&h));
+    }
+
+    #[test]
+    fn limits_round_trip_through_the_file() {
+        let limits = Limits { link_retry: Duration::from_millis(250), link_queue_bytes: 3 << 19, ..Limits::default() };
+        let text = serde_json::to_string(&LimitsRecord::from(&limits)).expect("serializes");
+        assert!(text.contains(r#""link_retry_s":0.25"#) && text.contains(r#""link_queue_bytes":1572864"#), "{text}");
+        let back: LimitsRecord = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back.limits(), Some(limits));
     }
 
     #[test]

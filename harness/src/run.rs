@@ -17,11 +17,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::herd::{Herd, HerdSpec, Upstream};
 use crate::impls::{self, ImplMeta};
+use crate::limits::LimitsArgs;
 use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
 use crate::result::{
-    Latency, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters, ServerResult,
+    Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
+    ServerResult,
 };
 use crate::serve::Mode;
 use crate::summary;
@@ -83,6 +85,9 @@ pub struct RunArgs {
     /// After SIGTERM, how long servers get to exit before SIGKILL.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// The policy layer's limits, passed to every server and recorded in the result file.
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 /// The workspace's results folder.
@@ -289,6 +294,7 @@ fn start_herd(
         threads: point.threads,
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
+        limits: args.limits.limits(),
         log_io: args.log_io,
         logs: files.logs.clone(),
         cpus: pinning.map(|p| p.server_cpus.clone()),
@@ -371,6 +377,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         pinning,
         servers: herd.names(),
         topology_links: if plan.mode() == Mode::Herd { plan.topology.links.clone() } else { Vec::new() },
+        limits: Some(LimitsRecord::from(herd.limits())),
     }
 }
 

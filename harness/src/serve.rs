@@ -16,8 +16,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, ServeOptions, Service};
 
 use crate::impls::{self, AnyService};
+use crate::limits::LimitsArgs;
 use crate::result::ServerCounters;
-use crate::units::parse_duration;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
@@ -67,15 +67,12 @@ pub struct ServeArgs {
     /// Where to write counters at shutdown (JSON).
     #[arg(long)]
     pub stats: Option<PathBuf>,
-    /// Longest accepted line in bytes.
-    #[arg(long, default_value_t = herd_core::DEFAULT_MAX_LINE)]
-    pub max_line: usize,
     /// Seconds a stored location lives.
     #[arg(long, default_value_t = herd_core::store::DEFAULT_TTL_SECS)]
     pub ttl: u64,
-    /// Give up on a places request after this long.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    pub upstream_timeout: Duration,
+    /// The policy layer's limits (`--max-line`, `--link-queue-bytes`, `--upstream-timeout`, …).
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -100,6 +97,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         None => (EventLog::discard(), None),
     };
     log.event(Event::Listening { addr: listener.local_addr()?.to_string() });
+    let limits = args.limits.limits();
     let options = ServeOptions {
         name: args.name.clone(),
         neighbours: args.peers.clone(),
@@ -107,9 +105,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         threads: args.threads,
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
-        max_line: args.max_line,
-        upstream_timeout: args.upstream_timeout,
-        ..ServeOptions::default()
+        // TRANSITION: styles not yet on the policy layer read these three; same values as `limits`.
+        max_line: limits.max_line,
+        upstream_timeout: limits.upstream_timeout,
+        write_timeout: limits.write_stall,
+        limits,
     };
     let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send>) = match args.mode {
         Mode::Herd => {

@@ -1,4 +1,5 @@
-//! Command-line units: request rates (`10k`, `1.5M`, `max`) and durations (`10s`, `500ms`, `2m`).
+//! Command-line units: request rates (`10k`, `1.5M`, `max`), durations (`10s`, `500ms`, `2m`) and
+//! byte sizes (`1MiB`, `64KiB`, `4096`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -54,26 +55,104 @@ impl Load {
     }
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
+/// Parses `10s`, `500ms`, `2m`, `1.5s`, `250us`, `100ns`, or a bare number of seconds; exact to the
+/// nanosecond, so what [`Interval`] prints parses back to the same value.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let hint = "expected a duration such as 10s, 500ms or 2m";
-    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&t[..i], &t[i..]),
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic() || c == 'µ') {
+        Some(i) => (t[..i].trim_end(), &t[i..]),
         None => (t, "s"),
     };
     let value: f64 = number.parse().map_err(|_| format!("`{s}`: {hint}"))?;
-    let secs = match unit {
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "s" => value,
-        "m" | "min" => value * 60.0,
+    let nanos_per_unit = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" | "min" => 60e9,
         _ => return Err(format!("`{s}`: unknown unit `{unit}`; {hint}")),
     };
-    if !(secs.is_finite() && secs >= 0.0) {
+    let nanos = (value * nanos_per_unit).round();
+    // u64 nanoseconds reach 584 years: far past any duration a run uses.
+    if !(nanos.is_finite() && nanos >= 0.0 && nanos < u64::MAX as f64) {
         return Err(format!("`{s}`: {hint}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// A duration as a flag takes it and shows its default: parsed by [`parse_duration`], printed in the
+/// largest unit that keeps it exact (`5s`, `100ms`, `250us`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl FromStr for Interval {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s).map(Interval)
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        match [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")]
+            .into_iter()
+            .find(|(per, _)| nanos.is_multiple_of(*per))
+        {
+            Some((per, unit)) => write!(f, "{}{unit}", nanos / per),
+            None => write!(f, "{nanos}ns"),
+        }
+    }
+}
+
+/// A byte count as a flag takes it: `1MiB`, `64KiB`, `1.5MiB`, `512B`, or plain bytes (`4096`).
+/// Units are binary (KiB = 1024 bytes); `KB` and `MB` are refused rather than guessed at. Printed in
+/// the largest unit that keeps it exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let hint = "expected a size such as 1MiB, 64KiB or a plain number of bytes (4096)";
+        let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+            Some(i) => (t[..i].trim_end(), &t[i..]),
+            None => (t, ""),
+        };
+        let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            _ => return Err(format!("`{s}`: unknown unit `{unit}`; {hint}")),
+        };
+        let value: f64 = number.parse().map_err(|_| format!("`{s}`: {hint}"))?;
+        let bytes = value * scale as f64;
+        if !(bytes.is_finite() && bytes >= 0.0) || bytes.fract() != 0.0 {
+            return Err(format!("`{s}`: not a whole number of bytes; {hint}"));
+        }
+        if bytes >= usize::MAX as f64 {
+            return Err(format!("`{s}`: too large; {hint}"));
+        }
+        Ok(ByteSize(bytes as usize))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        match [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+            .into_iter()
+            .find(|(per, _)| n > 0 && n.is_multiple_of(*per))
+        {
+            Some((per, unit)) => write!(f, "{}{unit}", n / per),
+            None => write!(f, "{n}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -102,5 +181,37 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("7ns"), Ok(Duration::from_nanos(7)));
+        assert_eq!(parse_duration("0.1s"), Ok(Duration::from_millis(100)), "exact, not 99.999999 ms");
+    }
+
+    #[test]
+    fn intervals_print_what_parses_back() {
+        for (text, shown) in [("5s", "5s"), ("100ms", "100ms"), ("1.5s", "1500ms"), ("250us", "250us"), ("0", "0s")] {
+            let i: Interval = text.parse().expect(text);
+            assert_eq!(i.to_string(), shown);
+            assert_eq!(shown.parse::<Interval>(), Ok(i));
+        }
+        assert_eq!(Interval(Duration::from_nanos(1_000_000_007)).to_string(), "1000000007ns");
+        assert_eq!("1000000007ns".parse(), Ok(Interval(Duration::from_nanos(1_000_000_007))));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("1MiB".parse(), Ok(ByteSize(1 << 20)));
+        assert_eq!("64KiB".parse(), Ok(ByteSize(64 << 10)));
+        assert_eq!("64 kib".parse(), Ok(ByteSize(64 << 10)));
+        assert_eq!("1.5MiB".parse(), Ok(ByteSize(3 << 19)));
+        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
+        assert_eq!("100B".parse(), Ok(ByteSize(100)));
+        for bad in ["", "1MB", "64K", "-1", "1.5", "0.3KiB", "lots", "1e30GiB"] {
+            let err = bad.parse::<ByteSize>().expect_err(bad);
+            assert!(err.contains("1MiB") && err.contains("64KiB"), "error should say what to type: {err}");
+        }
+        for (n, shown) in [(1 << 20, "1MiB"), (64 << 10, "64KiB"), (3 << 19, "1536KiB"), (100, "100"), (0, "0")] {
+            assert_eq!(ByteSize(n).to_string(), shown);
+            assert_eq!(shown.parse(), Ok(ByteSize(n)));
+        }
     }
 }

@@ -71,12 +71,20 @@ fn a_short_herd_run_writes_a_valid_result_with_no_errors() {
     }
     assert!(r["propagation_us"]["count"].as_u64().expect("floods measured") > 0);
     assert_eq!(r["schema_version"], 1);
+    let limits = &r["parameters"]["limits"];
+    assert_eq!(limits["link_queue_bytes"], 1024 * 1024, "the default limits are recorded: {limits}");
+    assert_eq!(limits["upstream_timeout_s"], 3.0, "{limits}");
 }
 
 #[test]
 fn a_closed_loop_echo_run_reports_null_offered_rate() {
-    let r = run_and_validate(&["--mode", "echo", "--load", "max", "--connections", "4"], "echo");
+    let r = run_and_validate(
+        &["--mode", "echo", "--load", "max", "--connections", "4", "--max-line", "4KiB", "--flush-at", "16KiB"],
+        "echo",
+    );
     assert_eq!(r["summary"]["offered_rps"], serde_json::Value::Null);
+    let limits = &r["parameters"]["limits"];
+    assert_eq!((&limits["max_line_bytes"], &limits["flush_at_bytes"]), (&4096.into(), &16384.into()), "{limits}");
     assert_eq!(r["summary"]["errors"], 0);
     assert!(r["commands"]["echo"]["count"].as_u64().expect("count") > 100);
     assert_eq!(r["servers"].as_array().map(Vec::len), Some(1));
@@ -91,6 +99,8 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["--duration", "ten"], "10s"),
         (&["load", "--addr", "10.1.2.3:80", "--duration", "1s"], "loopback"),
         (&["serve", "--impl", "threadpool", "--peer", "Ball"], "NAME=ADDR"),
+        (&["--link-queue-bytes", "1MB", "--duration", "1s"], "1MiB"),
+        (&["serve", "--impl", "threadpool", "--link-retry", "soon"], "500ms"),
     ];
     for (args, hint) in cases {
         let out = harness(args);
