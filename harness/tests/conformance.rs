@@ -6,7 +6,8 @@
 //! speaks the protocol of DESIGN.md to them with blocking sockets and checks every byte that comes
 //! back: AT replies and their deltas, `?` for every invalid form, newest-wins, flooding within
 //! 0.5 s, WHATSAT framing and JSON, pipelining, split lines, 100 concurrent clients, a server killed
-//! and restarted, oversized lines, vanishing clients and a dead or faulty places backend.
+//! and restarted, a server hung (SIGSTOP) under a burst of updates, oversized lines, vanishing
+//! clients and a dead or faulty places backend.
 //!
 //! Run it for one style (test names are `<style>::<case>`):
 //!
@@ -55,6 +56,7 @@ macro_rules! conformance {
             abrupt_disconnects_are_harmless,
             dead_upstream_still_framed,
             failing_upstream_still_framed,
+            hung_neighbour_drops_bounded_and_recovers,
         );
     };
     (@cases $module:ident, $style:literal, $($case:ident),+ $(,)?) => {

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Every process is killed and reaped when the [`Herd`] is dropped, also when a test panics
-//! half-way, so no test leaves a process behind. Each child's output, event log and counters go to
+//! half-way, so no test leaves a process behind; a server [`Herd::suspend`]ed (SIGSTOP) is
+//! continued when its guard is dropped, which the borrow makes happen first. Each child's output, event log and counters go to
 //! a directory of its own under `CARGO_TARGET_TMPDIR`, removed after a passing test and kept (and
 //! named on stderr) after a failing one.
 
@@ -21,6 +22,8 @@ use std::thread;
 use std::time::Duration;
 
 use harness::herd::{self, ExitedAtStartUp, HerdSpec};
+use harness::result::ServerCounters;
+use herd_core::Limits;
 
 use crate::client::Client;
 
@@ -31,6 +34,8 @@ pub const SERVERS: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"
 
 /// Attempts at starting a whole herd when a port picked free was taken before the child bound it.
 const START_ATTEMPTS: usize = 3;
+/// After SIGTERM, how long servers get to write their counters and logs before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A running herd of one style; dropping it kills every process.
 #[derive(Debug)]
@@ -46,10 +51,20 @@ impl Herd {
     }
 
     pub fn start_with(style: &str, upstream: &Upstream) -> Self {
+        Self::launch(style, upstream, &Limits::default())
+    }
+
+    /// Five servers of `style` under `limits`, and a well-behaved places backend.
+    pub fn start_with_limits(style: &str, limits: &Limits) -> Self {
+        Self::launch(style, &Upstream::Backend(Vec::new()), limits)
+    }
+
+    fn launch(style: &str, upstream: &Upstream, limits: &Limits) -> Self {
         let mut errors = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let spec = HerdSpec {
                 upstream: upstream.clone(),
+                limits: limits.clone(),
                 ..HerdSpec::new(env!("CARGO_BIN_EXE_harness"), style, logs(style))
             };
             assert_eq!(spec.topology.servers, SERVERS, "the cases name the servers of the default topology");
@@ -91,6 +106,63 @@ impl Herd {
     pub fn restart(&mut self, name: &str) {
         if let Err(e) = self.herd.restart(name) {
             panic!("restarting {name}: {e:#}");
+        }
+    }
+
+    /// Hangs server `name` (SIGSTOP): its sockets stay open and the kernel goes on accepting and
+    /// buffering for it, but it reads nothing. It continues (SIGCONT) when the guard is dropped.
+    pub fn suspend(&self, name: &str) -> Suspended<'_> {
+        let pid = self.herd.pid(name).unwrap_or_else(|| panic!("{name} is not running"));
+        // SAFETY: signalling our own child, which is not reaped while `self` is borrowed.
+        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "SIGSTOP to {name} ({pid}): {}", std::io::Error::last_os_error());
+        Suspended { name: name.to_owned(), pid, _herd: self }
+    }
+
+    /// Stops every process, giving each server time to write its counters and flush its log.
+    pub fn stop(&mut self) {
+        self.herd.stop(STOP_GRACE);
+    }
+
+    /// What server `name` counted, from the stats file it wrote when [`Self::stop`]ped.
+    pub fn counters(&self, name: &str) -> ServerCounters {
+        let path = self.herd.logs().join(format!("{name}.stats.json"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not a stats file: {e}", path.display()))
+    }
+
+    /// Server `name`'s event log, one JSON object per event: what it has written so far (it flushes
+    /// every 200 ms), complete once [`Self::stop`]ped.
+    pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
+        let path = self.herd.logs().join(format!("{name}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        // A line still being written is left for the next read.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l:?}", path.display())))
+            .collect()
+    }
+}
+
+/// A server hung with SIGSTOP; dropping this continues it (also when a case fails half-way).
+#[derive(Debug)]
+pub struct Suspended<'a> {
+    name: String,
+    pid: i32,
+    _herd: &'a Herd,
+}
+
+impl Suspended<'_> {
+    /// Continues the server now.
+    pub fn resume(self) {}
+}
+
+impl Drop for Suspended<'_> {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child, still unreaped: the herd is borrowed until now.
+        if unsafe { libc::kill(self.pid, libc::SIGCONT) } != 0 {
+            eprintln!("SIGCONT to {} ({}): {}", self.name, self.pid, std::io::Error::last_os_error());
         }
     }
 }
