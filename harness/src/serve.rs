@@ -97,7 +97,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         None => (EventLog::discard(), None),
     };
     log.event(Event::Listening { addr: listener.local_addr()?.to_string() });
-    let limits = args.limits.limits();
     let options = ServeOptions {
         name: args.name.clone(),
         neighbours: args.peers.clone(),
@@ -105,11 +104,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         threads: args.threads,
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
-        // TRANSITION: styles not yet on the policy layer read these three; same values as `limits`.
-        max_line: limits.max_line,
-        upstream_timeout: limits.upstream_timeout,
-        write_timeout: limits.write_stall,
-        limits,
+        limits: args.limits.limits(),
     };
     let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send>) = match args.mode {
         Mode::Herd => {

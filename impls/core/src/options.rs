@@ -23,10 +23,6 @@ pub struct ServeOptions {
     pub stack_kib: Option<usize>,
     /// Every constant of the policy layer (queues, timeouts, back-pressure, retries).
     pub limits: Limits,
-    // TRANSITION: the three fields below move into `limits` once every style drives the policy layer.
-    pub max_line: usize,
-    pub upstream_timeout: std::time::Duration,
-    pub write_timeout: std::time::Duration,
 }
 
 impl Default for ServeOptions {
@@ -39,9 +35,6 @@ impl Default for ServeOptions {
             io_threads: None,
             stack_kib: None,
             limits: Limits::default(),
-            max_line: crate::DEFAULT_MAX_LINE,
-            upstream_timeout: std::time::Duration::from_secs(3),
-            write_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
