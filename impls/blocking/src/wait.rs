@@ -11,12 +11,6 @@ pub fn writable(fd: &impl AsRawFd, deadline: Instant) -> io::Result<bool> {
     poll(&mut fds, Some(deadline)).map(|n| n > 0)
 }
 
-/// Waits until `fd` is readable (or closed), with no deadline.
-pub fn readable(fd: &impl AsRawFd) -> io::Result<()> {
-    let mut fds = [pollfd(fd.as_raw_fd(), libc::POLLIN)];
-    poll(&mut fds, None).map(drop)
-}
-
 /// What [`socket_or_wakeup`] saw.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {

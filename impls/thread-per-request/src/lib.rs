@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Instant, SystemTime};
 
 use herd_blocking::output::{self, WriteError};
-use herd_blocking::{FloodLinks, PlacesClient, wait};
+use herd_blocking::{FloodLinks, PlacesClient};
 use herd_core::policy::{AcceptBackoff, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 
@@ -57,6 +57,7 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
             framer: LineFramer::new(options.limits.max_line),
             link: Link::default(),
             out: OutputBuffer::new(&options.limits),
+            write_stall: options.limits.write_stall,
         };
         let spawned = thread::Builder::new().name("conn".into()).stack_size(stack).spawn(move || {
             connection.run(stream);
@@ -77,6 +78,7 @@ struct Connection<S> {
     framer: LineFramer,
     link: Link,
     out: OutputBuffer,
+    write_stall: std::time::Duration,
 }
 
 impl<S: Service> Connection<S> {
@@ -90,17 +92,13 @@ impl<S: Service> Connection<S> {
 
     fn serve(&mut self, stream: &TcpStream) -> Result<(), WriteError> {
         stream.set_nodelay(true)?;
-        // Non-blocking, so that a write to a client that does not read can be bounded by the
-        // output rules; the thread still blocks, in poll(2), whenever it waits.
-        stream.set_nonblocking(true)?;
+        // Plain blocking reads and writes; a write that takes nothing for the stall limit returns,
+        // and the output rules decide what that means.
+        stream.set_write_timeout(Some(self.write_stall))?;
         loop {
             let n = match (&*stream).read(self.framer.read_buf()) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait::readable(stream)?;
-                    continue;
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
@@ -111,7 +109,7 @@ impl<S: Service> Connection<S> {
                     Frame::Line(line) => line,
                     Frame::Oversized(quote) => {
                         self.out.push(&self.service.oversized(quote));
-                        return output::flush(stream, &mut self.out);
+                        return output::flush_blocking(stream, &mut self.out);
                     }
                 };
                 let outcome = self.service.handle(line, &mut self.link, now);
@@ -123,7 +121,7 @@ impl<S: Service> Connection<S> {
                     Reply::Nothing => {}
                     Reply::Places(lookup) => {
                         // Replies already due leave before we block on the upstream.
-                        output::flush(stream, &mut self.out)?;
+                        output::flush_blocking(stream, &mut self.out)?;
                         let result = match &self.upstream {
                             Some(client) => client.fetch(&lookup.query, self.service.stats()),
                             None => Err(UpstreamError::NotConfigured),
@@ -132,10 +130,10 @@ impl<S: Service> Connection<S> {
                     }
                 }
                 if self.out.should_flush() {
-                    output::flush(stream, &mut self.out)?;
+                    output::flush_blocking(stream, &mut self.out)?;
                 }
             }
-            output::flush(stream, &mut self.out)?;
+            output::flush_blocking(stream, &mut self.out)?;
         }
     }
 }
