@@ -52,7 +52,9 @@ pub struct RunArgs {
     /// 1..4/1; default: the style's own default.
     #[arg(long)]
     pub threads: Option<ThreadList>,
-    /// Run every combination this many times (for medians and spread).
+    /// Run every combination this many times (for medians and spread), in interleaved rounds: each
+    /// round runs every style of a comparison back to back (order rotated per round), so slow drift
+    /// of the machine hits all of them alike and per-round ratios cancel it.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// Folder for the result files of a matrix (default: results/runs/<UTC timestamp>/).
@@ -126,23 +128,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         Some(list) => list.0.iter().copied().map(Some).collect(),
         None => vec![None],
     };
-    let mut points = Vec::new();
-    for workload in &workloads {
-        for implementation in &implementations {
-            for &threads in &threads {
-                for &load in &args.load.0 {
-                    for _ in 0..args.repeat {
-                        points.push(Point {
-                            implementation: implementation.clone(),
-                            workload: workload.clone(),
-                            load,
-                            threads,
-                        });
-                    }
-                }
-            }
-        }
-    }
+    let points = interleaved_rounds(&implementations, &workloads, &threads, &args.load.0, args.repeat);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
@@ -182,6 +168,32 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         bail!("{failures} of {} runs failed; the others are in {}", points.len(), dir.display());
     }
     Ok(dir)
+}
+
+/// The points of a matrix in rounds: round `r` runs, for each workload, thread count and load, every
+/// style once, starting from style `r` (A B C, B C A, C A B …), so that the styles of one comparison
+/// run minutes — not a whole matrix — apart, and no style always runs first after a pause.
+fn interleaved_rounds(
+    implementations: &[String],
+    workloads: &[String],
+    threads: &[Option<usize>],
+    loads: &[Load],
+    repeat: usize,
+) -> Vec<Point> {
+    let mut points = Vec::new();
+    for round in 0..repeat {
+        for workload in workloads {
+            for &threads in threads {
+                for &load in loads {
+                    for k in 0..implementations.len() {
+                        let implementation = implementations[(round + k) % implementations.len()].clone();
+                        points.push(Point { implementation, workload: workload.clone(), load, threads });
+                    }
+                }
+            }
+        }
+    }
+    points
 }
 
 /// One measurement, step by step: resolve the point, start the herd (the places backend first),
@@ -446,4 +458,18 @@ fn merged_propagation(servers: &[ServerResult]) -> Result<Option<Latency>> {
         }
     }
     Ok((!all.is_empty()).then(|| Latency::from_histogram(&all)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_run_in_rounds_with_the_order_rotated() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let load: Load = "1k".parse().expect("valid load");
+        let points = interleaved_rounds(&names(&["a", "b", "c"]), &names(&["w"]), &[None], &[load], 3);
+        let order: Vec<&str> = points.iter().map(|p| p.implementation.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "b", "c", "a", "c", "a", "b"]);
+    }
 }
