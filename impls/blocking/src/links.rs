@@ -22,20 +22,13 @@ pub type FloodLinks = herd_core::policy::FloodLinks<Wakeup>;
 
 /// Makes the links and starts one driver thread per neighbour.
 pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> io::Result<Arc<FloodLinks>> {
-    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
     let mut wakeups = Vec::new();
-    for _ in &names {
+    for _ in &options.neighbours {
         wakeups.push(Some(Wakeup::new()?));
     }
-    let links = Arc::new(FloodLinks::new(
-        &options.name,
-        &names,
-        &options.limits,
-        Instant::now(),
-        service.stats(),
-        service.log(),
-        |i| wakeups[i].take().expect("one wakeup per neighbour"),
-    ));
+    let links = Arc::new(FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |i| {
+        wakeups[i].take().expect("one wakeup per neighbour")
+    }));
     for (i, (name, addr)) in options.neighbours.iter().enumerate() {
         let (links, addr) = (Arc::clone(&links), *addr);
         thread::Builder::new().name(format!("link-{name}")).spawn(move || {

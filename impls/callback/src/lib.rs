@@ -78,10 +78,9 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, o: &ServeOption
     let (loops, mailboxes): (Vec<_>, Vec<_>) =
         (0..count).map(|_| Loop::new()).collect::<io::Result<Vec<_>>>()?.into_iter().unzip();
     let mailboxes: Arc<[Mailbox<Mail>]> = mailboxes.into();
-    let names: Vec<String> = o.neighbours.iter().map(|(name, _)| name.clone()).collect();
     let wake = |link: usize| LinkWake { home: mailboxes[link % count].clone(), link };
     let (stats, log) = (service.stats(), service.log());
-    let links = Arc::new(FloodLinks::new(&o.name, &names, &o.limits, Instant::now(), stats, log, wake));
+    let links = Arc::new(FloodLinks::new(o, Instant::now(), stats, log, wake));
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
     let loops = loops.into_iter().enumerate().map(|(index, event_loop)| {
         let (service, links, mailboxes, o, listener) =

@@ -160,9 +160,8 @@ fn serve_with_stack<S: Service>(
     // SAFETY: `into_raw_fd` hands over the only owner of an open listening socket, which the may
     // listener now owns and closes.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
     let (stats, log) = (service.stats(), service.log());
-    let links = FloodLinks::new(&options.name, &names, &options.limits, Instant::now(), stats, log, |_| Signal::new());
+    let links = FloodLinks::new(options, Instant::now(), stats, log, |_| Signal::new());
     let shared = Arc::new(Shared {
         places: options.places.map(|addr| (addr, PlacesPool::new(&options.limits, stats))),
         links,

@@ -100,10 +100,9 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, o: &ServeOption
     let count = o.threads.unwrap_or_else(available_cores).max(1);
     let loops = (0..count).map(|_| Loop::new()).collect::<io::Result<Vec<Loop<Msg>>>>()?;
     let remotes: Arc<[_]> = loops.iter().map(Loop::remote).collect();
-    let names: Vec<String> = o.neighbours.iter().map(|(name, _)| name.clone()).collect();
     let (stats, log) = (service.stats(), service.log());
     let wake = |i| LinkWake { home: Arc::clone(&remotes[i % count]), driver: OnceLock::new() };
-    let links = Arc::new(FloodLinks::new(&o.name, &names, &o.limits, Instant::now(), stats, log, wake));
+    let links = Arc::new(FloodLinks::new(o, Instant::now(), stats, log, wake));
     let mut listener = Some(mio::net::TcpListener::from_std(listener));
     let worlds = loops.into_iter().enumerate().map(|(index, event_loop)| {
         let (service, links, remotes) = (Arc::clone(&service), Arc::clone(&links), Arc::clone(&remotes));

@@ -54,19 +54,10 @@ impl LinkWaker for LinkBell {
 
 /// Builds the server's links and spawns one task per neighbour on the global executor.
 pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> Arc<FloodLinks<LinkBell>> {
-    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
-    let links = Arc::new(FloodLinks::new(
-        &options.name,
-        &names,
-        &options.limits,
-        Instant::now(),
-        service.stats(),
-        service.log(),
-        |_| {
-            let (ring, heard) = bounded(1);
-            LinkBell { ring, heard }
-        },
-    ));
+    let links = Arc::new(FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |_| {
+        let (ring, heard) = bounded(1);
+        LinkBell { ring, heard }
+    }));
     for (i, (_, addr)) in options.neighbours.iter().enumerate() {
         task::spawn(drive(Arc::clone(&links), i, *addr));
     }

@@ -44,16 +44,8 @@ impl LinkWaker for LinkNotify {
 
 /// Builds the server's links and spawns one task per neighbour on the current runtime.
 pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> Arc<FloodLinks<LinkNotify>> {
-    let names: Vec<String> = options.neighbours.iter().map(|(name, _)| name.clone()).collect();
-    let links = Arc::new(FloodLinks::new(
-        &options.name,
-        &names,
-        &options.limits,
-        Instant::now(),
-        service.stats(),
-        service.log(),
-        |_| LinkNotify::default(),
-    ));
+    let links =
+        Arc::new(FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |_| LinkNotify::default()));
     for (i, (_, addr)) in options.neighbours.iter().enumerate() {
         tokio::spawn(drive(Arc::clone(&links), i, *addr));
     }

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::log::{Direction, Event, EventLog};
+use crate::options::ServeOptions;
 use crate::policy::Limits;
 use crate::service::Flood;
 use crate::stats::ServerStats;
@@ -328,21 +329,21 @@ pub struct FloodLinks<W> {
 }
 
 impl<W: LinkWaker> FloodLinks<W> {
-    /// One link per neighbour name; `waker(i)` makes the waker of neighbour `i`'s driver.
+    /// One link per neighbour of the server `options` describes, in the same order (so
+    /// [`Flood::to`] indices address them); `waker(i)` makes the waker of neighbour `i`'s driver.
     pub fn new(
-        me: &str,
-        neighbours: &[String],
-        limits: &Limits,
+        options: &ServeOptions,
         now: Instant,
         stats: &ServerStats,
         log: &EventLog,
         mut waker: impl FnMut(usize) -> W,
     ) -> Self {
-        let links = neighbours
+        let links = options
+            .neighbours
             .iter()
             .enumerate()
-            .map(|(i, peer)| SharedLink {
-                machine: Mutex::new(FloodLink::new(me, peer, limits, now, stats, log.clone())),
+            .map(|(i, (peer, _))| SharedLink {
+                machine: Mutex::new(FloodLink::new(&options.name, peer, &options.limits, now, stats, log.clone())),
                 waker: waker(i),
             })
             .collect();
@@ -516,10 +517,13 @@ mod tests {
     #[test]
     fn links_send_to_the_named_neighbours_and_wake_their_drivers() {
         let f = Fixture::new();
-        let names = ["Hamilton".to_owned(), "Welsh".to_owned()];
-        let links = FloodLinks::new("Alford", &names, &Limits::default(), f.t0, &f.stats, &EventLog::discard(), |_| {
-            CountingWaker::default()
-        });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let options = ServeOptions {
+            name: "Alford".into(),
+            neighbours: vec![("Hamilton".into(), addr), ("Welsh".into(), addr)],
+            ..ServeOptions::default()
+        };
+        let links = FloodLinks::new(&options, f.t0, &f.stats, &EventLog::discard(), |_| CountingWaker::default());
         let flood = Flood { line: AT.into(), to: vec![1] };
         links.send(&flood, f.at(1));
         links.send(&flood, f.at(1));
