@@ -681,10 +681,14 @@ pub fn hung_neighbour_drops_bounded_and_recovers(style: &str) {
     // That update may have come round through Holiday. Alford's own link to Hamilton has recovered
     // once its dropping episode has ended: an update was queued on it again. The episode's end is
     // also where the log says how many it dropped, which the counter (all neighbours together) can't.
-    // The log is written every 200 ms or so: wait until it shows the episode began and ended.
+    // The log is written every 200 ms or so: wait until it shows the episode began and ended. Only
+    // this live view is asserted on: while Hamilton digests its backlog (the full queue and ~4 MB of
+    // socket buffers) its queue can fill again and a new, correct episode begin before the stop.
+    let mut recovered_link = false;
     while resumed.elapsed() < HUNG_RECOVERY_DEADLINE {
         let episodes = DropEpisodes::since(&herd.events("Alford"), burst_started_at);
         if episodes.began.contains_key("Hamilton") && episodes.open().is_empty() {
+            recovered_link = true;
             break;
         }
         alford.iamat("hung-neighbour-after", UCLA, &now_text());
@@ -723,7 +727,7 @@ pub fn hung_neighbour_drops_bounded_and_recovers(style: &str) {
          herd-core's FloodLink logs them); its counter says {dropped} updates were dropped toward all neighbours"
     );
     assert!(
-        episodes.open().is_empty(),
+        recovered_link,
         "{style}: Alford still dropped updates toward {:?} {HUNG_RECOVERY_DEADLINE:?} after Hamilton continued",
         episodes.open()
     );
