@@ -10,7 +10,7 @@
 //! - [`links`]: one thread per neighbour driving its `FloodLink`.
 //! - [`upstream`]: [`PlacesClient`], blocking exchanges under `PlacesCall` / `PlacesPool`.
 //! - [`output`]: [`output::flush`], a client's replies under `OutputBuffer`.
-//! - [`wait`]: `poll(2)` on a socket, and on a socket plus a [`wait::Wakeup`].
+//! - [`wait`]: `poll(2)` on a socket: writable, or closed by its peer.
 
 pub mod acceptor;
 pub mod links;

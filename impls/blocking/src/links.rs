@@ -1,39 +1,57 @@
 //! Flood links for the thread styles: one thread per neighbour drives its [`FloodLink`] machine.
 //!
 //! The machine (herd-core) decides when to connect, what to send and what to drop; this thread
-//! only connects, writes and waits. It waits in `poll(2)` on two things at once: the link's socket
-//! (readable means the neighbour closed it or sent something, which peers never do; writable
-//! means the socket takes more) and a [`Wakeup`] that [`FloodLinks::send`] rings when an update is
-//! queued for an idle link — bounded by the machine's next deadline.
+//! only connects, writes and waits. Idle, it sleeps on a [`Bell`] that [`FloodLinks::send`] rings
+//! when an update is queued for it, bounded by the machine's next deadline. Busy, it writes on a
+//! blocking socket whose send timeout is the machine's stall limit, so a neighbour that stops
+//! reading returns the write to the machine, which decides whether the link has stalled.
+//!
+//! [`FloodLink`]: herd_core::policy::FloodLink
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use herd_core::policy::{LinkState, SharedLink};
 use herd_core::{ServeOptions, Service};
 
-use crate::wait::{self, Wakeup};
+use crate::wait;
 
 /// Every neighbour's link, indexed like [`herd_core::Flood::to`].
-pub type FloodLinks = herd_core::policy::FloodLinks<Wakeup>;
+pub type FloodLinks = herd_core::policy::FloodLinks<Bell>;
+
+/// How a sender wakes an idle link thread: a one-slot channel, so rings coalesce and never block.
+/// Its receiver waits the way a crossbeam channel does (a short spin, then a futex), so a burst
+/// of updates queued while the thread is waking leaves in one write.
+#[derive(Debug)]
+pub struct Bell(Sender<()>);
+
+impl herd_core::policy::LinkWaker for Bell {
+    fn wake(&self) {
+        let _ = self.0.try_send(());
+    }
+}
 
 /// Makes the links and starts one driver thread per neighbour.
 pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> io::Result<Arc<FloodLinks>> {
-    let mut wakeups = Vec::new();
+    let (mut bells, mut waits) = (Vec::new(), Vec::new());
     for _ in &options.neighbours {
-        wakeups.push(Some(Wakeup::new()?));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        bells.push(Some(Bell(tx)));
+        waits.push(rx);
     }
     let links = Arc::new(FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |i| {
-        wakeups[i].take().expect("one wakeup per neighbour")
+        bells[i].take().expect("one bell per neighbour")
     }));
-    for (i, (name, addr)) in options.neighbours.iter().enumerate() {
+    let stall = options.limits.link_write_stall;
+    for ((i, (name, addr)), wait) in options.neighbours.iter().enumerate().zip(waits) {
         let (links, addr) = (Arc::clone(&links), *addr);
         thread::Builder::new().name(format!("link-{name}")).spawn(move || {
             if let Some(link) = links.get(i) {
-                drive(link, addr);
+                drive(link, addr, stall, &wait);
             }
         })?;
     }
@@ -41,7 +59,7 @@ pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> io::Result<Arc<
 }
 
 /// One link's thread: connect when told, write what the machine hands out, wait.
-fn drive(link: &SharedLink<Wakeup>, addr: SocketAddr) {
+fn drive(link: &SharedLink<Bell>, addr: SocketAddr, stall: Duration, bell: &Receiver<()>) {
     let mut conn: Option<TcpStream> = None;
     let mut buf = Vec::new();
     loop {
@@ -52,16 +70,16 @@ fn drive(link: &SharedLink<Wakeup>, addr: SocketAddr) {
                 conn = None;
                 buf.clear();
             }
+            m.poll_transmit(&mut buf);
             (m.poll_connect(), m.poll_timeout())
         };
         if connect {
-            let budget = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or_default();
-            let attempt = if budget.is_zero() {
-                Err(io::ErrorKind::TimedOut.into())
-            } else {
-                TcpStream::connect_timeout(&addr, budget)
-            };
-            let attempt = attempt.and_then(|s| s.set_nodelay(true).and(s.set_nonblocking(true)).map(|()| s));
+            let attempt = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .filter(|budget| !budget.is_zero())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+                .and_then(|budget| TcpStream::connect_timeout(&addr, budget))
+                .and_then(|s| s.set_nodelay(true).and(s.set_write_timeout(Some(stall))).map(|()| s));
             let mut m = link.lock();
             match attempt {
                 Ok(stream) => {
@@ -73,44 +91,43 @@ fn drive(link: &SharedLink<Wakeup>, addr: SocketAddr) {
             continue;
         }
         if let Some(stream) = &mut conn
-            && let Err(e) = write_some(stream, &mut buf, link)
+            && !buf.is_empty()
         {
-            link.lock().on_closed(Instant::now(), &e.to_string());
-            continue;
-        }
-        let seen = match wait::socket_or_wakeup(conn.as_ref(), !buf.is_empty(), &link.waker, deadline) {
-            Ok(seen) => seen,
-            Err(_) => continue,
-        };
-        if let (true, Some(stream)) = (seen.readable, &mut conn) {
-            let mut probe = [0_u8; 64];
-            let gone = match stream.read(&mut probe) {
-                Ok(0) => Some("closed by peer".to_owned()),
-                Ok(_) => Some("peer sent data on a flood link".to_owned()),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => None,
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(reason) = gone {
+            // Peers never send on a flood link: readable means it closed (or is not a herd member).
+            let sent =
+                if wait::peer_closed(stream) { Err("closed by peer".to_owned()) } else { send(stream, &mut buf, link) };
+            if let Err(reason) = sent {
                 link.lock().on_closed(Instant::now(), &reason);
             }
+            continue;
         }
+        let _ = match deadline {
+            Some(deadline) => bell.recv_deadline(deadline).ok(),
+            None => bell.recv().ok(),
+        };
     }
 }
 
-/// Takes what the machine has to send and writes what the socket takes now, reporting each write.
+/// Writes `buf`, reporting each write to the machine. A write that times out hands the decision
+/// to the machine: it closes the link if the neighbour has taken nothing for its stall limit.
 /// The machine is locked only around its calls, never across a write.
-fn write_some(stream: &mut TcpStream, buf: &mut Vec<u8>, link: &SharedLink<Wakeup>) -> io::Result<()> {
-    link.lock().poll_transmit(buf);
+fn send(stream: &mut TcpStream, buf: &mut Vec<u8>, link: &SharedLink<Bell>) -> Result<(), String> {
     while !buf.is_empty() {
         match stream.write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err("neighbour took no bytes".to_owned()),
             Ok(n) => {
                 buf.drain(..n);
                 link.lock().consumed(n, Instant::now());
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                let mut m = link.lock();
+                m.on_timeout(Instant::now());
+                if m.state() != LinkState::Up {
+                    return Ok(()); // closed by the machine; the loop drops the socket
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.to_string()),
         }
     }
     Ok(())
