@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  Wake (an update queued, from any loop) ─┐
-//!  Timer (the machine's poll_timeout) ─────┼─► on_timeout / on_connected / on_connect_failed / on_closed
+//!  Timer (the machine's poll_timeout) ─────┼─► on_timeout / on_connected / on_connect_failed / on_read
 //!  Ready (connected, writable, readable) ──┘        │
 //!                                                   ▼
 //!  Down? drop the socket and what it held ─► poll_connect? connect ─► poll_transmit ─► write,
@@ -12,9 +12,10 @@
 //! Every decision is the shared [`FloodLink`](herd_core::policy::FloodLink) machine's (herd-core):
 //! when to connect and give up connecting, what to send, what to drop, when a neighbour that takes
 //! nothing is cut off. The driver holds the machine's lock only for a call or two, never across a
-//! syscall. Peers never send on a link, so anything readable (end of stream, data, an error) means
-//! it is gone and is reported with `on_closed`.
+//! syscall. A readable link is read once and what the read returned goes to the machine's
+//! `on_read` (peers never send, so anything but would-block means the neighbour is gone).
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,13 +53,8 @@ impl LinkDriver {
             None => {}
         }
         if !self.connecting && (ready.readable || ready.hangup) {
-            let reason = match read_now(stream, &mut [0_u8; 64]) {
-                Ok(None) => return,
-                Ok(Some(0)) => "closed by peer".to_owned(),
-                Ok(Some(_)) => "peer sent data on a flood link".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            shared.lock().on_closed(now, &reason);
+            let read = read_now(stream, &mut [0_u8; 64]).and_then(|n| n.ok_or(io::ErrorKind::WouldBlock.into()));
+            shared.lock().on_read(now, read);
         }
     }
 

@@ -7,7 +7,7 @@
 //!  link task: loop { lock: on_timeout, poll_connect ── connect (until the machine's deadline)    │
 //!                    lock: poll_transmit ── one poll of a write at a time, consumed(n) each      │
 //!                    race { recv ◄───────────────────────────────────────────────────────────────┘
-//!                           read (the peer closed or sent: on_closed), write (bytes left),
+//!                           read (on_read: peers never send), write (bytes left),
 //!                           task::sleep(poll_timeout) } }
 //! ```
 //!
@@ -69,8 +69,8 @@ enum Wake {
     Rung,
     Timer,
     Wrote(io::Result<usize>),
-    /// The neighbour closed the link or sent on it; why.
-    PeerGone(String),
+    /// A read of the link finished: the machine decides what it means (`FloodLink::on_read`).
+    Read(io::Result<usize>),
 }
 
 /// One neighbour's link task: owns the socket, follows the machine.
@@ -124,7 +124,7 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
         };
         let socket = async {
             let Some(stream) = &conn else { return pending().await };
-            let gone = async { Wake::PeerGone(peer_gone((&*stream).read(&mut probe).await)) };
+            let gone = async { Wake::Read((&*stream).read(&mut probe).await) };
             let wrote = async {
                 if buf.is_empty() {
                     pending().await
@@ -141,7 +141,7 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
                 link.lock().consumed(n, Instant::now());
             }
             Wake::Wrote(Err(e)) => link.lock().on_closed(Instant::now(), &e.to_string()),
-            Wake::PeerGone(reason) => link.lock().on_closed(Instant::now(), &reason),
+            Wake::Read(read) => link.lock().on_read(Instant::now(), read),
         }
     }
 }
@@ -161,14 +161,4 @@ async fn write(stream: &TcpStream, buf: &mut Vec<u8>, link: &SharedLink<LinkBell
         }
     }
     Ok(())
-}
-
-/// Why a read on a flood link finished: peers never send on one, so end of stream, an error or
-/// any byte at all means the neighbour is gone.
-fn peer_gone(read: io::Result<usize>) -> String {
-    match read {
-        Ok(0) => "closed by peer".to_owned(),
-        Ok(_) => "neighbour sent on a flood link".to_owned(),
-        Err(e) => e.to_string(),
-    }
 }

@@ -7,7 +7,7 @@
 //!  link task: loop { lock: on_timeout, poll_connect ── connect (raced with Timer::at(deadline))  │
 //!                    lock: poll_transmit ── write(2) what the socket takes, consumed(n) each     │
 //!                    or { recv ◄─────────────────────────────────────────────────────────────────┘
-//!                         readable (the peer closed or sent: on_closed), writable (bytes left),
+//!                         readable (read: on_read), writable (bytes left),
 //!                         Timer::at(poll_timeout) } }
 //! ```
 //!
@@ -119,13 +119,10 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
             };
             future::or(readable, writable).await
         };
-        let reason = match (future::or(rung, future::or(socket, expired)).await, &conn) {
-            (Err(e), _) => Some(e.to_string()),
-            (Ok(true), Some(stream)) => peer_gone(stream),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            link.lock().on_closed(Instant::now(), &reason);
+        match (future::or(rung, future::or(socket, expired)).await, &conn) {
+            (Err(e), _) => link.lock().on_read(Instant::now(), Err(e)),
+            (Ok(true), Some(stream)) => link.lock().on_read(Instant::now(), stream.get_ref().read(&mut [0_u8; 64])),
+            _ => {}
         }
     }
 }
@@ -145,16 +142,4 @@ fn write(stream: &Async<TcpStream>, buf: &mut Vec<u8>, link: &SharedLink<LinkBel
         }
     }
     Ok(())
-}
-
-/// Why a readable link is finished: peers never send on a flood link, so end of stream, an error
-/// or any byte at all means the neighbour is gone. `None`: the readiness was spurious.
-fn peer_gone(stream: &Async<TcpStream>) -> Option<String> {
-    let mut probe = [0u8; 64];
-    match stream.get_ref().read(&mut probe) {
-        Ok(0) => Some("closed by peer".to_owned()),
-        Ok(_) => Some("neighbour sent on a flood link".to_owned()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(e) => Some(e.to_string()),
-    }
 }

@@ -7,7 +7,7 @@
 //!  link task: loop { lock: on_timeout, poll_connect ── connect (until the machine's deadline)    │
 //!                    lock: poll_transmit ── try_write, consumed(n) after each write              │
 //!                    select! { notified ◄────────────────────────────────────────────────────────┘
-//!                              readable (peer closed or sent: on_closed), writable (bytes left),
+//!                              readable (read: on_read), writable (bytes left),
 //!                              sleep_until(poll_timeout) } }
 //! ```
 //!
@@ -99,9 +99,8 @@ async fn drive(links: Arc<FloodLinks<LinkNotify>>, i: usize, addr: SocketAddr) {
             Some(stream) => tokio::select! {
                 () = notified => {}
                 ready = stream.readable() => {
-                    if let Some(reason) = peer_gone(stream, ready) {
-                        link.lock().on_closed(Instant::now(), &reason);
-                    }
+                    let read = ready.and_then(|()| stream.try_read(&mut [0_u8; 64]));
+                    link.lock().on_read(Instant::now(), read);
                 }
                 _ = stream.writable(), if !buf.is_empty() => {}
                 () = until(deadline) => {}
@@ -124,16 +123,4 @@ fn write(stream: &TcpStream, buf: &mut Vec<u8>, link: &SharedLink<LinkNotify>) -
         }
     }
     Ok(())
-}
-
-/// Why a readable link is finished: peers never send on a flood link, so end of stream, an error
-/// or any byte at all means the neighbour is gone. `None`: the readiness was spurious.
-fn peer_gone(stream: &TcpStream, ready: io::Result<()>) -> Option<String> {
-    let mut probe = [0u8; 64];
-    match ready.and_then(|()| stream.try_read(&mut probe)) {
-        Ok(0) => Some("closed by peer".to_owned()),
-        Ok(_) => Some("neighbour sent on a flood link".to_owned()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-        Err(e) => Some(e.to_string()),
-    }
 }

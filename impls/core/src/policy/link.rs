@@ -28,7 +28,7 @@
 //! 2. While [`LinkState::Up`]: [`FloodLink::poll_transmit`] appends bytes to the driver's buffer;
 //!    after each write, [`FloodLink::consumed`] with the bytes the socket took.
 //! 3. Wait until: woken (an update was queued, see [`FloodLinks::send`]), the socket is readable
-//!    (peer closed: [`FloodLink::on_closed`]), writable (if bytes are left), or
+//!    (read it and hand the result to [`FloodLink::on_read`]), writable (if bytes are left), or
 //!    [`FloodLink::poll_timeout`] passes ([`FloodLink::on_timeout`]).
 //! 4. After any call, if [`FloodLink::state`] is no longer what the driver's socket is for (it went
 //!    `Down`), drop the socket and anything left in the buffer. Repeat from 1.
@@ -201,6 +201,19 @@ impl FloodLink {
                 self.log.event(Event::LinkDown { peer: self.peer.clone(), reason: reason.to_owned() });
             }
         }
+    }
+
+    /// What a read of the link's socket returned. Peers never send on a flood link, so end of
+    /// stream, any byte at all, or an error means the neighbour is gone: the link closes. A read
+    /// that would block (a spurious readiness) or was interrupted changes nothing.
+    pub fn on_read(&mut self, now: Instant, read: std::io::Result<usize>) {
+        let reason = match read {
+            Ok(0) => "closed by peer".to_owned(),
+            Ok(_) => "peer sent data on a flood link".to_owned(),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
+            Err(e) => e.to_string(),
+        };
+        self.on_closed(now, &reason);
     }
 
     /// Appends the bytes ready to send to `buf` (nothing unless the link is up).
@@ -431,6 +444,30 @@ mod tests {
         link.consumed(bytes.len() - 5, f.at(3));
         assert_eq!((f.out(), f.dropped(), link.queued_bytes()), (1, 0, 0));
         assert_eq!(link.poll_timeout(), None, "up and idle: nothing to wait for");
+    }
+
+    #[test]
+    fn any_read_but_would_block_closes_the_link_and_loses_what_it_held() {
+        let f = Fixture::new();
+        let mut link = f.link(&Limits::default());
+        let up = |link: &mut FloodLink, ms| {
+            link.on_timeout(f.at(ms));
+            assert!(link.poll_connect());
+            link.on_connected(f.at(ms));
+            let _ = transmit(link);
+        };
+        up(&mut link, 100);
+        link.on_flood(AT, f.at(101));
+        link.on_read(f.at(102), Err(std::io::ErrorKind::WouldBlock.into()));
+        link.on_read(f.at(102), Err(std::io::ErrorKind::Interrupted.into()));
+        assert_eq!(link.state(), LinkState::Up, "spurious readiness");
+        link.on_read(f.at(103), Ok(0));
+        assert_eq!((link.state(), f.dropped()), (LinkState::Down, 1), "end of stream: the queued update is lost");
+        for (ms, read) in [(300, Ok(3)), (500, Err(std::io::ErrorKind::ConnectionReset.into()))] {
+            up(&mut link, ms);
+            link.on_read(f.at(ms + 1), read);
+            assert_eq!(link.state(), LinkState::Down, "a peer never sends on a flood link, nor resets it");
+        }
     }
 
     #[test]
