@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::counters::Counters;
 use crate::result::{RunResult, SCHEMA_VERSION};
 
 /// One result file and where it came from.
@@ -53,8 +54,13 @@ pub struct Metrics {
     /// Flood lines the servers dropped (a neighbour down or too slow), summed over the servers: the
     /// herd then disagrees, so a run that drops any did not fully serve its load.
     pub floods_dropped: f64,
-    /// Server CPU (user + sys, all servers) per request the servers counted, in µs.
+    /// Server CPU (user + sys, all servers) per request, in µs: over the measured window where the
+    /// result has window counters, else over the servers' lives per request they counted.
     pub cpu_us_per_request: f64,
+    /// System calls of all servers per request over the window (NaN unless run with `--syscalls`).
+    pub syscalls_per_request: f64,
+    /// Context switches (voluntary + involuntary) of all servers per request, over the window.
+    pub switches_per_request: f64,
     /// Peak RSS summed over the servers, MiB.
     pub rss_mib: f64,
     /// Most threads seen in one server process.
@@ -72,6 +78,11 @@ impl Metrics {
                 .sum()
         };
         let served = count(&["iamat", "whatsat", "invalid", "echo"]);
+        let per = |total: f64, n: f64| if n > 0.0 { total / n } else { f64::NAN };
+        let window: Option<Counters> =
+            r.servers.iter().map(|s| s.window).try_fold(Counters::default(), |sum, w| w.map(|w| sum.plus(&w)));
+        let window = window.filter(|_| !r.servers.is_empty());
+        let requests = r.summary.requests as f64;
         let l = &r.summary.latency_us;
         Self {
             offered_rps: r.summary.offered_rps,
@@ -82,9 +93,63 @@ impl Metrics {
             max_us: l.max as f64,
             errors: r.summary.errors as f64,
             floods_dropped: count(&["floods_dropped"]) as f64,
-            cpu_us_per_request: if served > 0 { cpu * 1e6 / served as f64 } else { f64::NAN },
+            cpu_us_per_request: match &window {
+                Some(w) => per(w.cpu_s() * 1e6, requests),
+                None => per(cpu * 1e6, served as f64),
+            },
+            syscalls_per_request: r
+                .server_syscalls
+                .as_ref()
+                .and_then(|c| c.get("all"))
+                .map_or(f64::NAN, |&all| per(all as f64, requests)),
+            switches_per_request: window.map_or(f64::NAN, |w| per(w.switches() as f64, requests)),
             rss_mib: r.servers.iter().map(|s| s.resources.peak_rss_kib as f64 / 1024.0).sum(),
             threads: r.servers.iter().map(|s| s.resources.max_threads as f64).fold(0.0, f64::max),
+        }
+    }
+}
+
+impl Metrics {
+    /// Each metric's median over `runs` (repeats of one experiment); errors and dropped floods are
+    /// summed, since any at all matters.
+    pub fn median_of(runs: &[Metrics]) -> Metrics {
+        let med = |f: fn(&Metrics) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Metrics {
+            offered_rps: runs.first().and_then(|m| m.offered_rps),
+            achieved_rps: med(|m| m.achieved_rps),
+            p50_us: med(|m| m.p50_us),
+            p99_us: med(|m| m.p99_us),
+            p999_us: med(|m| m.p999_us),
+            max_us: med(|m| m.max_us),
+            errors: runs.iter().map(|m| m.errors).sum(),
+            floods_dropped: runs.iter().map(|m| m.floods_dropped).sum(),
+            cpu_us_per_request: med(|m| m.cpu_us_per_request),
+            syscalls_per_request: med(|m| m.syscalls_per_request),
+            switches_per_request: med(|m| m.switches_per_request),
+            rss_mib: med(|m| m.rss_mib),
+            threads: med(|m| m.threads),
+        }
+    }
+}
+
+impl Metrics {
+    /// Each metric's relative spread over `runs` (see [`relative_spread`]).
+    pub fn relative_spread_of(runs: &[Metrics]) -> Metrics {
+        let spread = |f: fn(&Metrics) -> f64| relative_spread(&runs.iter().map(f).collect::<Vec<_>>());
+        Metrics {
+            offered_rps: None,
+            achieved_rps: spread(|m| m.achieved_rps),
+            p50_us: spread(|m| m.p50_us),
+            p99_us: spread(|m| m.p99_us),
+            p999_us: spread(|m| m.p999_us),
+            max_us: spread(|m| m.max_us),
+            errors: 0.0,
+            floods_dropped: 0.0,
+            cpu_us_per_request: spread(|m| m.cpu_us_per_request),
+            syscalls_per_request: spread(|m| m.syscalls_per_request),
+            switches_per_request: spread(|m| m.switches_per_request),
+            rss_mib: spread(|m| m.rss_mib),
+            threads: spread(|m| m.threads),
         }
     }
 }
@@ -171,6 +236,13 @@ pub fn relative_spread(values: &[f64]) -> f64 {
     }
     let deviations: Vec<f64> = values.iter().map(|v| (v - m).abs()).collect();
     median(&deviations) / m.abs()
+}
+
+/// The noise band of one or more samples of a metric, relative to their medians: `k` times the
+/// largest relative spread. `harness compare` calls a change within it "within noise"; reports
+/// draw a ratio's interval with it, so both read the same noise the same way.
+pub fn noise_band(k: f64, samples: &[&[f64]]) -> f64 {
+    k * samples.iter().map(|s| relative_spread(s)).fold(0.0, f64::max)
 }
 
 #[cfg(test)]

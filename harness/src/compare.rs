@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::collection::{self, Key, Loaded, Metrics, median, relative_spread};
+use crate::collection::{self, Key, Loaded, Metrics, median, noise_band};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
@@ -43,8 +43,9 @@ pub struct CompareArgs {
     /// Divide each metric by this style's value from the same folder (a within-run ratio).
     #[arg(long)]
     pub normalize_by: Option<String>,
-    /// Metrics to compare: p50, p99, cpu (server CPU per request), throughput.
-    #[arg(long, value_delimiter = ',', default_value = "p50,p99,cpu,throughput")]
+    /// Metrics to compare: p50, p99, cpu (server CPU per request), syscalls and switches (per
+    /// request, over the window), throughput.
+    #[arg(long, value_delimiter = ',', default_value = "p50,p99,cpu,syscalls,switches,throughput")]
     pub metrics: Vec<MetricName>,
 }
 
@@ -53,20 +54,24 @@ pub enum MetricName {
     P50,
     P99,
     Cpu,
+    Syscalls,
+    Switches,
     Throughput,
 }
 
 impl MetricName {
-    fn value(self, m: &Metrics) -> f64 {
+    pub fn value(self, m: &Metrics) -> f64 {
         match self {
             MetricName::P50 => m.p50_us,
             MetricName::P99 => m.p99_us,
             MetricName::Cpu => m.cpu_us_per_request,
+            MetricName::Syscalls => m.syscalls_per_request,
+            MetricName::Switches => m.switches_per_request,
             MetricName::Throughput => m.achieved_rps,
         }
     }
 
-    fn higher_is_better(self) -> bool {
+    pub fn higher_is_better(self) -> bool {
         self == MetricName::Throughput
     }
 
@@ -75,6 +80,8 @@ impl MetricName {
             MetricName::P50 => "p50 µs",
             MetricName::P99 => "p99 µs",
             MetricName::Cpu => "CPU µs/req",
+            MetricName::Syscalls => "syscalls/req",
+            MetricName::Switches => "switches/req",
             MetricName::Throughput => "achieved/s",
         }
     }
@@ -148,6 +155,8 @@ fn samples(loaded: &[Loaded], normalize_by: Option<&str>) -> Result<Samples> {
                 m.p50_us /= med(|m| m.p50_us);
                 m.p99_us /= med(|m| m.p99_us);
                 m.cpu_us_per_request /= med(|m| m.cpu_us_per_request);
+                m.syscalls_per_request /= med(|m| m.syscalls_per_request);
+                m.switches_per_request /= med(|m| m.switches_per_request);
                 m.achieved_rps /= med(|m| m.achieved_rps);
             }
             out.entry(key).or_default().push(m);
@@ -231,7 +240,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             let band = if b.len() < 2 || c.len() < 2 {
                 args.single_run_noise.max(args.threshold)
             } else {
-                (args.noise_k * relative_spread(&b).max(relative_spread(&c))).max(args.threshold)
+                noise_band(args.noise_k, &[b.as_slice(), c.as_slice()]).max(args.threshold)
             };
             let v = verdict(worse, args.threshold, band);
             if v == Verdict::Regressed {

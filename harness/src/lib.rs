@@ -14,6 +14,8 @@
 
 mod collection;
 pub mod compare;
+pub mod counters;
+pub mod findings;
 pub mod herd;
 pub mod impls;
 pub mod limits;

@@ -13,7 +13,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::collection::{self, Key, Loaded, Metrics, median};
+use crate::collection::{self, Key, Loaded, Metrics};
+use crate::findings;
 use crate::plots;
 use crate::result::RunResult;
 
@@ -33,12 +34,14 @@ pub struct ReportArgs {
     pub slo_ms: f64,
 }
 
-/// One table row: an experiment's medians over its repeats.
+/// One table row: an experiment's medians over its repeats, and how much they spread.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub key: Key,
     pub repeats: usize,
     pub m: Metrics,
+    /// Each metric's relative spread over the repeats (median absolute deviation over the median).
+    pub spread: Metrics,
 }
 
 /// The capacity knee of one style on one workload.
@@ -81,8 +84,12 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         let text = std::fs::read_to_string(target).with_context(|| format!("reading {}", target.display()))?;
         *sections.last_mut().expect("the figures section") = figures_section(&figures, target);
         let updated = replace_sections(&text, &sections)?;
+        let (updated, verdicts) = findings::check_all(&updated, &loaded)?;
         std::fs::write(target, updated).with_context(|| format!("writing {}", target.display()))?;
         eprintln!("updated the generated sections of {}", target.display());
+        for (claim, verdict) in &verdicts {
+            eprintln!("finding {claim}: {verdict}");
+        }
     }
     println!("{}", report_md.display());
     Ok(())
@@ -94,21 +101,7 @@ pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
         .into_iter()
         .map(|(key, runs)| {
             let all: Vec<Metrics> = runs.iter().map(|r| Metrics::of(r)).collect();
-            let med = |f: fn(&Metrics) -> f64| median(&all.iter().map(f).collect::<Vec<_>>());
-            let m = Metrics {
-                offered_rps: all[0].offered_rps,
-                achieved_rps: med(|m| m.achieved_rps),
-                p50_us: med(|m| m.p50_us),
-                p99_us: med(|m| m.p99_us),
-                p999_us: med(|m| m.p999_us),
-                max_us: med(|m| m.max_us),
-                errors: all.iter().map(|m| m.errors).sum(),
-                floods_dropped: all.iter().map(|m| m.floods_dropped).sum(),
-                cpu_us_per_request: med(|m| m.cpu_us_per_request),
-                rss_mib: med(|m| m.rss_mib),
-                threads: med(|m| m.threads),
-            };
-            Row { key, repeats: runs.len(), m }
+            Row { key, repeats: runs.len(), m: Metrics::median_of(&all), spread: Metrics::relative_spread_of(&all) }
         })
         .collect()
 }
@@ -168,27 +161,32 @@ fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], slo_ms: f64) -> Vec
         let _ = writeln!(tables, "### {workload}\n");
         let _ = writeln!(
             tables,
-            "| style | load | threads | connections | runs | achieved/s | p50 | p99 | p99.9 | max | errors | floods dropped | CPU µs/req | RSS MiB (all servers) | threads/server |"
+            "| style | load | threads | connections | runs | achieved/s | p50 | p99 | p99.9 | max | errors | floods dropped | CPU µs/req | syscalls/req | switches/req | RSS MiB (all servers) | threads/server |"
         );
-        let _ = writeln!(tables, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(tables, "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in rs {
-            let m = &r.m;
+            let (m, sp) = (&r.m, &r.spread);
+            let spread =
+                |v: String, s: f64| if r.repeats > 1 && s.is_finite() { format!("{v} ±{:.0}%", s * 100.0) } else { v };
+            let count = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "–".into() };
             let _ = writeln!(
                 tables,
-                "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} |",
+                "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} |",
                 r.key.implementation,
                 r.key.load,
                 r.key.threads_label(),
                 r.key.connections,
                 r.repeats,
                 m.achieved_rps,
-                fmt_us(m.p50_us),
-                fmt_us(m.p99_us),
+                spread(fmt_us(m.p50_us), sp.p50_us),
+                spread(fmt_us(m.p99_us), sp.p99_us),
                 fmt_us(m.p999_us),
                 fmt_us(m.max_us),
                 m.errors,
                 m.floods_dropped,
-                m.cpu_us_per_request,
+                spread(count(m.cpu_us_per_request), sp.cpu_us_per_request),
+                spread(count(m.syscalls_per_request), sp.syscalls_per_request),
+                spread(count(m.switches_per_request), sp.switches_per_request),
                 m.rss_mib,
                 m.threads
             );
@@ -308,10 +306,12 @@ mod tests {
             errors,
             floods_dropped: 0.0,
             cpu_us_per_request: 1.0,
+            syscalls_per_request: 1.0,
+            switches_per_request: 1.0,
             rss_mib: 1.0,
             threads: 1.0,
         };
-        Row { key, repeats: 1, m }
+        Row { key, repeats: 1, m, spread: m }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use herd_core::{Limits, StatsSnapshot};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::counters::Counters;
 use crate::impls::ImplMeta;
 use crate::workload::Workload;
 
@@ -44,6 +45,13 @@ pub struct RunResult {
     pub servers: Vec<ServerResult>,
     /// The places backend process, if one ran.
     pub places: Option<ProcessResources>,
+    /// What the kernel counted for the generator's process over the measured window.
+    #[serde(default)]
+    pub generator_window: Option<Counters>,
+    /// Every system call of all servers over the window, by name (`all`: every call), counted by
+    /// perf tracepoints; only with `run --syscalls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_syscalls: Option<BTreeMap<String, u64>>,
     /// Flood propagation delay over all servers (receive time − origin receive time), if measured.
     pub propagation_us: Option<Latency>,
     /// The run was cut short (Ctrl-C): reports and comparisons skip it.
@@ -101,6 +109,10 @@ pub struct Parameters {
     /// their commit, which a style may not yet have followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsRecord>,
+    /// The round of `run --repeat N` this run belongs to (from 1): the styles of one round ran
+    /// back to back, so reports compare them round by round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<usize>,
 }
 
 /// [`herd_core::Limits`] as a result file records it: durations in seconds, sizes in bytes, each
@@ -233,6 +245,10 @@ pub struct ServerResult {
     pub resources: ProcessResources,
     /// What the server counted, read from its stats file at shutdown; null if it wrote none.
     pub counters: Option<ServerCounters>,
+    /// What the kernel counted for the process over the measured window (see `counters`);
+    /// absent in files written before it was recorded, null if /proc could not be read.
+    #[serde(default)]
+    pub window: Option<Counters>,
 }
 
 /// A child process seen from outside.

@@ -8,6 +8,7 @@
 //!                    Welsh ── Ball ── Holiday    └─ children: reaped with wait4 for CPU and RSS
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::counters::{Counters, SyscallCount, WindowProbe};
 use crate::herd::{Herd, HerdSpec, Upstream};
 use crate::impls::{self, ImplMeta};
 use crate::limits::LimitsArgs;
@@ -69,6 +71,10 @@ pub struct RunArgs {
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
+    /// Count every system call of the servers over the window, by name, with `perf stat`
+    /// tracepoints (root or perf_event_paranoid ≤ 1; without perf the run says so and goes on).
+    #[arg(long)]
+    pub syscalls: bool,
     /// Result file of a single run (default: results/<UTC timestamp>-<impl>-<workload>.json).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -104,6 +110,8 @@ struct Point {
     workload: String,
     load: Load,
     threads: Option<usize>,
+    /// Which round of `--repeat` (from 1), when there is more than one.
+    round: Option<usize>,
 }
 
 /// Runs every combination of the requested styles, workloads, loads and thread counts, `--repeat`
@@ -187,7 +195,8 @@ fn interleaved_rounds(
                 for &load in loads {
                     for k in 0..implementations.len() {
                         let implementation = implementations[(round + k) % implementations.len()].clone();
-                        points.push(Point { implementation, workload: workload.clone(), load, threads });
+                        let round = (repeat > 1).then_some(round + 1);
+                        points.push(Point { implementation, workload: workload.clone(), load, threads, round });
                     }
                 }
             }
@@ -211,8 +220,8 @@ fn run_one(
     let pinning = pin_generator(args)?;
     let mut herd = start_herd(args, point, &plan, &files, pinning.as_ref(), exe, stop)?;
     let spec = load_spec(args, point, &plan, &herd)?;
-    let outcome = drive_load(&plan, &herd, &spec, stop)?;
-    let collected = stop_and_collect(&mut herd, args.grace, &files.logs);
+    let (outcome, windows) = drive_load(&plan, &herd, &spec, stop, args.syscalls)?;
+    let collected = stop_and_collect(&mut herd, args.grace, &files.logs, windows);
     let parameters = parameters(point, &plan, &herd, &spec, pinning);
     let result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
     write_result(&result, &files.output)?;
@@ -327,8 +336,15 @@ fn load_spec(args: &RunArgs, point: &Point, plan: &Plan, herd: &Herd) -> Result<
 }
 
 /// Says what runs, waits for the flood links, announces the workload's clients, then drives the
-/// load with a live progress line until it is done or `stop` is set.
-fn drive_load(plan: &Plan, herd: &Herd, spec: &LoadSpec, stop: &AtomicBool) -> Result<LoadOutcome> {
+/// load with a live progress line until it is done or `stop` is set. Reads every server's and the
+/// generator's counters at the measured window's start and end.
+fn drive_load(
+    plan: &Plan,
+    herd: &Herd,
+    spec: &LoadSpec,
+    stop: &AtomicBool,
+    count_syscalls: bool,
+) -> Result<(LoadOutcome, Windows)> {
     eprintln!(
         "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
         plan.meta.name, plan.meta.style, plan.workload.name, spec.load, spec.connections, spec.warmup, spec.duration
@@ -337,12 +353,36 @@ fn drive_load(plan: &Plan, herd: &Herd, spec: &LoadSpec, stop: &AtomicBool) -> R
     load::announce_clients(spec)?;
     let progress = Progress::default();
     let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let names = herd.names();
+    let servers: Vec<i32> = names.iter().map(|n| herd.pid(n).unwrap_or(-1)).collect();
+    let mut probe = WindowProbe::new([servers.as_slice(), &[i32::try_from(std::process::id()).unwrap_or(-1)]].concat());
+    if count_syscalls {
+        match SyscallCount::start(&servers, herd.logs()) {
+            Ok(count) => probe = probe.with_syscalls(count),
+            Err(e) => {
+                eprintln!("herdbench: --syscalls: perf cannot count here ({e}); going on without per-call counts")
+            }
+        }
+    }
+    let outcome = std::thread::scope(|scope| {
         scope.spawn(|| load::show_progress(spec, &progress, &done));
-        let outcome = load::generate(spec, &progress, stop);
+        let outcome = load::generate(spec, &progress, stop, Some(&probe));
         done.store(true, Relaxed);
         outcome
-    })
+    })?;
+    let mut deltas = probe.deltas();
+    let generator = deltas.pop().flatten();
+    let syscalls = probe.syscalls();
+    Ok((outcome, Windows { servers: names.into_iter().zip(deltas).collect(), generator, syscalls }))
+}
+
+/// Counters over the measured window: each server's by name, and the generator's.
+#[derive(Debug, Default)]
+struct Windows {
+    servers: BTreeMap<String, Option<Counters>>,
+    generator: Option<Counters>,
+    /// Every server's system calls summed, by name (`--syscalls`).
+    syscalls: Option<BTreeMap<String, u64>>,
 }
 
 /// What the herd's processes used, and what each server counted.
@@ -350,12 +390,19 @@ fn drive_load(plan: &Plan, herd: &Herd, spec: &LoadSpec, stop: &AtomicBool) -> R
 struct Collected {
     servers: Vec<ServerResult>,
     places: Option<ProcessResources>,
+    generator_window: Option<Counters>,
+    server_syscalls: Option<BTreeMap<String, u64>>,
 }
 
 /// Stops every child (SIGTERM, then SIGKILL after `grace`) and collects each one's resources and
 /// each server's counters, which it wrote to `<logs>/<name>.stats.json` on its way out.
-fn stop_and_collect(herd: &mut Herd, grace: Duration, logs: &Path) -> Collected {
-    let mut collected = Collected { servers: Vec::new(), places: None };
+fn stop_and_collect(herd: &mut Herd, grace: Duration, logs: &Path, mut windows: Windows) -> Collected {
+    let mut collected = Collected {
+        servers: Vec::new(),
+        places: None,
+        generator_window: windows.generator,
+        server_syscalls: windows.syscalls,
+    };
     for (name, resources) in herd.stop(grace) {
         if name == "places" {
             collected.places = Some(resources);
@@ -364,7 +411,8 @@ fn stop_and_collect(herd: &mut Herd, grace: Duration, logs: &Path) -> Collected 
         let stats_path = logs.join(format!("{name}.stats.json"));
         let counters: Option<ServerCounters> =
             std::fs::read(&stats_path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        collected.servers.push(ServerResult { name, resources, counters });
+        let window = windows.servers.remove(&name).flatten();
+        collected.servers.push(ServerResult { name, resources, counters, window });
     }
     collected
 }
@@ -390,6 +438,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         servers: herd.names(),
         topology_links: if plan.mode() == Mode::Herd { plan.topology.links.clone() } else { Vec::new() },
         limits: Some(LimitsRecord::from(herd.limits())),
+        round: point.round,
     }
 }
 
@@ -416,6 +465,8 @@ fn build_result(
         timeline: outcome.timeline,
         servers: collected.servers,
         places: collected.places,
+        generator_window: collected.generator_window,
+        server_syscalls: collected.server_syscalls,
         propagation_us,
         interrupted,
     })
@@ -471,5 +522,9 @@ mod tests {
         let points = interleaved_rounds(&names(&["a", "b", "c"]), &names(&["w"]), &[None], &[load], 3);
         let order: Vec<&str> = points.iter().map(|p| p.implementation.as_str()).collect();
         assert_eq!(order, ["a", "b", "c", "b", "c", "a", "c", "a", "b"]);
+        let rounds: Vec<Option<usize>> = points.iter().map(|p| p.round).collect();
+        assert_eq!(rounds, [1, 1, 1, 2, 2, 2, 3, 3, 3].map(Some), "each run knows its round, to be paired by it");
+        let once = interleaved_rounds(&names(&["a"]), &names(&["w"]), &[None], &[load], 1);
+        assert_eq!(once[0].round, None);
     }
 }

@@ -68,12 +68,49 @@ fn a_short_herd_run_writes_a_valid_result_with_no_errors() {
             assert!(t.is_finite() && t >= 0.0, "CPU times are finite and never negative: {s}");
         }
         assert!(user + sys > 0.0, "a server that answered requests used some CPU: {s}");
+        // Over the window, every server waited for requests between bursts of them.
+        let w = &s["window"];
+        let count = |k: &str| w[k].as_u64().unwrap_or_else(|| panic!("window.{k} in {s}"));
+        assert!(count("voluntary_switches") > 0, "{w}");
+        let life = user + sys;
+        let window_cpu = w["cpu_user_s"].as_f64().expect("cpu") + w["cpu_sys_s"].as_f64().expect("cpu");
+        // Both are the kernel's tick-based accounting; allow a tick of rounding.
+        assert!(
+            (0.0..=life + 0.02).contains(&window_cpu),
+            "the window's CPU is part of the life's: {window_cpu} of {life}"
+        );
     }
+    let g = &r["generator_window"];
+    assert!(g["voluntary_switches"].as_u64().expect("generator counted") > 0, "{g}");
     assert!(r["propagation_us"]["count"].as_u64().expect("floods measured") > 0);
     assert_eq!(r["schema_version"], 1);
     let limits = &r["parameters"]["limits"];
     assert_eq!(limits["link_queue_bytes"], 1024 * 1024, "the default limits are recorded: {limits}");
     assert_eq!(limits["upstream_timeout_s"], 3.0, "{limits}");
+}
+
+#[test]
+fn syscalls_are_counted_over_the_window_when_perf_can() {
+    let dir = temp_dir("syscalls");
+    let out_path = dir.join("result.json");
+    let out = out_path.to_str().expect("utf8 path");
+    let args = ["run", "--impl", "threadpool", "--duration", "1s", "--warmup", "300ms", "--load", "500"];
+    let output = harness(&[&args[..], &["--connections", "4", "--syscalls", "--output", out]].concat());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path).expect("result")).expect("JSON");
+    let _ = std::fs::remove_dir_all(dir);
+    match r.get("server_syscalls") {
+        Some(counts) => {
+            let get = |k: &str| counts[k].as_u64().unwrap_or(0);
+            // 500 requests answered by recvfrom/sendto at the least, out of every call counted.
+            assert!(get("recvfrom") >= 500 && get("sendto") >= 500, "{counts}");
+            assert!(get("all") >= get("recvfrom") + get("sendto") + get("futex"), "{counts}");
+            // Only the window: a second of 500/s, not the servers' start-up.
+            assert!(get("all") < 500 * 200, "{counts}");
+        }
+        None => assert!(stderr.contains("perf cannot count here"), "no counts and no word why:\n{stderr}"),
+    }
 }
 
 #[test]

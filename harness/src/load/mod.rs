@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use herd_core::Timestamp;
 
+use crate::counters::WindowProbe;
 use crate::result::{Latency, Percentiles, Summary, TimelinePoint};
 use crate::serve::Mode;
 use crate::units::Load;
@@ -97,7 +98,13 @@ pub fn announce_clients(spec: &LoadSpec) -> Result<()> {
 }
 
 /// Runs the load: warm-up, measured window, drain. `stop` ends it early (Ctrl-C).
-pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Result<LoadOutcome> {
+/// `probe`, if given, is read when the measured window opens and when it closes.
+pub fn generate(
+    spec: &LoadSpec,
+    progress: &Progress,
+    stop: &AtomicBool,
+    probe: Option<&WindowProbe>,
+) -> Result<LoadOutcome> {
     let threads = spec.threads.clamp(1, spec.connections);
     let start_line = worker::StartLine::new(threads, spec.warmup, spec.duration);
     let plans: Vec<worker::ThreadPlan> = (0..threads)
@@ -114,7 +121,11 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
             show_errors: spec.show_errors,
         })
         .collect();
+    let finished = AtomicBool::new(false);
     let reports = std::thread::scope(|scope| {
+        if let Some(probe) = probe {
+            scope.spawn(|| watch_window(&start_line, probe, &[stop, &finished]));
+        }
         let handles: Vec<_> = plans
             .iter()
             .map(|plan| {
@@ -123,13 +134,45 @@ pub fn generate(spec: &LoadSpec, progress: &Progress, stop: &AtomicBool) -> Resu
                     .spawn_scoped(scope, || worker::run(plan, &start_line, progress, stop))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        handles
+        let reports = handles
             .into_iter()
             .map(|h| h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))?.map_err(anyhow::Error::from))
-            .collect::<Result<Vec<_>>>()
+            .collect::<Result<Vec<_>>>();
+        finished.store(true, Relaxed);
+        reports
     })?;
     let started_at = start_line.window().map_or_else(chrono::Utc::now, |w| w.started_at);
     Ok(merge(spec, reports, started_at))
+}
+
+/// Reads `probe` when the window opens and when it closes, from a thread of its own so that no
+/// generator thread is held up. Gives up as soon as any of `over` is set (the load ended early).
+fn watch_window(start_line: &worker::StartLine, probe: &WindowProbe, over: &[&AtomicBool]) {
+    let is_over = || over.iter().any(|f| f.load(Relaxed));
+    let window = loop {
+        if let Some(w) = start_line.window() {
+            break w;
+        }
+        if is_over() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    type Read = fn(&WindowProbe);
+    let edges: [(Instant, Read); 2] = [(window.measure_start, WindowProbe::start), (window.end, WindowProbe::end)];
+    for (at, read) in edges {
+        loop {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if is_over() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(5)));
+        }
+        read(probe);
+    }
 }
 
 fn merge(
@@ -227,7 +270,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, std::sync::Arc::clone(&stop))?;
     let progress = Progress::default();
-    let outcome = generate(&spec, &progress, &stop)?;
+    let outcome = generate(&spec, &progress, &stop, None)?;
     let s = &outcome.summary;
     println!(
         "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",

@@ -1,0 +1,414 @@
+//! Mechanism counters: what the kernel counts for a process over the measured window.
+//!
+//! Time on a shared two-core machine moves by tens of percent between runs; the counts behind it
+//! barely move. So every result carries, per server process and for the generator, the difference
+//! between two readings of /proc taken at the window's start and end (warm-up, start-up and
+//! shutdown excluded):
+//!
+//! | field                 | source                                          |
+//! |-----------------------|-------------------------------------------------|
+//! | `cpu_user_s/sys_s`    | `/proc/<pid>/stat` utime, stime (clock ticks)   |
+//! | `syscr`, `syscw`     | `/proc/<pid>/io` syscr, syscw: read(2)/write(2)-family calls only; recv, send, epoll, futex… are not in them |
+//! | `*_switches`          | `/proc/<pid>/task/*/status`, summed over threads |
+//! | `minor_faults`        | `/proc/<pid>/stat` minflt                       |
+//!
+//! CPU, syscalls and faults include threads that exited during the window; context switches do
+//! not (the kernel keeps them per thread only), which matters for a style that ends threads inside
+//! the window (thread-per-request under connection churn).
+//!
+//! Every system call, by name, needs perf's tracepoints: [`SyscallCount`] (`run --syscalls`) runs
+//! `perf stat` attached to the servers, disabled, and switches it on and off through its control
+//! FIFO at the window's edges, so the count covers the window exactly.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A process's counters over the measured window (or, from [`Reading::take`], since it started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    /// read(2)-family calls (read, readv, pread…; `/proc/<pid>/io` syscr). Socket calls such as
+    /// recvfrom are not among them: every call is counted only by `run --syscalls`.
+    pub syscr: u64,
+    /// write(2)-family calls (write, writev, pwrite…; syscw). sendto and sendmsg are not among them.
+    pub syscw: u64,
+    /// The thread gave up the CPU to wait (a blocking read, a futex, epoll_wait with nothing ready).
+    pub voluntary_switches: u64,
+    /// The thread was preempted.
+    pub involuntary_switches: u64,
+    pub minor_faults: u64,
+}
+
+/// One reading of a process: its totals, and each live thread's context switches (the kernel
+/// keeps those per thread only, so a window's switches are summed thread by thread).
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    totals: Counters,
+    /// Thread id → (voluntary, involuntary) switches so far.
+    threads: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Reading {
+    /// Process `pid` now.
+    pub fn take(pid: i32) -> io::Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let io_text = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+        let mut threads = BTreeMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let task = task?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else { continue };
+            // A thread that exits between the listing and the read is simply not counted.
+            if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+                threads.insert(tid, parse_switches(&status));
+            }
+        }
+        let (user_ticks, sys_ticks, minor_faults) = parse_stat(&stat)?;
+        let (syscr, syscw) = parse_io(&io_text)?;
+        let tick = clock_tick();
+        let totals = Counters {
+            cpu_user_s: user_ticks as f64 * tick,
+            cpu_sys_s: sys_ticks as f64 * tick,
+            syscr,
+            syscw,
+            minor_faults,
+            ..Counters::default()
+        };
+        Ok(Self { totals, threads })
+    }
+
+    /// What happened between `start` and `self`. Switches are summed over the threads alive now,
+    /// from their count at `start` (or from zero, for a thread started since); a thread that
+    /// exited inside the window takes its switches with it.
+    pub fn since(&self, start: &Self) -> Counters {
+        let (a, b) = (&self.totals, &start.totals);
+        let mut window = Counters {
+            cpu_user_s: (a.cpu_user_s - b.cpu_user_s).max(0.0),
+            cpu_sys_s: (a.cpu_sys_s - b.cpu_sys_s).max(0.0),
+            syscr: a.syscr.saturating_sub(b.syscr),
+            syscw: a.syscw.saturating_sub(b.syscw),
+            minor_faults: a.minor_faults.saturating_sub(b.minor_faults),
+            ..Counters::default()
+        };
+        for (tid, &(voluntary, involuntary)) in &self.threads {
+            let (v0, i0) = start.threads.get(tid).copied().unwrap_or_default();
+            window.voluntary_switches += voluntary.saturating_sub(v0);
+            window.involuntary_switches += involuntary.saturating_sub(i0);
+        }
+        window
+    }
+}
+
+impl Counters {
+    /// Adds another process's counters (a herd's servers summed).
+    pub fn plus(&self, other: &Self) -> Self {
+        Self {
+            cpu_user_s: self.cpu_user_s + other.cpu_user_s,
+            cpu_sys_s: self.cpu_sys_s + other.cpu_sys_s,
+            syscr: self.syscr + other.syscr,
+            syscw: self.syscw + other.syscw,
+            voluntary_switches: self.voluntary_switches + other.voluntary_switches,
+            involuntary_switches: self.involuntary_switches + other.involuntary_switches,
+            minor_faults: self.minor_faults + other.minor_faults,
+        }
+    }
+
+    pub fn switches(&self) -> u64 {
+        self.voluntary_switches + self.involuntary_switches
+    }
+
+    pub fn cpu_s(&self) -> f64 {
+        self.cpu_user_s + self.cpu_sys_s
+    }
+}
+
+/// Reads a set of processes at the window's start and at its end. The load generator calls
+/// [`WindowProbe::start`] and [`WindowProbe::end`] from its own timer thread.
+#[derive(Debug)]
+pub struct WindowProbe {
+    pids: Vec<i32>,
+    start: Mutex<Vec<Option<Reading>>>,
+    end: Mutex<Vec<Option<Reading>>>,
+    /// perf, counting the system calls of `syscall_pids` while the window is open.
+    syscalls: Option<SyscallCount>,
+}
+
+impl WindowProbe {
+    pub fn new(pids: Vec<i32>) -> Self {
+        Self { pids, start: Mutex::default(), end: Mutex::default(), syscalls: None }
+    }
+
+    /// Also counts every system call of `pids` over the window (see [`SyscallCount`]).
+    pub fn with_syscalls(mut self, count: SyscallCount) -> Self {
+        self.syscalls = Some(count);
+        self
+    }
+
+    pub fn start(&self) {
+        *self.start.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.read_all();
+        if let Some(s) = &self.syscalls {
+            s.switch("enable");
+        }
+    }
+
+    pub fn end(&self) {
+        if let Some(s) = &self.syscalls {
+            s.switch("disable");
+        }
+        *self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.read_all();
+    }
+
+    /// The system calls counted over the window, by name (`all` for every call), if perf counted.
+    pub fn syscalls(self) -> Option<BTreeMap<String, u64>> {
+        self.syscalls.and_then(|s| s.finish().map_err(|e| eprintln!("herdbench: --syscalls: {e}")).ok())
+    }
+
+    /// Per process (in the order given), its counters over the window; `None` if a reading is
+    /// missing (the window never started or ended, or the process was gone).
+    pub fn deltas(&self) -> Vec<Option<Counters>> {
+        let start = self.start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let end = self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (0..self.pids.len())
+            .map(|i| match (start.get(i).and_then(Option::as_ref), end.get(i).and_then(Option::as_ref)) {
+                (Some(s), Some(e)) => Some(e.since(s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn read_all(&self) -> Vec<Option<Reading>> {
+        self.pids.iter().map(|&pid| Reading::take(pid).ok()).collect()
+    }
+}
+
+/// System calls named one by one, where the kernel has their tracepoints: the calls the styles
+/// differ by (readiness waits, futexes, yields, socket I/O).
+const SYSCALLS: &[&str] = &[
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "recvfrom",
+    "sendto",
+    "recvmsg",
+    "sendmsg",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_ctl",
+    "poll",
+    "ppoll",
+    "futex",
+    "sched_yield",
+    "accept4",
+    "connect",
+    "close",
+    "io_uring_enter",
+];
+
+/// `perf stat` attached to a set of processes, counting their system calls while switched on.
+#[derive(Debug)]
+pub struct SyscallCount {
+    perf: Mutex<Child>,
+    control: Mutex<(File, File)>,
+    output: PathBuf,
+}
+
+impl SyscallCount {
+    /// Starts perf, disabled, attached to `pids` (their threads, and threads they start later).
+    /// Its FIFOs and output go to `dir`. Fails if perf or its tracepoints are not available.
+    pub fn start(pids: &[i32], dir: &Path) -> io::Result<Self> {
+        let tracing = ["/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.is_dir())
+            .ok_or_else(|| io::Error::other("no syscall tracepoints (is tracefs mounted, are we root?)"))?;
+        let names: Vec<String> = SYSCALLS
+            .iter()
+            .filter(|n| tracing.join(format!("sys_enter_{n}")).exists())
+            .map(|n| (*n).to_owned())
+            .collect();
+        let mut events = vec!["raw_syscalls:sys_enter".to_owned()];
+        events.extend(names.iter().map(|n| format!("syscalls:sys_enter_{n}")));
+        std::fs::create_dir_all(dir)?;
+        let (ctl, ack, output) = (dir.join("perf.ctl"), dir.join("perf.ack"), dir.join("perf-syscalls.csv"));
+        for fifo in [&ctl, &ack] {
+            let _ = std::fs::remove_file(fifo);
+            let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+            // SAFETY: a valid NUL-terminated path.
+            if unsafe { libc::mkfifo(path.as_ptr(), 0o600) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let pid_list = pids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let perf = Command::new("perf")
+            .args(["stat", "-x,", "--no-big-num", "-D", "-1", "-e", &events.join(",")])
+            .arg(format!("--control=fifo:{},{}", ctl.display(), ack.display()))
+            .args(["-p", &pid_list, "-o"])
+            .arg(&output)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        // Read-write opens of a FIFO do not wait for the other end.
+        let open = |p: &Path| std::fs::OpenOptions::new().read(true).write(true).open(p);
+        let control = (open(&ctl)?, open(&ack)?);
+        Ok(Self { perf: Mutex::new(perf), control: Mutex::new(control), output })
+    }
+
+    /// Sends `enable` or `disable` and waits (up to a second) for perf's acknowledgement.
+    fn switch(&self, command: &str) {
+        let mut control = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if writeln!(control.0, "{command}").is_err() {
+            return;
+        }
+        let mut fds = [libc::pollfd { fd: control.1.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one valid pollfd, live for the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 1, 1000) } > 0 {
+            let _ = control.1.read(&mut [0_u8; 16]);
+        }
+    }
+
+    /// Stops perf and reads its counts: `all`, then each named call.
+    fn finish(self) -> io::Result<BTreeMap<String, u64>> {
+        let mut perf = self.perf.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while perf.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = perf.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(&self.output)?;
+        let counts = parse_perf_csv(&text);
+        if !counts.contains_key("all") {
+            return Err(io::Error::other(format!("perf counted nothing (see {})", self.output.display())));
+        }
+        Ok(counts)
+    }
+}
+
+/// `perf stat -x,` lines: `value,unit,event,…`. Uncounted events (`<not counted>`) are left out.
+fn parse_perf_csv(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let value = f.next()?.trim().parse::<u64>().ok()?;
+            let event = f.nth(1)?.trim();
+            let name = match event {
+                "raw_syscalls:sys_enter" => "all",
+                e => e.strip_prefix("syscalls:sys_enter_")?,
+            };
+            Some((name.to_owned(), value))
+        })
+        .collect()
+}
+
+fn clock_tick() -> f64 {
+    // SAFETY: sysconf takes no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { 1.0 / hz as f64 } else { 0.01 }
+}
+
+/// (utime, stime, minflt) from /proc/<pid>/stat. The command name may hold spaces and parentheses,
+/// so fields are counted from the last `)`.
+fn parse_stat(text: &str) -> io::Result<(u64, u64, u64)> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/<pid>/stat");
+    let rest = &text[text.rfind(')').ok_or_else(bad)? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ppid pgrp session tty_nr tpgid flags minflt(10) cminflt majflt
+    // cmajflt utime(14) stime(15), numbered as in proc(5).
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).ok_or_else(bad);
+    Ok((field(14)?, field(15)?, field(10)?))
+}
+
+/// (syscr, syscw) from /proc/<pid>/io.
+fn parse_io(text: &str) -> io::Result<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {name} in /proc/<pid>/io")))
+    };
+    Ok((field("syscr:")?, field("syscw:")?))
+}
+
+/// (voluntary, involuntary) context switches from a thread's /proc status.
+fn parse_switches(status: &str) -> (u64, u64) {
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok());
+    (field("voluntary_ctxt_switches:").unwrap_or(0), field("nonvoluntary_ctxt_switches:").unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = "4242 (serve (x) 1) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_stat(line).expect("a stat line"), (250, 75, 1234));
+        assert!(parse_stat("4242 (trunc) S 1").is_err());
+    }
+
+    #[test]
+    fn io_and_status_fields() {
+        let io = "rchar: 10\nwchar: 20\nsyscr: 31\nsyscw: 42\nread_bytes: 0\n";
+        assert_eq!(parse_io(io).expect("an io file"), (31, 42));
+        assert!(parse_io("rchar: 10\n").is_err());
+        let status = "Name:\tworker-1\nvoluntary_ctxt_switches:\t17\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_switches(status), (17, 3));
+    }
+
+    #[test]
+    fn perf_csv_counts_by_call() {
+        let csv = "# started on Tue Dec  1 23:17:35 2026\n\n910813,,raw_syscalls:sys_enter,502367150,100.00,,\n\
+                   910809,,syscalls:sys_enter_write,502368492,100.00,,Events disabled\n\
+                   <not counted>,,syscalls:sys_enter_futex,0,100.00,,\n";
+        let counts = parse_perf_csv(csv);
+        assert_eq!(counts.get("all"), Some(&910_813));
+        assert_eq!(counts.get("write"), Some(&910_809));
+        assert_eq!(counts.len(), 2, "{counts:?}");
+    }
+
+    #[test]
+    fn a_window_is_the_difference_and_switches_go_thread_by_thread() {
+        let reading = |cpu, syscr, threads: &[(u64, (u64, u64))]| Reading {
+            totals: Counters { cpu_user_s: cpu, syscr, ..Counters::default() },
+            threads: threads.iter().copied().collect(),
+        };
+        // Thread 1 ran through the window, thread 2 exited in it, thread 3 started in it.
+        let start = reading(1.0, 10, &[(1, (50, 5)), (2, (1000, 7))]);
+        let end = reading(1.5, 25, &[(1, (60, 6)), (3, (4, 1))]);
+        let d = end.since(&start);
+        assert_eq!((d.cpu_user_s, d.syscr), (0.5, 15));
+        assert_eq!(
+            (d.voluntary_switches, d.involuntary_switches),
+            (10 + 4, 1 + 1),
+            "an exited thread is not a negative count"
+        );
+    }
+
+    #[test]
+    fn this_process_counts_its_own_syscalls() {
+        let pid = i32::try_from(std::process::id()).expect("a pid");
+        let before = Reading::take(pid).expect("our own /proc");
+        for _ in 0..50 {
+            let _ = std::fs::read_to_string("/proc/self/stat").expect("readable");
+        }
+        let d = Reading::take(pid).expect("our own /proc").since(&before);
+        assert!(d.syscr >= 50, "50 file reads, {} read-class syscalls counted", d.syscr);
+    }
+}
