@@ -8,8 +8,8 @@
 //! ```
 //!
 //! read as "on herd-mixed at 10k/s, event-handler's server CPU per request is lower than
-//! threadpool's". The operator is `<`, `>` or `≈` (within 10 %); the metric is one of `harness
-//! compare`'s (p50, p99, cpu, syscalls, switches, throughput). `harness report --update REPORT.md`
+//! threadpool's". The operator is `<`, `>` or `≈` (within 10 %; `≈15%` for another tolerance); the
+//! metric is one of `harness compare`'s (p50, p99, cpu, syscalls, switches, throughput). `harness report --update REPORT.md`
 //! appends the verdict to the line, replacing any earlier one:
 //!
 //! ```text
@@ -18,10 +18,12 @@
 //!
 //! The evidence is paired: the two styles' runs from the same folder and the same round of
 //! `run --repeat` (run back to back, so the machine's slow drift cancels out in their ratio). The
-//! ratio's interval is the median ratio ± the noise band `harness compare` uses (3 × the ratios'
-//! relative median absolute deviation). The verdict is **supported** if the whole interval is on
-//! the claimed side of 1 (inside 0.91–1.1 for `≈`), **not supported** if the whole interval is on
-//! the other side, and **not resolved by the data** otherwise, or with fewer than three pairs.
+//! ratio's interval is the median ratio widened by the noise band `harness compare` uses (3 × the
+//! ratios' relative median absolute deviation), as a factor: median ÷ (1 + band) to median ×
+//! (1 + band), so that a ratio's interval never crosses zero. The verdict is **supported** if the
+//! whole interval is on the claimed side of 1 (inside 1/1.1–1.1 for `≈`), **not supported** if the
+//! whole interval is on the other side, and **not resolved by the data** otherwise, or with fewer
+//! than three pairs.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,15 +38,16 @@ use crate::compare::MetricName;
 const NOISE_K: f64 = 3.0;
 /// Pairs below this say nothing about their own noise.
 const MIN_PAIRS: usize = 3;
-/// `≈` holds when the ratio stays within this factor of 1.
+/// `≈` holds when the ratio stays within this factor of 1, unless the claim gives its own.
 const SIMILAR: f64 = 1.1;
 
 /// How the first style's metric relates to the second's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Relation {
     Lower,
     Higher,
-    Similar,
+    /// Within this factor of each other (1.1: 10 %).
+    Similar(f64),
 }
 
 /// One finding's comparison.
@@ -75,8 +78,14 @@ impl Claim {
         let relation = match op {
             "<" => Relation::Lower,
             ">" => Relation::Higher,
-            "≈" | "~" => Relation::Similar,
-            _ => bail!("unknown comparison `{op}` in `{text}`: use <, > or ≈"),
+            _ => match op.strip_prefix('≈').or_else(|| op.strip_prefix('~')) {
+                Some("") => Relation::Similar(SIMILAR),
+                Some(pct) => match pct.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) {
+                    Some(p) if p > 0.0 => Relation::Similar(1.0 + p / 100.0),
+                    _ => bail!("a tolerance reads like `≈15%`, not `{op}` in `{text}`"),
+                },
+                None => bail!("unknown comparison `{op}` in `{text}`: use <, > or ≈ (or ≈15%)"),
+            },
         };
         Ok(Self { workload: workload.into(), load: load.into(), metric, a: a.into(), relation, b: b.into() })
     }
@@ -85,9 +94,10 @@ impl Claim {
 impl fmt::Display for Claim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let op = match self.relation {
-            Relation::Lower => "<",
-            Relation::Higher => ">",
-            Relation::Similar => "≈",
+            Relation::Lower => "<".to_owned(),
+            Relation::Higher => ">".to_owned(),
+            Relation::Similar(f) if (f - SIMILAR).abs() < 1e-9 => "≈".to_owned(),
+            Relation::Similar(f) => format!("≈{}%", ((f - 1.0) * 100.0).round()),
         };
         let metric =
             clap::ValueEnum::to_possible_value(&self.metric).map(|v| v.get_name().to_owned()).unwrap_or_default();
@@ -167,14 +177,14 @@ pub fn evaluate(claim: &Claim, loaded: &[Loaded]) -> Verdict {
     }
     let m = median(&ratios);
     let band = noise_band(NOISE_K, &[ratios.as_slice()]);
-    let e = Evidence { median: m, low: m * (1.0 - band), high: m * (1.0 + band), pairs: ratios.len() };
+    let e = Evidence { median: m, low: m / (1.0 + band), high: m * (1.0 + band), pairs: ratios.len() };
     if ratios.len() < MIN_PAIRS {
         return Verdict::NotResolved(Some(e), format!("fewer than {MIN_PAIRS} paired rounds"));
     }
     let (holds, fails) = match claim.relation {
         Relation::Lower => (e.high < 1.0, e.low > 1.0),
         Relation::Higher => (e.low > 1.0, e.high < 1.0),
-        Relation::Similar => (e.low >= 1.0 / SIMILAR && e.high <= SIMILAR, e.high < 1.0 / SIMILAR || e.low > SIMILAR),
+        Relation::Similar(f) => (e.low >= 1.0 / f && e.high <= f, e.high < 1.0 / f || e.low > f),
     };
     if holds {
         Verdict::Supported(e)
@@ -255,7 +265,11 @@ mod tests {
         let c = claim("herd-mixed 10k cpu event-handler < threadpool");
         assert_eq!((c.metric, c.relation), (MetricName::Cpu, Relation::Lower));
         assert_eq!(c.to_string(), "herd-mixed 10k cpu event-handler < threadpool");
-        assert_eq!(claim("w 1k p99 a ~ b").relation, Relation::Similar);
+        assert_eq!(claim("w 1k p99 a ~ b").relation, Relation::Similar(1.1));
+        let wide = claim("w 1k cpu a ≈15% b");
+        assert!(matches!(wide.relation, Relation::Similar(f) if (f - 1.15).abs() < 1e-9));
+        assert_eq!(wide.to_string(), "w 1k cpu a ≈15% b");
+        assert!(Claim::parse("w 1k cpu a ≈x% b").is_err());
         let err = Claim::parse("herd-mixed 10k latency a < b").expect_err("no such metric").to_string();
         assert!(err.contains("unknown metric `latency`"), "{err}");
         assert!(Claim::parse("a < b").is_err());
@@ -272,6 +286,7 @@ mod tests {
         }
         assert!(matches!(evaluate(&claim("w 10k cpu a > b"), &loaded), Verdict::NotSupported(_)));
         assert!(matches!(evaluate(&claim("w 10k cpu a ≈ b"), &loaded), Verdict::NotSupported(_)));
+        assert!(matches!(evaluate(&claim("w 10k cpu a ≈30% b"), &loaded), Verdict::Supported(_)));
         assert!(matches!(evaluate(&claim("w 2k cpu a < b"), &loaded), Verdict::NotResolved(None, _)));
     }
 
