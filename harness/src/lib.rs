@@ -10,11 +10,14 @@
 //! - [`places`]: the places backend.
 //! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
 //! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
-//! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline.
+//! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline;
+//!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
+//! - [`counters`]: what the kernel counts for a process over the measured window.
 
 mod collection;
 pub mod compare;
 pub mod counters;
+pub mod export;
 pub mod findings;
 pub mod herd;
 pub mod impls;

@@ -1,0 +1,174 @@
+//! `harness export`: result files in the formats the CI trackers people already run read.
+//!
+//! - `bmf`: [Bencher Metric Format](https://bencher.dev/docs/reference/bencher-metric-format/):
+//!   `{ benchmark: { measure: { value, lower_value, upper_value } } }`, the median over repeats with
+//!   the lowest and highest repeat as bounds.
+//! - `github-smaller` / `github-bigger`: github-action-benchmark's `customSmallerIsBetter` and
+//!   `customBiggerIsBetter` tools, `[{ name, unit, value, range, extra }]` — latency, CPU and
+//!   counts per request in the first (lower is better), throughput in the second.
+//!
+//! A benchmark is one experiment (`workload/style/load`, and `/tN` with `--threads`), named the
+//! same in every format so that a tracker's history follows it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::collection::{self, Key, Metrics, median};
+use crate::compare::MetricName;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Result files or folders (searched recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Which tracker's format.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Bencher Metric Format.
+    Bmf,
+    /// github-action-benchmark, tool `customSmallerIsBetter`.
+    GithubSmaller,
+    /// github-action-benchmark, tool `customBiggerIsBetter`.
+    GithubBigger,
+}
+
+/// The measures exported, with the unit a tracker shows.
+const MEASURES: [(MetricName, &str, &str); 6] = [
+    (MetricName::P50, "p50", "µs"),
+    (MetricName::P99, "p99", "µs"),
+    (MetricName::Cpu, "cpu-per-request", "µs"),
+    (MetricName::Syscalls, "syscalls-per-request", "calls"),
+    (MetricName::Switches, "switches-per-request", "switches"),
+    (MetricName::Throughput, "throughput", "requests/s"),
+];
+
+pub fn run(args: &ExportArgs) -> Result<()> {
+    let loaded = collection::load(&args.inputs)?;
+    let mut groups: BTreeMap<Key, Vec<Metrics>> = BTreeMap::new();
+    for l in &loaded {
+        groups.entry(Key::of(&l.result)).or_default().push(Metrics::of(&l.result));
+    }
+    let text = serde_json::to_string_pretty(&export(&groups, args.format))?;
+    match &args.output {
+        Some(path) => std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display())),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// The document for `format` from each experiment's repeats. Measures a run did not record (no
+/// `--syscalls`, no window counters) are left out rather than written as null.
+pub fn export(groups: &BTreeMap<Key, Vec<Metrics>>, format: Format) -> Value {
+    let mut bmf = serde_json::Map::new();
+    let mut list = Vec::new();
+    for (key, runs) in groups {
+        let name = benchmark_name(key);
+        let mut measures = serde_json::Map::new();
+        for (metric, measure, unit) in MEASURES {
+            let values: Vec<f64> = runs.iter().map(|m| metric.value(m)).filter(|v| v.is_finite()).collect();
+            if values.is_empty() {
+                continue;
+            }
+            let (value, low, high) = (median(&values), min(&values), max(&values));
+            measures.insert(measure.into(), json!({ "value": value, "lower_value": low, "upper_value": high }));
+            if (format == Format::GithubBigger) == metric.higher_is_better() {
+                list.push(json!({
+                    "name": format!("{name} {measure}"),
+                    "unit": unit,
+                    "value": value,
+                    "range": format!("{low:.3}–{high:.3}"),
+                    "extra": format!("median of {} runs", values.len()),
+                }));
+            }
+        }
+        bmf.insert(name, Value::Object(measures));
+    }
+    match format {
+        Format::Bmf => Value::Object(bmf),
+        Format::GithubSmaller | Format::GithubBigger => Value::Array(list),
+    }
+}
+
+fn benchmark_name(key: &Key) -> String {
+    let threads = key.threads.map(|t| format!("/t{t}")).unwrap_or_default();
+    format!("{}/{}/{}{threads}", key.workload, key.implementation, key.load)
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(p50: f64, cpu: f64, rps: f64) -> Metrics {
+        Metrics {
+            offered_rps: Some(2000.0),
+            achieved_rps: rps,
+            p50_us: p50,
+            p99_us: p50 * 4.0,
+            p999_us: p50 * 8.0,
+            max_us: p50 * 10.0,
+            errors: 0.0,
+            floods_dropped: 0.0,
+            cpu_us_per_request: cpu,
+            syscalls_per_request: f64::NAN,
+            switches_per_request: 11.0,
+            rss_mib: 60.0,
+            threads: 5.0,
+        }
+    }
+
+    fn groups() -> BTreeMap<Key, Vec<Metrics>> {
+        let key = Key {
+            workload: "herd-mixed".into(),
+            implementation: "event-handler".into(),
+            load: "2k".into(),
+            threads: None,
+            connections: 64,
+        };
+        BTreeMap::from([(
+            key,
+            vec![metrics(130.0, 280.0, 2000.0), metrics(120.0, 270.0, 1999.0), metrics(140.0, 290.0, 2001.0)],
+        )])
+    }
+
+    #[test]
+    fn bencher_metric_format_has_median_and_bounds_and_skips_what_was_not_measured() {
+        let doc = export(&groups(), Format::Bmf);
+        let bench = &doc["herd-mixed/event-handler/2k"];
+        assert_eq!(bench["p50"], json!({ "value": 130.0, "lower_value": 120.0, "upper_value": 140.0 }));
+        assert_eq!(bench["throughput"]["value"], 2000.0);
+        assert!(bench.get("syscalls-per-request").is_none(), "no --syscalls: left out, not null");
+    }
+
+    #[test]
+    fn github_formats_split_by_direction() {
+        let smaller = export(&groups(), Format::GithubSmaller);
+        let names: Vec<&str> = smaller.as_array().expect("a list").iter().filter_map(|e| e["name"].as_str()).collect();
+        assert!(names.contains(&"herd-mixed/event-handler/2k p50"), "{names:?}");
+        assert!(names.contains(&"herd-mixed/event-handler/2k switches-per-request"), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with("throughput")), "{names:?}");
+        let bigger = export(&groups(), Format::GithubBigger);
+        assert_eq!(bigger.as_array().expect("a list").len(), 1);
+        assert_eq!(bigger[0]["name"], "herd-mixed/event-handler/2k throughput");
+        assert_eq!(bigger[0]["unit"], "requests/s");
+    }
+}
