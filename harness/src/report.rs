@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::collection::{self, Key, Loaded, Metrics};
+use crate::collection::{self, Key, Loaded, Metrics, median};
 use crate::findings;
 use crate::plots;
 use crate::result::RunResult;
@@ -194,6 +194,7 @@ fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], slo_ms: f64) -> Vec
         tables.push('\n');
     }
     out.push(("tables".to_owned(), tables));
+    out.push(("mechanisms".to_owned(), mechanisms(loaded)));
 
     let mut k = String::new();
     if knees.is_empty() {
@@ -216,6 +217,47 @@ fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], slo_ms: f64) -> Vec
         }
     }
     out.push(("knees".to_owned(), k));
+    out
+}
+
+/// Per workload and load, each style's system calls per request by name (medians over the runs
+/// that counted them with `--syscalls`), the calls no style made left out.
+fn mechanisms(loaded: &[Loaded]) -> String {
+    type PerCall = BTreeMap<String, Vec<f64>>;
+    let mut by_point: BTreeMap<(String, String), BTreeMap<String, PerCall>> = BTreeMap::new();
+    for l in loaded {
+        let r = &l.result;
+        let (Some(counts), true) = (&r.server_syscalls, r.summary.requests > 0) else { continue };
+        let style = by_point
+            .entry((r.workload.name.clone(), r.parameters.load.clone()))
+            .or_default()
+            .entry(r.implementation.name.clone())
+            .or_default();
+        for (call, n) in counts {
+            style.entry(call.clone()).or_default().push(*n as f64 / r.summary.requests as f64);
+        }
+    }
+    if by_point.is_empty() {
+        return "No runs with `--syscalls` in these results.\n".into();
+    }
+    let mut out = String::new();
+    for ((workload, load), styles) in by_point {
+        let mut calls: Vec<String> =
+            styles.values().flat_map(|c| c.iter().filter(|(_, v)| median(v) >= 0.05).map(|(k, _)| k.clone())).collect();
+        calls.sort_by_key(|c| (c != "all", c.clone()));
+        calls.dedup();
+        let _ = writeln!(out, "### {workload} {load}\n");
+        let _ = writeln!(out, "| style | {} |", calls.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(calls.len()));
+        for (style, per_call) in styles {
+            let cells: Vec<String> = calls
+                .iter()
+                .map(|c| per_call.get(c).map_or_else(|| "0".into(), |v| format!("{:.1}", median(v))))
+                .collect();
+            let _ = writeln!(out, "| {style} | {} |", cells.join(" | "));
+        }
+        out.push('\n');
+    }
     out
 }
 
