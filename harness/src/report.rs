@@ -357,6 +357,34 @@ mod tests {
     }
 
     #[test]
+    fn mechanisms_table_gives_calls_per_request_and_leaves_out_rare_ones() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
+        ))
+        .expect("a committed result file");
+        let mut r: crate::result::RunResult = serde_json::from_str(&text).expect("valid");
+        r.summary.requests = 1000;
+        r.server_syscalls = Some(BTreeMap::from([
+            ("all".to_owned(), 3000),
+            ("futex".to_owned(), 1000),
+            ("read".to_owned(), 10), // 0.01 per request: noise, not a mechanism
+        ]));
+        let without = Loaded {
+            path: PathBuf::from("b.json"),
+            result: {
+                let mut o = r.clone();
+                o.server_syscalls = None;
+                o
+            },
+        };
+        let table = mechanisms(&[Loaded { path: PathBuf::from("a.json"), result: r }, without]);
+        assert!(table.contains("| style | all | futex |"), "{table}");
+        assert!(table.contains("| threadpool | 3.0 | 1.0 |"), "runs without --syscalls are not zeros: {table}");
+        assert_eq!(mechanisms(&[]), "No runs with `--syscalls` in these results.\n");
+    }
+
+    #[test]
     fn knee_is_the_highest_load_meeting_every_condition() {
         let rows = vec![
             row("a", 1000.0, 1000.0, 500.0, 0.0),
