@@ -169,8 +169,8 @@ impl WindowProbe {
     }
 
     /// The system calls counted over the window, by name (`all` for every call), if perf counted.
-    pub fn syscalls(self) -> Option<BTreeMap<String, u64>> {
-        self.syscalls.and_then(|s| s.finish().map_err(|e| eprintln!("herdbench: --syscalls: {e}")).ok())
+    pub fn syscalls(mut self) -> Option<BTreeMap<String, u64>> {
+        self.syscalls.as_mut().and_then(|s| s.finish().map_err(|e| eprintln!("herdbench: --syscalls: {e}")).ok())
     }
 
     /// Per process (in the order given), its counters over the window; `None` if a reading is
@@ -279,8 +279,8 @@ impl SyscallCount {
     }
 
     /// Stops perf and reads its counts: `all`, then each named call.
-    fn finish(self) -> io::Result<BTreeMap<String, u64>> {
-        let mut perf = self.perf.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn finish(&mut self) -> io::Result<BTreeMap<String, u64>> {
+        let perf = self.perf.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -297,6 +297,17 @@ impl SyscallCount {
             return Err(io::Error::other(format!("perf counted nothing (see {})", self.output.display())));
         }
         Ok(counts)
+    }
+}
+
+impl Drop for SyscallCount {
+    /// A run that ends early (an error, Ctrl-C) must not leave perf attached to anything.
+    fn drop(&mut self) {
+        let perf = self.perf.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(None) = perf.try_wait() {
+            let _ = perf.kill();
+            let _ = perf.wait();
+        }
     }
 }
 
