@@ -113,43 +113,36 @@ impl Metrics {
     /// Each metric's median over `runs` (repeats of one experiment); errors and dropped floods are
     /// summed, since any at all matters.
     pub fn median_of(runs: &[Metrics]) -> Metrics {
-        let med = |f: fn(&Metrics) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         Metrics {
             offered_rps: runs.first().and_then(|m| m.offered_rps),
-            achieved_rps: med(|m| m.achieved_rps),
-            p50_us: med(|m| m.p50_us),
-            p99_us: med(|m| m.p99_us),
-            p999_us: med(|m| m.p999_us),
-            max_us: med(|m| m.max_us),
             errors: runs.iter().map(|m| m.errors).sum(),
             floods_dropped: runs.iter().map(|m| m.floods_dropped).sum(),
-            cpu_us_per_request: med(|m| m.cpu_us_per_request),
-            syscalls_per_request: med(|m| m.syscalls_per_request),
-            switches_per_request: med(|m| m.switches_per_request),
-            rss_mib: med(|m| m.rss_mib),
-            threads: med(|m| m.threads),
+            ..Self::each(runs, median)
         }
     }
-}
 
-impl Metrics {
     /// Each metric's relative spread over `runs` (see [`relative_spread`]).
     pub fn relative_spread_of(runs: &[Metrics]) -> Metrics {
-        let spread = |f: fn(&Metrics) -> f64| relative_spread(&runs.iter().map(f).collect::<Vec<_>>());
+        Metrics { offered_rps: None, errors: 0.0, floods_dropped: 0.0, ..Self::each(runs, relative_spread) }
+    }
+
+    /// `stat` of each measured metric's values over `runs`.
+    fn each(runs: &[Metrics], stat: fn(&[f64]) -> f64) -> Metrics {
+        let of = |f: fn(&Metrics) -> f64| stat(&runs.iter().map(f).collect::<Vec<_>>());
         Metrics {
             offered_rps: None,
-            achieved_rps: spread(|m| m.achieved_rps),
-            p50_us: spread(|m| m.p50_us),
-            p99_us: spread(|m| m.p99_us),
-            p999_us: spread(|m| m.p999_us),
-            max_us: spread(|m| m.max_us),
-            errors: 0.0,
-            floods_dropped: 0.0,
-            cpu_us_per_request: spread(|m| m.cpu_us_per_request),
-            syscalls_per_request: spread(|m| m.syscalls_per_request),
-            switches_per_request: spread(|m| m.switches_per_request),
-            rss_mib: spread(|m| m.rss_mib),
-            threads: spread(|m| m.threads),
+            achieved_rps: of(|m| m.achieved_rps),
+            p50_us: of(|m| m.p50_us),
+            p99_us: of(|m| m.p99_us),
+            p999_us: of(|m| m.p999_us),
+            max_us: of(|m| m.max_us),
+            errors: of(|m| m.errors),
+            floods_dropped: of(|m| m.floods_dropped),
+            cpu_us_per_request: of(|m| m.cpu_us_per_request),
+            syscalls_per_request: of(|m| m.syscalls_per_request),
+            switches_per_request: of(|m| m.switches_per_request),
+            rss_mib: of(|m| m.rss_mib),
+            threads: of(|m| m.threads),
         }
     }
 }
