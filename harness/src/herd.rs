@@ -74,6 +74,9 @@ pub struct HerdSpec {
     pub limits: Limits,
     /// Servers also log every input and output line.
     pub log_io: bool,
+    /// Start the herd without a key (`serve --insecure-herd`): any connection may send `AT`
+    /// lines. Otherwise [`Herd::start`] writes a fresh key to `<logs>/herd.key` for its servers.
+    pub insecure_herd: bool,
     /// The folder for every child's output, event log and counters (created if missing).
     pub logs: PathBuf,
     /// CPUs every child is pinned to.
@@ -95,6 +98,7 @@ impl HerdSpec {
             stack_kib: None,
             limits: Limits::default(),
             log_io: false,
+            insecure_herd: false,
             logs: logs.into(),
             cpus: None,
         }
@@ -138,12 +142,24 @@ impl HerdSpec {
             }
         }
         args.extend(LimitsArgs::from(&self.limits).to_serve_args().into_iter().map(OsString::from));
+        match (self.mode, self.insecure_herd) {
+            (Mode::Echo, _) => {}
+            (Mode::Herd, true) => args.push("--insecure-herd".into()),
+            (Mode::Herd, false) => with_value(&mut args, "--herd-key", self.key_file()),
+        }
         if self.log_io {
             args.push("--log-io".into());
         }
         with_value(&mut args, "--log", self.logs.join(format!("{name}.log")));
         with_value(&mut args, "--stats", self.logs.join(format!("{name}.stats.json")));
         Ok(args)
+    }
+}
+
+impl HerdSpec {
+    /// The herd's key file, written by [`Herd::start`] (a fresh key for each start).
+    pub fn key_file(&self) -> PathBuf {
+        self.logs.join("herd.key")
     }
 }
 
@@ -217,6 +233,12 @@ impl Herd {
         let (places_addr, server_addrs) = (addrs[0], &addrs[1..]);
         // Built before any child exists, so a failure part-way stops what was started.
         let mut herd = Self { spec, places: None, servers: Vec::new(), children: Children::default() };
+        if herd.spec.mode == Mode::Herd && !herd.spec.insecure_herd {
+            let key = herd.spec.key_file();
+            // A fresh key for every herd: a key left by an earlier run in the same folder goes.
+            let _ = std::fs::remove_file(&key);
+            crate::serve::write_key(&key)?;
+        }
         if herd.spec.mode == Mode::Herd {
             // With `Upstream::Dead` the port was reserved and released: nobody listens there.
             herd.places = Some(places_addr);
@@ -266,6 +288,11 @@ impl Herd {
     /// Child `name`'s process id (`places` for the backend), while it runs.
     pub fn pid(&self, name: &str) -> Option<i32> {
         self.children.pid(name)
+    }
+
+    /// What this herd was started from.
+    pub fn spec(&self) -> &HerdSpec {
+        &self.spec
     }
 
     /// The limits every server was started with.

@@ -25,6 +25,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run one server of a style (what `run` starts five of).
     Serve(serve::ServeArgs),
+    /// Write a fresh herd key file for `serve --herd-key` (`run` makes its own for each run).
+    Keygen(serve::KeygenArgs),
     /// Run the places backend (a local Nearby Search imitation).
     Places(places::PlacesArgs),
     /// Drive load at any loopback address (a herd server, or the reference echo server).
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => run::run(&args).map(|path| println!("{}", path.display())),
         Command::Serve(args) => serve::run(&args),
+        Command::Keygen(args) => serve::write_key(&args.file).map(|()| println!("{}", args.file.display())),
         Command::Places(args) => places::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Report(args) => report::run(&args),

@@ -113,6 +113,20 @@ pub struct Parameters {
     /// back to back, so reports compare them round by round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<usize>,
+    /// How the herd's links were authenticated (herd mode). Absent from echo runs and from files
+    /// written before herds had keys (those herds accepted `AT` lines from anyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub herd_auth: Option<HerdAuth>,
+}
+
+/// How a herd's members recognised each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HerdAuth {
+    /// A fresh random herd key for the run; links proved it with the HMAC handshake.
+    Key,
+    /// `--insecure-herd`: no key; any connection could send `AT` lines.
+    Insecure,
 }
 
 /// [`herd_core::Limits`] as a result file records it: durations in seconds, sizes in bytes, each

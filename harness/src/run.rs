@@ -23,7 +23,7 @@ use crate::limits::LimitsArgs;
 use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
-use crate::result::{
+use crate::result::{HerdAuth, 
     Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
     ServerResult,
 };
@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// After SIGTERM, how long servers get to exit before SIGKILL.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Start the herd without a key: any connection may send `AT` lines (`serve --insecure-herd`).
+    /// By default each run writes a fresh herd key and its servers' links prove they hold it.
+    /// Recorded in the result file.
+    #[arg(long)]
+    pub insecure_herd: bool,
     /// The policy layer's limits, passed to every server and recorded in the result file.
     #[command(flatten)]
     pub limits: LimitsArgs,
@@ -317,6 +322,7 @@ fn start_herd(
         stack_kib: args.stack_kib,
         limits: args.limits.limits(),
         log_io: args.log_io,
+        insecure_herd: args.insecure_herd,
         logs: files.logs.clone(),
         cpus: pinning.map(|p| p.server_cpus.clone()),
     };
@@ -439,6 +445,11 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         topology_links: if plan.mode() == Mode::Herd { plan.topology.links.clone() } else { Vec::new() },
         limits: Some(LimitsRecord::from(herd.limits())),
         round: point.round,
+        herd_auth: (plan.mode() == Mode::Herd).then_some(if herd.spec().insecure_herd {
+            HerdAuth::Insecure
+        } else {
+            HerdAuth::Key
+        }),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, ServeOptions, Service};
+use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, HerdKey, ServeOptions, Service};
 
 use crate::impls::{self, AnyService};
 use crate::limits::LimitsArgs;
@@ -70,9 +70,53 @@ pub struct ServeArgs {
     /// Seconds a stored location lives.
     #[arg(long, default_value_t = herd_core::store::DEFAULT_TTL_SECS)]
     pub ttl: u64,
+    /// The herd key file (hex, at least 32 digits; `harness keygen FILE` writes one). Every member
+    /// of a herd is given the same file; only links that prove they hold it may deliver updates.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure_herd")]
+    pub herd_key: Option<PathBuf>,
+    /// Run a herd server without a key: any connection may send `AT` lines, as in the CS131
+    /// protocol (for protocol tests; anyone who reaches a port can then rewrite the herd).
+    #[arg(long)]
+    pub insecure_herd: bool,
     /// The policy layer's limits (`--max-line`, `--link-queue-bytes`, `--upstream-timeout`, …).
     #[command(flatten)]
     pub limits: LimitsArgs,
+}
+
+/// `harness keygen`: writes a fresh herd key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (created readable by its owner only; an existing file is kept).
+    pub file: PathBuf,
+}
+
+/// Writes a fresh random key to `path`, readable by its owner only; refuses to overwrite.
+pub fn write_key(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating the herd key file {} (it must not exist yet)", path.display()))?;
+    file.write_all(HerdKey::generate().to_hex().as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The key a herd server runs with: read from `--herd-key`, none with `--insecure-herd`, and an
+/// error that says what to type when neither was given.
+fn herd_key(args: &ServeArgs) -> Result<Option<Arc<HerdKey>>> {
+    match (&args.herd_key, args.insecure_herd) {
+        (Some(path), _) => {
+            let key = HerdKey::from_file(path).with_context(|| format!("--herd-key {}", path.display()))?;
+            Ok(Some(Arc::new(key)))
+        }
+        (None, true) => Ok(None),
+        (None, false) => bail!(
+            "a herd server needs the herd's key, so that only members can change what it stores: \
+             run `harness keygen herd.key` once, then give every member `--herd-key herd.key` \
+             (or pass --insecure-herd to accept updates from anyone, as the CS131 protocol does)"
+        ),
+    }
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -96,6 +140,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
         None => (EventLog::discard(), None),
     };
+    let key = if args.mode == Mode::Herd { herd_key(args)? } else { None };
     log.event(Event::Listening { addr: listener.local_addr()?.to_string() });
     let options = ServeOptions {
         name: args.name.clone(),
@@ -105,6 +150,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
         limits: args.limits.limits(),
+        herd_key: key.clone(),
     };
     let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send>) = match args.mode {
         Mode::Herd => {
@@ -112,6 +158,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 name: args.name.clone(),
                 neighbours: args.peers.iter().map(|(n, _)| n.clone()).collect(),
                 ttl_secs: args.ttl,
+                key,
             };
             let herd = Arc::new(Herd::new(config, log.clone()));
             let h = Arc::clone(&herd);

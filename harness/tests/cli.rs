@@ -87,6 +87,24 @@ fn a_short_herd_run_writes_a_valid_result_with_no_errors() {
     let limits = &r["parameters"]["limits"];
     assert_eq!(limits["link_queue_bytes"], 1024 * 1024, "the default limits are recorded: {limits}");
     assert_eq!(limits["upstream_timeout_s"], 3.0, "{limits}");
+    assert_eq!(r["parameters"]["herd_auth"], "key", "a run's herd has a key unless told otherwise");
+}
+
+#[test]
+fn keygen_writes_a_key_only_its_owner_reads_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("keygen");
+    let path = dir.join("herd.key");
+    let path_text = path.to_str().expect("utf-8 path");
+    let out = harness(&["keygen", path_text]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = std::fs::read_to_string(&path).expect("written");
+    assert!(herd_core::HerdKey::from_hex(&key).is_ok(), "a key serve accepts: {key:?}");
+    let mode = std::fs::metadata(&path).expect("exists").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may read a herd key");
+    let again = harness(&["keygen", path_text]);
+    assert!(!again.status.success(), "an existing key is never overwritten");
+    assert_eq!(std::fs::read_to_string(&path).expect("still there"), key);
 }
 
 #[test]
@@ -139,6 +157,8 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["serve", "--impl", "threadpool", "--peer", "Ball"], "NAME=ADDR"),
         (&["--link-queue-bytes", "1MB", "--duration", "1s"], "1MiB"),
         (&["serve", "--impl", "threadpool", "--link-retry", "soon"], "500ms"),
+        (&["serve", "--impl", "threadpool"], "--herd-key herd.key"),
+        (&["serve", "--impl", "threadpool", "--herd-key", "/nonexistent/herd.key"], "cannot read the herd key"),
     ];
     for (args, hint) in cases {
         let out = harness(args);

@@ -7,7 +7,8 @@
 //! back: AT replies and their deltas, `?` for every invalid form, newest-wins, flooding within
 //! 0.5 s, WHATSAT framing and JSON, pipelining, split lines, 100 concurrent clients, a server killed
 //! and restarted, a server hung (SIGSTOP) under a burst of updates, oversized lines, vanishing
-//! clients and a dead or faulty places backend.
+//! clients, a dead or faulty places backend, and forged updates, wrong keys and replayed link
+//! handshakes, which must change nothing.
 //!
 //! Run it for one style (test names are `<style>::<case>`):
 //!
@@ -57,6 +58,8 @@ macro_rules! conformance {
             dead_upstream_still_framed,
             failing_upstream_still_framed,
             hung_neighbour_drops_bounded_and_recovers,
+            forged_updates_change_nothing,
+            wrong_key_and_replayed_links_are_refused,
         );
     };
     (@cases $module:ident, $style:literal, $($case:ident),+ $(,)?) => {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use herd_core::Limits;
+use herd_core::{HerdKey, Limits, auth};
 
 use crate::client::{AtLine, Client, READ_TIMEOUT, WhatsatReply, now_nanos, now_text, time_text};
 use crate::herd::{Herd, SERVERS, Upstream};
@@ -881,4 +881,108 @@ fn pipelined_iamats(herd: &Herd, server: &str, n: usize) -> Result<Burst, String
     let reply_bytes = read?;
     written.map_err(|e| format!("writing the IAMATs: {e}"))?;
     Ok(Burst { elapsed, reply_bytes })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 17. Only members change the herd
+
+/// Counter `name` of server `server`'s stats file (0 if absent).
+fn counter(herd: &Herd, server: &str, name: &str) -> u64 {
+    herd.counters(server).counters.get(name).copied().unwrap_or(0)
+}
+
+/// Plays a link opener on `conn` that holds `key`: sends the hello, checks the answer with the key,
+/// and returns the lines it sent plus whether the answer proved the key.
+fn open_link(conn: &mut Client, me: &str, acceptor: &str, key: &HerdKey) -> (String, bool) {
+    let nonce = auth::nonce();
+    let hello = String::from_utf8(auth::hello_line(me, Some(&nonce))).expect("ascii");
+    conn.send(hello.as_bytes());
+    let answer = conn.read_line();
+    let accept = auth::Accept::parse(answer.trim_end().as_bytes())
+        .unwrap_or_else(|| panic!("a keyed PEER gets a HERD answer, got {answer:?}"));
+    assert_eq!(accept.name, acceptor, "the answer names the server");
+    let names = auth::Names { opener: me, acceptor };
+    let nonces = auth::Nonces { opener: nonce, acceptor: accept.nonce };
+    let proven = key.verify(auth::Role::Acceptor, names, &nonces, &accept.proof);
+    let proof = String::from_utf8(auth::auth_line(&key.proof(auth::Role::Opener, names, &nonces))).expect("ascii");
+    conn.send(proof.as_bytes());
+    (format!("{hello}{proof}"), proven)
+}
+
+/// A forged `AT`, and forged `PEER` + `AT` (plain, and with a made-up proof), from client
+/// connections: each answered `? <line>`, counted and logged, and nothing changes anywhere in the
+/// herd; real updates still reach every member within 0.5 s.
+pub fn forged_updates_change_nothing(style: &str) {
+    let mut herd = Herd::start(style);
+    wait_linked(&herd);
+    let mut alford = herd.client("Alford");
+    let real = alford.iamat("victim", UCLA, &now_text());
+    assert_visible(&herd, &SERVERS, "victim", &real, Instant::now(), FLOOD_DEADLINE);
+
+    let forged = format!("AT Hamilton +0.000000001 victim {MIT} {}", time_text(now_nanos() + SECOND));
+    let mut mallory = herd.client("Welsh");
+    assert_eq!(mallory.request(&forged), format!("? {forged}\n"), "{style}: a client's AT");
+    assert_eq!(mallory.request("PEER Alford"), "? PEER Alford\n", "{style}: an unkeyed hello");
+    assert_eq!(mallory.request(&forged), format!("? {forged}\n"), "{style}: AT after an unkeyed hello");
+    let hello = format!("PEER Alford {}", "5a".repeat(16));
+    assert!(mallory.request(&hello).starts_with("HERD Welsh "), "{style}: a keyed hello is answered");
+    let made_up = format!("AUTH {}", "00".repeat(32));
+    assert_eq!(mallory.request(&made_up), format!("? {made_up}\n"), "{style}: a made-up proof");
+    assert_eq!(mallory.request(&forged), format!("? {forged}\n"), "{style}: AT after a refused proof");
+
+    // Every member still answers with the real update (a flood of the forgery would have had
+    // FLOOD_DEADLINE to arrive), and a real update made now still reaches all of them in time.
+    thread::sleep(FLOOD_DEADLINE);
+    for server in SERVERS {
+        let reply = herd.client(server).whatsat("victim", "10", "1");
+        assert!(reply.starts_with(&real), "{style}: {server} answers {reply:?}, not the real {real:?}");
+    }
+    let newer = alford.iamat("victim", MIT, &now_text());
+    assert_visible(&herd, &SERVERS, "victim", &newer, Instant::now(), FLOOD_DEADLINE);
+
+    herd.stop();
+    assert_eq!(counter(&herd, "Welsh", "unauthenticated_at"), 3, "{style}: Welsh counts each forged AT");
+    assert_eq!(counter(&herd, "Welsh", "links_refused"), 1, "{style}: Welsh counts the made-up proof");
+    let events = herd.events("Welsh");
+    let logged = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+    assert_eq!(logged("unauthenticated_at"), 1, "{style}: logged once per connection");
+    assert_eq!(logged("link_refused"), 1, "{style}: the refused proof is logged");
+}
+
+/// Links that prove the wrong key, or replay a recorded handshake, are refused and logged; the
+/// same handshake made with the herd's key is accepted (so the refusals are the key's doing).
+pub fn wrong_key_and_replayed_links_are_refused(style: &str) {
+    let mut herd = Herd::start(style);
+    let key = HerdKey::from_file(&herd.key_file()).expect("the herd's key file");
+    let at = |client: &str| format!("AT Hamilton +0.000000001 {client} {UCLA} {}\n", now_text());
+
+    // The right key: the answer proves it, and an AT after the proof is stored.
+    let mut member = herd.client("Alford");
+    let (recorded, proven) = open_link(&mut member, "Hamilton", "Alford", &key);
+    assert!(proven, "{style}: Alford's answer proves the herd key");
+    let update = at("member-made");
+    member.send(update.as_bytes());
+    let stored = visibility(&herd, &["Alford"], "member-made", &update, Instant::now(), FLOOD_DEADLINE);
+    assert!(stored[0].1.is_some(), "{style}: an AT over an authenticated link is stored");
+
+    // Another key: Alford's answer does not prove it, and Alford refuses our proof.
+    let mut outsider = herd.client("Alford");
+    let (_, proven) = open_link(&mut outsider, "Hamilton", "Alford", &HerdKey::generate());
+    assert!(!proven, "{style}: the answer proves only the herd's key");
+    assert!(outsider.read_line().starts_with("? AUTH "), "{style}: a wrong key's proof is refused");
+    assert!(outsider.request(&at("outsider-made")).starts_with("? AT "), "{style}: then its AT is refused");
+
+    // The member's handshake replayed on a new connection: the proof answers an old nonce.
+    let mut replay = herd.client("Alford");
+    replay.send(recorded.as_bytes());
+    assert!(replay.read_line().starts_with("HERD Alford "), "{style}: a fresh challenge");
+    assert!(replay.read_line().starts_with("? AUTH "), "{style}: a replayed proof is refused");
+    assert!(replay.request(&at("replay-made")).starts_with("? AT "), "{style}: then its AT is refused");
+
+    let unknown = visibility(&herd, &SERVERS, "outsider-made", "never", Instant::now(), Duration::ZERO);
+    assert!(unknown.iter().all(|(_, seen)| seen.is_none()));
+    herd.stop();
+    assert_eq!(counter(&herd, "Alford", "links_refused"), 2, "{style}: both refusals counted");
+    let refused = herd.events("Alford").into_iter().filter(|e| e["event"] == "link_refused").count();
+    assert_eq!(refused, 2, "{style}: both refusals logged");
 }

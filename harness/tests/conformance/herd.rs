@@ -90,6 +90,11 @@ impl Herd {
         self.herd.addr(name).unwrap_or_else(|| panic!("no server named {name}"))
     }
 
+    /// The herd key file every server was started with.
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self.herd.spec().key_file()
+    }
+
     /// A new client connection to server `name`.
     pub fn client(&self, name: &str) -> Client {
         Client::connect(self.addr(name))

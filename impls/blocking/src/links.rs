@@ -4,11 +4,13 @@
 //! only connects, writes and waits. Idle, it sleeps on a [`Bell`] that [`FloodLinks::send`] rings
 //! when an update is queued for it, bounded by the machine's next deadline. Busy, it writes on a
 //! blocking socket whose send timeout is the machine's stall limit, so a neighbour that stops
-//! reading returns the write to the machine, which decides whether the link has stalled.
+//! reading returns the write to the machine, which decides whether the link has stalled. While
+//! the machine awaits the neighbour's handshake answer, the thread blocks in a read bounded by
+//! the machine's deadline.
 //!
 //! [`FloodLink`]: herd_core::policy::FloodLink
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
@@ -63,7 +65,7 @@ fn drive(link: &SharedLink<Bell>, addr: SocketAddr, stall: Duration, bell: &Rece
     let mut conn: Option<TcpStream> = None;
     let mut buf = Vec::new();
     loop {
-        let (connect, deadline) = {
+        let (connect, deadline, state) = {
             let mut m = link.lock();
             m.on_timeout(Instant::now());
             if m.state() == LinkState::Down {
@@ -71,7 +73,7 @@ fn drive(link: &SharedLink<Bell>, addr: SocketAddr, stall: Duration, bell: &Rece
                 buf.clear();
             }
             m.poll_transmit(&mut buf);
-            (m.poll_connect(), m.poll_timeout())
+            (m.poll_connect(), m.poll_timeout(), m.state())
         };
         if connect {
             let attempt = deadline
@@ -99,6 +101,17 @@ fn drive(link: &SharedLink<Bell>, addr: SocketAddr, stall: Duration, bell: &Rece
             if let Err(reason) = sent {
                 link.lock().on_closed(Instant::now(), &reason);
             }
+            continue;
+        }
+        if let Some(stream) = &mut conn
+            && state == LinkState::Handshaking
+        {
+            let mut answer = [0_u8; 256];
+            let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+            // A read that times out returns WouldBlock: the machine ignores it and its own
+            // deadline, checked at the top of the loop, decides.
+            let read = stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).and_then(|()| stream.read(&mut answer));
+            link.lock().on_read(Instant::now(), read.map(|n| &answer[..n]));
             continue;
         }
         let _ = match deadline {

@@ -5,14 +5,15 @@
 //!  mail Wake(i) (a flood queued, any loop) ─┐
 //!  cx.at(machine.poll_timeout()) ───────────┤
 //!  connecting(|cx, conn| on_connected) ─────┼─► drive: on_timeout; Down? drop the socket; poll_connect?
-//!  read_bytes(|cx, _| on_closed) ───────────┤            connect; poll_transmit ─► conn.write ─► consumed(n)
+//!  read_bytes(|cx, bytes| on_read) ─────────┤            connect; poll_transmit ─► conn.write ─► consumed(n)
 //!  when_writable(|cx| …) ───────────────────┘            full? when_writable; timer at poll_timeout
 //! ```
 //!
 //! Every decision is the shared [`FloodLink`](herd_core::policy::FloodLink) machine's (herd-core):
 //! when to connect and give up connecting, what to send, what to drop, when a neighbour that takes
 //! nothing is cut off. The driver holds the machine's lock only for a call or two, never across a
-//! syscall. Peers never send on a link, so any input (end of stream, data, an error) means it is gone.
+//! syscall. What the link reads goes to the machine's `on_read`: the neighbour's handshake answer,
+//! and after it (peers never send again) only the end of the link.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -45,7 +46,7 @@ pub struct LinkDriver {
     links: Arc<FloodLinks<LinkWake>>,
     link: usize,
     addr: SocketAddr,
-    /// The socket; connected once the machine is `Up`.
+    /// The socket; connected once the machine is `Handshaking` or `Up`.
     conn: Cell<Option<Conn>>,
     /// Bytes taken from the machine and not yet by the socket.
     buf: RefCell<Vec<u8>>,
@@ -93,7 +94,8 @@ impl LinkDriver {
                 Err(_) => shared.lock().on_connect_failed(now),
             }
         }
-        if let Some(conn) = self.conn.get().filter(|_| state == LinkState::Up) {
+        let connected = matches!(state, LinkState::Handshaking | LinkState::Up);
+        if let Some(conn) = self.conn.get().filter(|_| connected) {
             shared.lock().poll_transmit(&mut buf);
             while !buf.is_empty() {
                 match conn.write(cx, &buf) {
@@ -117,18 +119,21 @@ impl LinkDriver {
         self.alarm.set(cx, shared.lock().poll_timeout(), move |cx| this.drive(cx));
     }
 
-    /// The connect finished: tell the machine, watch the link for the peer closing it, and drive.
+    /// The connect finished: tell the machine, hand it what the link reads, and drive.
     fn connected(self: &Rc<Self>, cx: &mut Cx, done: io::Result<Conn>) {
         let Ok(conn) = done else { return self.drive_after(cx, &|link, now| link.on_connect_failed(now)) };
         let this = Rc::clone(self);
         conn.read_bytes(cx, move |cx, input| {
-            let reason = match input {
-                Input::End => "closed by peer".to_owned(),
-                Input::Failed(e) => e.to_string(),
-                _ => "peer sent data on a flood link".to_owned(),
-            };
-            this.drive_after(cx, &|link, now| link.on_closed(now, &reason));
-            Flow::Pause
+            match input {
+                Input::Data(bytes) => this.drive_after(cx, &|link, now| link.on_read(now, Ok(bytes))),
+                Input::Failed(e) => {
+                    let reason = e.to_string();
+                    this.drive_after(cx, &|link, now| link.on_closed(now, &reason));
+                }
+                _ => this.drive_after(cx, &|link, now| link.on_read(now, Ok(&[]))),
+            }
+            // Read on while this connection is still the link's.
+            if this.conn.get() == Some(conn) { Flow::Continue } else { Flow::Pause }
         });
         self.drive_after(cx, &|link, now| link.on_connected(now));
     }

@@ -21,7 +21,7 @@ fn commands(c: &mut Criterion) {
         b.iter(|| black_box(AtRecord::answer("Alford", black_box(&iamat), now)))
     });
     let config =
-        HerdConfig { name: "Alford".into(), neighbours: vec!["Hamilton".into(), "Welsh".into()], ttl_secs: 3600 };
+        HerdConfig { name: "Alford".into(), neighbours: vec!["Hamilton".into(), "Welsh".into()], ttl_secs: 3600, key: None };
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();
     let mut t = now.as_nanos();

@@ -4,13 +4,16 @@
 //! IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450
 //! AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1479413884.392014450
 //! WHATSAT kiwi.cs.ucla.edu 10 5
-//! PEER Hamilton
+//! PEER Hamilton 3b9f0c2e5d7a41c68e0f2b4d6a8c1e3f
+//! AUTH 51a0…(64 hex digits)
 //! ? <the line as received>
 //! ```
 //!
-//! `PEER <name>` is the first line a server sends on a flood link it opened, so the receiver knows
-//! which neighbour later `AT` lines came from (and never floods them back). It is the only line the
-//! herd adds to the client protocol; clients never need it.
+//! `PEER <name> <nonce>` is the first line a server sends on a flood link it opened and `AUTH
+//! <proof>` its third, after the receiver's `HERD` answer: the handshake of [`crate::auth`], which
+//! proves the opener holds the herd key and tells the receiver which neighbour later `AT` lines
+//! came from (so they are never flooded back). In an insecure herd the hello is `PEER <name>`
+//! alone. These are the only lines the herd adds to the client protocol; clients never need them.
 
 use crate::location::Location;
 use crate::time::{Delta, Timestamp};
@@ -26,7 +29,10 @@ pub enum Request {
     Iamat(Iamat),
     Whatsat(Whatsat),
     At(AtRecord),
-    Peer(String),
+    /// A link's hello: the opener's name and, in a keyed herd, its nonce (hex, checked later).
+    Peer { name: String, nonce: Option<String> },
+    /// A link's proof (hex, checked against the handshake it ends).
+    Auth(String),
     /// Anything else; carries the line as received so the reply can quote it.
     Invalid(Vec<u8>),
 }
@@ -102,7 +108,9 @@ impl Request {
             ["AT", server, delta, client, location, time] => {
                 parse_at(server, delta, client, location, time).map(Request::At)
             }
-            ["PEER", name] => Some(Request::Peer((*name).to_owned())),
+            ["PEER", name] => Some(Request::Peer { name: (*name).to_owned(), nonce: None }),
+            ["PEER", name, nonce] => Some(Request::Peer { name: (*name).to_owned(), nonce: Some((*nonce).to_owned()) }),
+            ["AUTH", proof] => Some(Request::Auth((*proof).to_owned())),
             _ => None,
         };
         parsed.unwrap_or_else(invalid)
@@ -114,7 +122,7 @@ impl Request {
             Request::Iamat(_) => RequestKind::Iamat,
             Request::Whatsat(_) => RequestKind::Whatsat,
             Request::At(_) => RequestKind::At,
-            Request::Peer(_) => RequestKind::Peer,
+            Request::Peer { .. } | Request::Auth(_) => RequestKind::Peer,
             Request::Invalid(_) => RequestKind::Invalid,
         }
     }

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`framing`]: bounded line framing ([`LineFramer`]).
+//! - [`auth`]: the herd key and the link handshake that proves a member holds it.
 //! - [`command`]: parsing and formatting IAMAT / WHATSAT / AT / PEER / `?` lines.
 //! - [`time`], [`location`]: exact timestamps and ISO 6709 coordinates.
 //! - [`store`]: the newest-wins [`LocationStore`] with a TTL.
@@ -16,6 +17,7 @@
 //! - [`options`]: [`ServeOptions`], the wiring every style receives.
 //! - [`stats`], [`log`]: counters and structured events; the caller decides where they go.
 
+pub mod auth;
 pub mod command;
 pub mod framing;
 pub mod location;
@@ -29,6 +31,7 @@ pub mod stats;
 pub mod store;
 pub mod time;
 
+pub use auth::HerdKey;
 pub use command::{AtRecord, Request, RequestKind};
 pub use framing::{DEFAULT_MAX_LINE, Frame, LineFramer};
 pub use location::Location;

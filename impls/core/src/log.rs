@@ -20,6 +20,17 @@ pub enum Event {
         peer: String,
         reason: String,
     },
+    /// A link handshake failed: `peer` (as it named itself) did not prove it holds the herd key.
+    LinkRefused {
+        peer: String,
+        direction: Direction,
+        reason: String,
+    },
+    /// A connection that is not an authenticated flood link sent an `AT` line (logged once per
+    /// connection; every such line is counted in `unauthenticated_at`). Nothing was stored.
+    UnauthenticatedAt {
+        line: String,
+    },
     /// Updates toward `peer` began to be dropped (logged once per episode).
     FloodsDropping {
         peer: String,

@@ -1,7 +1,9 @@
 //! What a style needs to know to serve, besides the [`Service`](crate::Service) itself.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use crate::auth::HerdKey;
 use crate::policy::Limits;
 
 /// Wiring and knobs common to every style. Plain data: the harness fills it from the command line.
@@ -23,6 +25,8 @@ pub struct ServeOptions {
     pub stack_kib: Option<usize>,
     /// Every constant of the policy layer (queues, timeouts, back-pressure, retries).
     pub limits: Limits,
+    /// The herd key the flood links this server opens prove; `None`: an insecure herd.
+    pub herd_key: Option<Arc<HerdKey>>,
 }
 
 impl Default for ServeOptions {
@@ -35,6 +39,7 @@ impl Default for ServeOptions {
             io_threads: None,
             stack_kib: None,
             limits: Limits::default(),
+            herd_key: None,
         }
     }
 }

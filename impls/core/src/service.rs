@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::auth::{self, HerdKey, NONCE_BYTES, Names, Nonces, PROOF_BYTES, Role};
 use crate::command::{AtRecord, Request, RequestKind, invalid_reply};
 use crate::log::{Direction, Event, EventLog};
 use crate::places::{self, HttpResponse, PlacesQuery, UpstreamError};
@@ -18,8 +19,27 @@ use crate::time::Timestamp;
 /// Per-connection protocol state, owned by whoever owns the connection.
 #[derive(Debug, Default, Clone)]
 pub struct Link {
-    /// The neighbour (index into the herd's neighbour list) this connection is a flood link from.
-    pub peer: Option<usize>,
+    /// The neighbour (index into the herd's neighbour list) this connection is a flood link from,
+    /// once it proved membership (or said its name, in an insecure herd).
+    peer: Option<usize>,
+    /// A handshake this server answered, whose `AUTH` is awaited.
+    challenge: Option<Challenge>,
+    /// An unauthenticated `AT` on this connection was logged already (each one is counted).
+    warned: bool,
+}
+
+impl Link {
+    /// The neighbour this connection is a flood link from, if it is one.
+    pub fn peer(&self) -> Option<usize> {
+        self.peer
+    }
+}
+
+/// The acceptor's half of a handshake in progress.
+#[derive(Debug, Clone)]
+struct Challenge {
+    peer: usize,
+    nonces: Nonces,
 }
 
 /// What to do after one line.
@@ -99,6 +119,9 @@ pub struct HerdConfig {
     /// Neighbour names; flood targets are indices into this list.
     pub neighbours: Vec<String>,
     pub ttl_secs: u64,
+    /// The herd key links must prove (see [`crate::auth`]); `None`: an insecure herd, where `AT`
+    /// lines are accepted from any connection.
+    pub key: Option<Arc<HerdKey>>,
 }
 
 const SHARDS: usize = 16;
@@ -145,6 +168,29 @@ impl Herd {
         Some(Flood { line: line.into(), to })
     }
 
+    /// Answers a keyed `PEER` with this server's nonce and proof; the opener's `AUTH` must answer
+    /// both nonces. A connection gets one handshake: a second `PEER` replaces the first.
+    fn challenge(&self, key: &HerdKey, peer: usize, opener_nonce: [u8; NONCE_BYTES], link: &mut Link) -> Outcome {
+        let nonces = Nonces { opener: opener_nonce, acceptor: auth::nonce() };
+        let names = Names { opener: &self.config.neighbours[peer], acceptor: &self.config.name };
+        let reply = auth::accept_line(&self.config.name, &nonces.acceptor, &key.proof(Role::Acceptor, names, &nonces));
+        link.peer = None;
+        link.challenge = Some(Challenge { peer, nonces });
+        self.log.output(&reply);
+        Outcome { reply: Reply::Bytes(reply), flood: None }
+    }
+
+    /// An `AT` from a connection that is not an authenticated link: refused like an invalid line,
+    /// counted, and logged once per connection. Nothing is stored or flooded.
+    fn unauthenticated_at(&self, line: &[u8], link: &mut Link) -> Outcome {
+        ServerStats::bump(&self.stats.unauthenticated_at);
+        if !std::mem::replace(&mut link.warned, true) {
+            let shown = &line[..line.len().min(200)];
+            self.log.event(Event::UnauthenticatedAt { line: String::from_utf8_lossy(shown).into_owned() });
+        }
+        self.invalid(line)
+    }
+
     /// `? <line>`, counted and logged like any other reply.
     fn invalid(&self, line: &[u8]) -> Outcome {
         self.stats.count(RequestKind::Invalid);
@@ -174,6 +220,9 @@ impl Service for Herd {
                 Outcome { reply: Reply::Bytes(reply), flood }
             }
             Request::At(record) => {
+                if self.config.key.is_some() && link.peer.is_none() {
+                    return self.unauthenticated_at(line, link);
+                }
                 let flood = self.store_and_flood(&record, link.peer, now);
                 if flood.is_some() {
                     ServerStats::bump(&self.stats.floods_stored);
@@ -189,12 +238,43 @@ impl Service for Herd {
                 let query = PlacesQuery { location: record.location, radius_m, bound: w.bound };
                 Outcome { reply: Reply::Places(PlacesLookup { at_line: record.line, query }), flood: None }
             }
-            Request::Peer(name) => {
+            Request::Peer { name, nonce } => {
                 let Some(i) = self.config.neighbours.iter().position(|n| *n == name) else {
                     return self.invalid(line);
                 };
-                link.peer = Some(i);
-                self.log.event(Event::LinkUp { peer: name, direction: Direction::Inbound });
+                match (&self.config.key, nonce) {
+                    (None, None) => {
+                        link.peer = Some(i);
+                        self.log.event(Event::LinkUp { peer: name, direction: Direction::Inbound });
+                        Outcome { reply: Reply::Nothing, flood: None }
+                    }
+                    (Some(key), Some(nonce)) => match auth::decode_fixed::<NONCE_BYTES>(&nonce) {
+                        Some(nonce) => self.challenge(key, i, nonce, link),
+                        None => return self.invalid(line),
+                    },
+                    // A keyed herd needs the nonce; an insecure one does not know what to check.
+                    _ => return self.invalid(line),
+                }
+            }
+            Request::Auth(proof) => {
+                let Some(challenge) = link.challenge.take() else { return self.invalid(line) };
+                let peer = &self.config.neighbours[challenge.peer];
+                let names = Names { opener: peer, acceptor: &self.config.name };
+                let proven = self.config.key.as_ref().is_some_and(|key| {
+                    auth::decode_fixed::<PROOF_BYTES>(&proof)
+                        .is_some_and(|proof| key.verify(Role::Opener, names, &challenge.nonces, &proof))
+                });
+                if !proven {
+                    ServerStats::bump(&self.stats.links_refused);
+                    self.log.event(Event::LinkRefused {
+                        peer: peer.clone(),
+                        direction: Direction::Inbound,
+                        reason: "the proof does not match the herd key (or answers another handshake)".into(),
+                    });
+                    return self.invalid(line);
+                }
+                link.peer = Some(challenge.peer);
+                self.log.event(Event::LinkUp { peer: peer.clone(), direction: Direction::Inbound });
                 Outcome { reply: Reply::Nothing, flood: None }
             }
             Request::Invalid(line) => return self.invalid(&line),
@@ -255,8 +335,108 @@ mod tests {
             name: name.into(),
             neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
             ttl_secs: 3600,
+            key: None,
         };
         Herd::new(config, EventLog::discard())
+    }
+
+    fn keyed_herd(name: &str, neighbours: &[&str], key: &Arc<HerdKey>) -> Herd {
+        let config = HerdConfig {
+            name: name.into(),
+            neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
+            ttl_secs: 3600,
+            key: Some(Arc::clone(key)),
+        };
+        Herd::new(config, EventLog::discard())
+    }
+
+    fn key() -> Arc<HerdKey> {
+        Arc::new(HerdKey::from_hex("00112233445566778899aabbccddeeff").expect("valid"))
+    }
+
+    /// Hands `bytes` (whole lines) to `herd` on `link`, returning what it wrote back.
+    fn feed(herd: &Herd, link: &mut Link, bytes: &[u8]) -> Vec<u8> {
+        let mut replies = Vec::new();
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if let Reply::Bytes(b) = herd.handle(line, link, now()).reply {
+                replies.extend(b);
+            }
+        }
+        replies
+    }
+
+    fn whatsat_known(herd: &Herd, client: &str) -> bool {
+        matches!(herd.handle(format!("WHATSAT {client} 10 1").as_bytes(), &mut Link::default(), now()).reply, Reply::Places(_))
+    }
+
+    /// A keyed link from `opener` (holding `opener_key`) to `herd`, handshaken over byte buffers.
+    fn handshake(herd: &Herd, opener_key: &Arc<HerdKey>, link: &mut Link) -> (crate::policy::FloodLink, Vec<u8>) {
+        use crate::policy::{FloodLink, Limits};
+        let t0 = std::time::Instant::now();
+        let stats = ServerStats::default();
+        let mut opener =
+            FloodLink::new("Hamilton", "Alford", Some(Arc::clone(opener_key)), &Limits::default(), t0, &stats, EventLog::discard());
+        opener.on_flood(b"AT Hamilton +0.1 kiwi +1.0-2.0 1479413884.5\n", t0);
+        assert!(opener.poll_connect());
+        opener.on_connected(t0);
+        let mut hello = Vec::new();
+        opener.poll_transmit(&mut hello);
+        let answer = feed(herd, link, &hello);
+        opener.on_read(t0, Ok(&answer));
+        (opener, hello)
+    }
+
+    #[test]
+    fn keyed_herd_stores_at_lines_only_from_a_link_that_proved_the_key() {
+        let key = key();
+        let alford = keyed_herd("Alford", &["Hamilton", "Welsh"], &key);
+        let at = b"AT Hamilton +0.1 kiwi +1.0-2.0 1479413884.5";
+        // A client: plain AT, forged PEER + AT, both refused and counted; nothing stored or flooded.
+        let mut client = Link::default();
+        let out = alford.handle(at, &mut client, now());
+        assert_eq!((bytes(&out), out.flood.is_none()), (&[b"? ", &at[..], b"\n"].concat()[..], true));
+        assert_eq!(feed(&alford, &mut client, b"PEER Hamilton\n"), b"? PEER Hamilton\n");
+        assert!(alford.handle(at, &mut client, now()).flood.is_none());
+        assert_eq!(alford.stats().unauthenticated_at.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(!whatsat_known(&alford, "kiwi"));
+
+        // A member: the handshake brings the link up and the AT behind it is stored and flooded on.
+        let mut link = Link::default();
+        let (mut opener, _) = handshake(&alford, &key, &mut link);
+        assert_eq!(opener.state(), crate::policy::LinkState::Up);
+        let mut rest = Vec::new();
+        opener.poll_transmit(&mut rest);
+        assert!(rest.starts_with(b"AUTH "), "the proof goes ahead of the queued update");
+        assert!(feed(&alford, &mut link, &rest).is_empty(), "AUTH and AT get no reply");
+        assert_eq!(link.peer(), Some(0));
+        assert!(whatsat_known(&alford, "kiwi"));
+    }
+
+    #[test]
+    fn wrong_key_and_replayed_handshakes_are_refused() {
+        let key = key();
+        let alford = keyed_herd("Alford", &["Hamilton"], &key);
+        // The opener holds another key: it refuses Alford's answer and never sends AUTH or updates.
+        let wrong = Arc::new(HerdKey::from_hex("ffeeddccbbaa99887766554433221100").expect("valid"));
+        let mut link = Link::default();
+        let (opener, _) = handshake(&alford, &wrong, &mut link);
+        assert_eq!(opener.state(), crate::policy::LinkState::Down);
+        // A forger who does not check the answer and sends a made-up proof is refused too.
+        assert_eq!(feed(&alford, &mut link, format!("AUTH {}\n", "00".repeat(32)).as_bytes()), format!("? AUTH {}\n", "00".repeat(32)).into_bytes());
+        assert_eq!(link.peer(), None);
+
+        // Record a real handshake's opener lines, then replay them on a new connection.
+        let mut recorded = Link::default();
+        let (mut opener, hello) = handshake(&alford, &key, &mut recorded);
+        let mut tail = Vec::new();
+        opener.poll_transmit(&mut tail);
+        let hello_and_auth = [hello, tail].concat();
+        let mut replay = Link::default();
+        let replies = feed(&alford, &mut replay, &hello_and_auth);
+        assert!(String::from_utf8_lossy(&replies).contains("? AUTH "), "the old proof answers an old nonce");
+        assert_eq!(replay.peer(), None);
+        assert!(!whatsat_known(&alford, "kiwi"), "the replayed AT was not stored");
+        assert_eq!(alford.stats().links_refused.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     fn now() -> Timestamp {
@@ -289,6 +469,8 @@ mod tests {
         let h = herd("Hamilton", &["Alford", "Holiday", "Welsh"]);
         let mut from_holiday = Link::default();
         assert!(matches!(h.handle(b"PEER Holiday", &mut from_holiday, now()).reply, Reply::Nothing));
+        // An insecure herd accepts the CS131 hello; a keyed hello means nothing to it.
+        assert!(matches!(h.handle(b"PEER Holiday 00", &mut Link::default(), now()).reply, Reply::Bytes(_)));
         assert_eq!(from_holiday.peer, Some(1));
         let at = b"AT Alford +0.1 kiwi +1.0-2.0 1479413884.5";
         let out = h.handle(at, &mut from_holiday, now());

@@ -30,6 +30,10 @@ pub struct ServerStats {
     /// Kept-alive upstream connections found closed and retried once on a fresh one.
     pub upstream_stale_retries: Arc<AtomicU64>,
     pub connections: AtomicU64,
+    /// `AT` lines refused because they did not come over an authenticated flood link.
+    pub unauthenticated_at: AtomicU64,
+    /// Link handshakes refused, either side: a wrong proof, a replay, a malformed or late answer.
+    pub links_refused: Arc<AtomicU64>,
     /// Style-specific gauges (queue depths, time queued), by name, read live at snapshot time.
     extra: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     /// Flood propagation delay in µs: receive time − (client time + delta) of each stored AT.
@@ -62,6 +66,8 @@ impl Default for ServerStats {
             upstream_connects: Arc::new(AtomicU64::new(0)),
             upstream_stale_retries: Arc::new(AtomicU64::new(0)),
             connections: AtomicU64::new(0),
+            unauthenticated_at: AtomicU64::new(0),
+            links_refused: Arc::new(AtomicU64::new(0)),
             extra: Mutex::new(Vec::new()),
             propagation_us: Mutex::new(new_histogram()),
         }
@@ -126,6 +132,8 @@ impl ServerStats {
                 ("upstream_connects", c(&self.upstream_connects)),
                 ("upstream_stale_retries", c(&self.upstream_stale_retries)),
                 ("connections", c(&self.connections)),
+                ("unauthenticated_at", c(&self.unauthenticated_at)),
+                ("links_refused", c(&self.links_refused)),
             ],
             extra: self
                 .extra

@@ -4,19 +4,22 @@
 //! driver:  lock ─► on_timeout ─► poll_connect? ─► (unlock) connect_timeout ─► on_connected ─► go!(watcher)
 //!   ▲        poll_transmit(buf) ─► (unlock) write ─► consumed(n), after each write
 //!   │        or, nothing to write: Signal::wait_until(poll_timeout)
-//!   └── woken by FloodLinks::send, or by the watcher: its peek found the socket readable (closed flag)
+//!   └── woken by FloodLinks::send, or by the watcher: it read bytes (the handshake's answer,
+//!       handed to on_read) or the end of the socket (closed flag)
 //! ```
 //! The machine decides everything (when to connect, what to queue or drop, when a stalled
 //! neighbour is given up); the driver does the I/O and the waiting, never holding the machine's
 //! lock across either. A coroutine waits on one thing at a time, so a second coroutine, the
-//! watcher, waits for the socket to become readable (peers never send on a flood link, so that
-//! means the link is over) and wakes the driver. A write parks until the socket takes bytes or the
+//! watcher, reads the socket: the neighbour's one handshake answer, then only its end (peers never
+//! send on a flood link after the answer). It hands what it read to the driver and wakes it; only
+//! the driver talks to the machine, so a watcher of an old connection can never close a new one. A write parks until the socket takes bytes or the
 //! machine's stall deadline passes (may's socket write timeout).
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use herd_core::Service;
@@ -27,9 +30,10 @@ use may::net::TcpStream;
 
 use crate::{Shared, Signal, until};
 
-/// An open link: the writing half, and the flag its watcher raises when the peer closes.
+/// An open link: the writing half, what its watcher read, and the flag it raises at the end.
 struct Conn {
     writer: SplitWriter<TcpStream>,
+    received: Arc<Mutex<Vec<u8>>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -47,11 +51,17 @@ pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketA
     loop {
         let now = Instant::now();
         let mut machine = link.lock();
-        if conn.as_ref().is_some_and(|c| c.closed.load(Ordering::Acquire)) {
-            machine.on_closed(now, "closed by peer");
+        if let Some(c) = &conn {
+            let received = std::mem::take(&mut *c.received.lock().unwrap_or_else(PoisonError::into_inner));
+            if !received.is_empty() {
+                machine.on_read(now, Ok(&received));
+            }
+            if c.closed.load(Ordering::Acquire) {
+                machine.on_closed(now, "closed by peer");
+            }
         }
         machine.on_timeout(now);
-        if machine.state() != LinkState::Up {
+        if machine.state() == LinkState::Down {
             conn = None;
             buf.clear();
         }
@@ -63,16 +73,12 @@ pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketA
             match open(addr, deadline.map_or(Duration::ZERO, until)) {
                 Ok((reader, writer)) => {
                     link.lock().on_connected(Instant::now());
-                    let closed = Arc::new(AtomicBool::new(false));
-                    let (shared, flag) = (Arc::clone(shared), Arc::clone(&closed));
-                    may::go!(move || {
-                        // Parks until the socket is readable: the neighbour closed the link or sent
-                        // something (peers never do), or the driver shut it.
-                        let _ = reader.inner().peek(&mut [0; 1]);
-                        flag.store(true, Ordering::Release);
+                    let (received, closed) = (Arc::default(), Arc::new(AtomicBool::new(false)));
+                    let (shared, inbox, flag) = (Arc::clone(shared), Arc::clone(&received), Arc::clone(&closed));
+                    may::go!(move || watch(reader, &inbox, &flag, || {
                         shared.links.get(i).inspect(|link| link.waker.wake());
-                    });
-                    conn = Some(Conn { writer, closed });
+                    }));
+                    conn = Some(Conn { writer, received, closed });
                 }
                 Err(_) => link.lock().on_connect_failed(Instant::now()),
             }
@@ -81,6 +87,22 @@ pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketA
         } else {
             link.waker.wait_until(deadline);
         }
+    }
+}
+
+/// The watcher: parks in a read until the neighbour sends (its handshake answer; anything later
+/// ends the link in the machine) or the socket ends (the neighbour closed it, or the driver shut it).
+fn watch(mut reader: SplitReader<TcpStream>, received: &Mutex<Vec<u8>>, closed: &AtomicBool, wake: impl Fn()) {
+    let mut bytes = [0_u8; 256];
+    loop {
+        match reader.read(&mut bytes) {
+            Ok(n) if n > 0 => received.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(&bytes[..n]),
+            _ => {
+                closed.store(true, Ordering::Release);
+                return wake();
+            }
+        }
+        wake();
     }
 }
 

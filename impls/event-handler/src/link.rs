@@ -13,7 +13,8 @@
 //! when to connect and give up connecting, what to send, what to drop, when a neighbour that takes
 //! nothing is cut off. The driver holds the machine's lock only for a call or two, never across a
 //! syscall. A readable link is read once and what the read returned goes to the machine's
-//! `on_read` (peers never send, so anything but would-block means the neighbour is gone).
+//! `on_read`: the neighbour's handshake answer (one short line, so one read takes it whole), and
+//! after that, since peers never send again, anything but would-block means the neighbour is gone.
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,8 +54,9 @@ impl LinkDriver {
             None => {}
         }
         if !self.connecting && (ready.readable || ready.hangup) {
-            let read = read_now(stream, &mut [0_u8; 64]).and_then(|n| n.ok_or(io::ErrorKind::WouldBlock.into()));
-            shared.lock().on_read(now, read);
+            let mut bytes = [0_u8; 256];
+            let read = read_now(stream, &mut bytes).and_then(|n| n.ok_or(io::ErrorKind::WouldBlock.into()));
+            shared.lock().on_read(now, read.map(|n| &bytes[..n]));
         }
     }
 
@@ -73,7 +75,8 @@ impl LinkDriver {
                 Err(_) => shared.lock().on_connect_failed(now),
             }
         }
-        let Some(stream) = self.stream.as_mut().filter(|_| state == LinkState::Up) else { return };
+        let connected = matches!(state, LinkState::Handshaking | LinkState::Up);
+        let Some(stream) = self.stream.as_mut().filter(|_| connected) else { return };
         shared.lock().poll_transmit(&mut self.buf);
         while !self.buf.is_empty() {
             match write_now(stream, &self.buf) {

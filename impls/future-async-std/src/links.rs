@@ -79,12 +79,13 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
     let mut conn: Option<TcpStream> = None;
     // Bytes taken from the machine and not yet by the socket.
     let mut buf = Vec::new();
-    let mut probe = [0u8; 64];
+    // What the peer sends: its handshake answer, then nothing (anything more closes the link).
+    let mut received = [0u8; 256];
     loop {
         let (connect, deadline) = {
             let mut machine = link.lock();
             machine.on_timeout(Instant::now());
-            if machine.state() != LinkState::Up {
+            if machine.state() == LinkState::Down {
                 conn = None;
                 buf.clear();
             }
@@ -124,7 +125,7 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
         };
         let socket = async {
             let Some(stream) = &conn else { return pending().await };
-            let gone = async { Wake::Read((&*stream).read(&mut probe).await) };
+            let gone = async { Wake::Read((&*stream).read(&mut received).await) };
             let wrote = async {
                 if buf.is_empty() {
                     pending().await
@@ -141,7 +142,7 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
                 link.lock().consumed(n, Instant::now());
             }
             Wake::Wrote(Err(e)) => link.lock().on_closed(Instant::now(), &e.to_string()),
-            Wake::Read(read) => link.lock().on_read(Instant::now(), read),
+            Wake::Read(read) => link.lock().on_read(Instant::now(), read.map(|n| &received[..n])),
         }
     }
 }

@@ -69,7 +69,7 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
         let (connect, deadline) = {
             let mut machine = link.lock();
             machine.on_timeout(Instant::now());
-            if machine.state() != LinkState::Up {
+            if machine.state() == LinkState::Down {
                 conn = None;
                 buf.clear();
             }
@@ -121,7 +121,11 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
         };
         match (future::or(rung, future::or(socket, expired)).await, &conn) {
             (Err(e), _) => link.lock().on_read(Instant::now(), Err(e)),
-            (Ok(true), Some(stream)) => link.lock().on_read(Instant::now(), stream.get_ref().read(&mut [0_u8; 64])),
+            (Ok(true), Some(stream)) => {
+                let mut bytes = [0_u8; 256];
+                let read = stream.get_ref().read(&mut bytes);
+                link.lock().on_read(Instant::now(), read.map(|n| &bytes[..n]));
+            }
             _ => {}
         }
     }

@@ -62,7 +62,7 @@ async fn drive(links: Arc<FloodLinks<LinkNotify>>, i: usize, addr: SocketAddr) {
         let (connect, deadline) = {
             let mut machine = link.lock();
             machine.on_timeout(Instant::now());
-            if machine.state() != LinkState::Up {
+            if machine.state() == LinkState::Down {
                 conn = None;
                 buf.clear();
             }
@@ -99,8 +99,9 @@ async fn drive(links: Arc<FloodLinks<LinkNotify>>, i: usize, addr: SocketAddr) {
             Some(stream) => tokio::select! {
                 () = notified => {}
                 ready = stream.readable() => {
-                    let read = ready.and_then(|()| stream.try_read(&mut [0_u8; 64]));
-                    link.lock().on_read(Instant::now(), read);
+                    let mut bytes = [0_u8; 256];
+                    let read = ready.and_then(|()| stream.try_read(&mut bytes));
+                    link.lock().on_read(Instant::now(), read.map(|n| &bytes[..n]));
                 }
                 _ = stream.writable(), if !buf.is_empty() => {}
                 () = until(deadline) => {}

@@ -1,43 +1,53 @@
 //! Flood links: one [`FloodLink`] per neighbour decides when to connect, what to send and what to drop.
 //!
 //! ```text
-//!         retry due (an update arrives, or the idle timer)            connected
-//!  Down ─────────────────────────────────────────────► Connecting ─────────────► Up
-//!   ▲   updates while down and no retry due: dropped       │ failed / timed out    │ closed by peer,
-//!   │                                                      ▼                       │ write error, or no
-//!   └──────────────────────────────────────────────────── Down ◄──────────────────┘ progress for
-//!                                                                                    link_write_stall
+//!         retry due (an update arrives, or the idle timer)        connected          answer proves
+//!  Down ─────────────────────────────────────────────► Connecting ─────────► Handshaking ─────► Up
+//!   ▲   updates while down and no retry due: dropped       │ failed /            │ wrong, late    │ closed by peer,
+//!   │                                                      │ timed out           │ or malformed   │ write error, or
+//!   └──────────────────────────────────────────── Down ◄───┴─────────────────────┘◄───────────────┘ no progress for
+//!                                                                                                    link_write_stall
 //! ```
 //!
-//! On the wire a link opens with the hello, then carries AT lines; peers never send on it:
+//! On the wire a link opens with the herd handshake (see [`crate::auth`]), then carries AT lines;
+//! after its one answer line the peer never sends on it:
 //!
 //! ```text
-//! PEER Alford\n
-//! AT Alford +0.000213 kiwi +34.068930-118.445127 1479413884.392014450\n
+//! → PEER Alford 3b9f0c2e5d7a41c68e0f2b4d6a8c1e3f
+//! ← HERD Hamilton 6d1e08a4c3b5f7e29d0c1b3a5f7e9d2c 9c4f…(64 hex digits)
+//! → AUTH 51a0…(64 hex digits)
+//! → AT Alford +0.000213 kiwi +34.068930-118.445127 1479413884.392014450
 //! ```
+//!
+//! Without a herd key (`--insecure-herd`) the link is up once connected and sends `PEER Alford`
+//! and the AT lines, as the CS131 protocol does.
 //!
 //! The queue toward a neighbour is bounded in bytes ([`Limits::link_queue_bytes`]), counting both
 //! what waits here and what the driver has taken but the socket has not yet accepted; past it,
 //! updates are dropped and counted, and the episode is logged once when it starts and once when it
 //! ends. Old updates are never replayed after a reconnect: newer ones will follow. Updates queued
-//! while connecting go out once the link is up and are dropped if the attempt fails.
+//! while connecting or handshaking go out once the link is up and are dropped if it fails; the
+//! connect and the handshake together must finish within [`Limits::link_connect_timeout`].
 //!
 //! # Calling order (the driver: a thread, a task, or a reactor handler that owns the socket)
 //! 1. [`FloodLink::poll_connect`]: if true, connect, then [`FloodLink::on_connected`] or
 //!    [`FloodLink::on_connect_failed`].
-//! 2. While [`LinkState::Up`]: [`FloodLink::poll_transmit`] appends bytes to the driver's buffer;
-//!    after each write, [`FloodLink::consumed`] with the bytes the socket took.
+//! 2. While connected ([`LinkState::Handshaking`] or [`LinkState::Up`]): [`FloodLink::poll_transmit`]
+//!    appends bytes to the driver's buffer; after each write, [`FloodLink::consumed`] with the bytes
+//!    the socket took.
 //! 3. Wait until: woken (an update was queued, see [`FloodLinks::send`]), the socket is readable
-//!    (read it and hand the result to [`FloodLink::on_read`]), writable (if bytes are left), or
-//!    [`FloodLink::poll_timeout`] passes ([`FloodLink::on_timeout`]).
-//! 4. After any call, if [`FloodLink::state`] is no longer what the driver's socket is for (it went
-//!    `Down`), drop the socket and anything left in the buffer. Repeat from 1.
+//!    (read it and hand what the read returned to [`FloodLink::on_read`]: the handshake's answer
+//!    arrives this way), writable (if bytes are left), or [`FloodLink::poll_timeout`] passes
+//!    ([`FloodLink::on_timeout`]).
+//! 4. After any call, if [`FloodLink::state`] is `Down`, drop the socket and anything left in the
+//!    buffer. Repeat from 1.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::auth::{self, HerdKey, NONCE_BYTES, Names, Nonces, Role};
 use crate::log::{Direction, Event, EventLog};
 use crate::options::ServeOptions;
 use crate::policy::Limits;
@@ -50,6 +60,8 @@ pub enum LinkState {
     Down,
     /// An attempt was started ([`FloodLink::poll_connect`] said so) and has not finished.
     Connecting,
+    /// Connected; the hello is sent and the neighbour's answer awaited (keyed herds only).
+    Handshaking,
     Up,
 }
 
@@ -72,8 +84,16 @@ struct Segment {
 /// One neighbour's link. See the module docs for the calling order.
 #[derive(Debug)]
 pub struct FloodLink {
+    me: String,
     peer: String,
-    hello: Vec<u8>,
+    /// The herd key; `None` in an insecure herd (no handshake).
+    key: Option<Arc<HerdKey>>,
+    /// This attempt's nonce (keyed herds).
+    nonce: [u8; NONCE_BYTES],
+    /// Bytes of the hello, at the front of `pending`, not yet handed to the driver.
+    hello_left: usize,
+    /// The neighbour's answer so far, while handshaking.
+    answer: Vec<u8>,
     retry: Duration,
     connect_timeout: Duration,
     queue_bytes: usize,
@@ -99,15 +119,32 @@ pub struct FloodLink {
     dropping: Option<u64>,
     out: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
     log: EventLog,
 }
 
+/// The longest handshake answer a link reads (a real one is 136 bytes).
+const MAX_ANSWER: usize = 256;
+
 impl FloodLink {
-    /// A link from `me` to `peer`, down, created at `now`.
-    pub fn new(me: &str, peer: &str, limits: &Limits, now: Instant, stats: &ServerStats, log: EventLog) -> Self {
+    /// A link from `me` to `peer`, down, created at `now`; with `key`, it proves membership of
+    /// the herd before it sends any update.
+    pub fn new(
+        me: &str,
+        peer: &str,
+        key: Option<Arc<HerdKey>>,
+        limits: &Limits,
+        now: Instant,
+        stats: &ServerStats,
+        log: EventLog,
+    ) -> Self {
         Self {
+            me: me.to_owned(),
             peer: peer.to_owned(),
-            hello: format!("PEER {me}\n").into_bytes(),
+            key,
+            nonce: [0; NONCE_BYTES],
+            hello_left: 0,
+            answer: Vec::new(),
             retry: limits.link_retry,
             connect_timeout: limits.link_connect_timeout,
             queue_bytes: limits.link_queue_bytes,
@@ -124,6 +161,7 @@ impl FloodLink {
             dropping: None,
             out: Arc::clone(&stats.floods_out),
             dropped: Arc::clone(&stats.floods_dropped),
+            refused: Arc::clone(&stats.links_refused),
             log,
         }
     }
@@ -162,6 +200,7 @@ impl FloodLink {
             self.last_progress = now;
         }
         // Wake once per attempt and once per idle spell: later updates find the driver busy.
+        // (While handshaking the driver is already awake, reading the answer.)
         let wake = started || (self.pending.is_empty() && self.state == LinkState::Up);
         self.pending.extend_from_slice(line);
         self.segments.push_back(Segment { len: line.len(), is_update: true });
@@ -173,13 +212,23 @@ impl FloodLink {
         std::mem::take(&mut self.connect_requested)
     }
 
-    /// The attempt succeeded: the hello and the updates queued behind it may go.
+    /// The attempt connected: the hello may go. In an insecure herd the link is up, and the
+    /// updates queued behind the hello go too; otherwise they wait for the neighbour's answer.
     pub fn on_connected(&mut self, now: Instant) {
         if self.state != LinkState::Connecting {
             return;
         }
-        self.state = LinkState::Up;
         self.last_progress = now;
+        if self.key.is_some() {
+            self.state = LinkState::Handshaking;
+        } else {
+            self.go_up();
+        }
+    }
+
+    fn go_up(&mut self) {
+        self.state = LinkState::Up;
+        self.hello_left = 0; // an insecure link hands its hello out with the updates
         self.log.event(Event::LinkUp { peer: self.peer.clone(), direction: Direction::Outbound });
     }
 
@@ -195,7 +244,7 @@ impl FloodLink {
     pub fn on_closed(&mut self, _now: Instant, reason: &str) {
         match self.state {
             LinkState::Down => {}
-            LinkState::Connecting => self.go_down(),
+            LinkState::Connecting | LinkState::Handshaking => self.go_down(),
             LinkState::Up => {
                 self.go_down();
                 self.log.event(Event::LinkDown { peer: self.peer.clone(), reason: reason.to_owned() });
@@ -203,12 +252,15 @@ impl FloodLink {
         }
     }
 
-    /// What a read of the link's socket returned. Peers never send on a flood link, so end of
-    /// stream, any byte at all, or an error means the neighbour is gone: the link closes. A read
-    /// that would block (a spurious readiness) or was interrupted changes nothing.
-    pub fn on_read(&mut self, now: Instant, read: std::io::Result<usize>) {
+    /// What a read of the link's socket returned (the bytes read, or the error). While handshaking
+    /// the bytes are the neighbour's answer, checked once its line is complete. After it, peers
+    /// never send on a flood link, so end of stream, any byte at all, or an error means the
+    /// neighbour is gone: the link closes. A read that would block (a spurious readiness) or was
+    /// interrupted changes nothing.
+    pub fn on_read(&mut self, now: Instant, read: std::io::Result<&[u8]>) {
         let reason = match read {
-            Ok(0) => "closed by peer".to_owned(),
+            Ok([]) => "closed by peer".to_owned(),
+            Ok(bytes) if self.state == LinkState::Handshaking => return self.on_answer(now, bytes),
             Ok(_) => "peer sent data on a flood link".to_owned(),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
             Err(e) => e.to_string(),
@@ -216,8 +268,13 @@ impl FloodLink {
         self.on_closed(now, &reason);
     }
 
-    /// Appends the bytes ready to send to `buf` (nothing unless the link is up).
+    /// Appends the bytes ready to send to `buf`: while handshaking, the hello; once up, everything.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) {
+        if self.state == LinkState::Handshaking && self.hello_left > 0 {
+            buf.extend(self.pending.drain(..self.hello_left));
+            self.in_flight += std::mem::take(&mut self.hello_left);
+            return;
+        }
         if self.state != LinkState::Up || self.pending.is_empty() {
             return;
         }
@@ -257,7 +314,7 @@ impl FloodLink {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             LinkState::Down => Some(self.last_attempt.unwrap_or(self.created) + self.retry),
-            LinkState::Connecting => self.last_attempt.map(|t| t + self.connect_timeout),
+            LinkState::Connecting | LinkState::Handshaking => self.last_attempt.map(|t| t + self.connect_timeout),
             LinkState::Up if self.queued_bytes() > 0 => Some(self.last_progress + self.write_stall),
             LinkState::Up => None,
         }
@@ -272,6 +329,8 @@ impl FloodLink {
         match self.state {
             LinkState::Down => self.start_attempt(now),
             LinkState::Connecting => self.go_down(),
+            // Not a refusal: a hung or slow neighbour, treated like a connect that timed out.
+            LinkState::Handshaking => self.go_down(),
             LinkState::Up => {
                 let reason = format!("neighbour took no bytes for {:?}", self.write_stall);
                 self.on_closed(now, &reason);
@@ -279,14 +338,65 @@ impl FloodLink {
         }
     }
 
+    /// Checks the neighbour's answer once its line is complete; a proof that holds sends ours
+    /// ahead of the queued updates and brings the link up.
+    fn on_answer(&mut self, _now: Instant, bytes: &[u8]) {
+        let (line, rest) = match bytes.iter().position(|&b| b == b'\n') {
+            Some(i) => (&bytes[..i], &bytes[i + 1..]),
+            None => (bytes, &[][..]),
+        };
+        self.answer.extend_from_slice(line);
+        if self.answer.len() > MAX_ANSWER {
+            return self.refuse("handshake answer too long");
+        }
+        if line.len() == bytes.len() {
+            return; // the line is not complete yet
+        }
+        if !rest.is_empty() {
+            return self.refuse("peer sent data after its handshake answer");
+        }
+        let Some(key) = self.key.clone() else { return };
+        let answer = std::mem::take(&mut self.answer);
+        let Some(accept) = auth::Accept::parse(&answer) else {
+            return self.refuse("malformed handshake answer");
+        };
+        if accept.name != self.peer {
+            return self.refuse("the answer names another server");
+        }
+        let names = Names { opener: &self.me, acceptor: &self.peer };
+        let nonces = Nonces { opener: self.nonce, acceptor: accept.nonce };
+        if !key.verify(Role::Acceptor, names, &nonces, &accept.proof) {
+            return self.refuse("the answer's proof does not match the herd key");
+        }
+        let auth = auth::auth_line(&key.proof(Role::Opener, names, &nonces));
+        let at = self.segments.iter().take_while(|s| !s.is_update).count();
+        self.segments.insert(at, Segment { len: auth.len(), is_update: false });
+        self.pending.splice(0..0, auth);
+        self.go_up();
+    }
+
+    /// The handshake failed: logged, counted, and the link goes down to retry later.
+    fn refuse(&mut self, reason: &str) {
+        self.refused.fetch_add(1, Relaxed);
+        self.log.event(Event::LinkRefused {
+            peer: self.peer.clone(),
+            direction: Direction::Outbound,
+            reason: reason.to_owned(),
+        });
+        self.go_down();
+    }
+
     fn start_attempt(&mut self, now: Instant) {
         debug_assert!(self.segments.is_empty() && self.in_flight == 0);
         self.state = LinkState::Connecting;
         self.last_attempt = Some(now);
         self.connect_requested = true;
-        self.pending.clear();
-        self.pending.extend_from_slice(&self.hello);
-        self.segments.push_back(Segment { len: self.hello.len(), is_update: false });
+        self.nonce = if self.key.is_some() { auth::nonce() } else { [0; NONCE_BYTES] };
+        let hello = auth::hello_line(&self.me, self.key.as_ref().map(|_| &self.nonce));
+        self.hello_left = hello.len();
+        self.segments.push_back(Segment { len: hello.len(), is_update: false });
+        self.pending = hello;
+        self.answer.clear();
     }
 
     fn go_down(&mut self) {
@@ -297,6 +407,8 @@ impl FloodLink {
         self.segments.clear();
         self.in_flight = 0;
         self.front_done = 0;
+        self.hello_left = 0;
+        self.answer.clear();
         if lost > 0 {
             self.drop_updates(lost, "link lost");
         }
@@ -356,7 +468,15 @@ impl<W: LinkWaker> FloodLinks<W> {
             .iter()
             .enumerate()
             .map(|(i, (peer, _))| SharedLink {
-                machine: Mutex::new(FloodLink::new(&options.name, peer, &options.limits, now, stats, log.clone())),
+                machine: Mutex::new(FloodLink::new(
+                    &options.name,
+                    peer,
+                    options.herd_key.clone(),
+                    &options.limits,
+                    now,
+                    stats,
+                    log.clone(),
+                )),
                 waker: waker(i),
             })
             .collect();
@@ -409,7 +529,12 @@ mod tests {
         }
 
         fn link(&self, limits: &Limits) -> FloodLink {
-            FloodLink::new("Alford", "Hamilton", limits, self.t0, &self.stats, EventLog::discard())
+            FloodLink::new("Alford", "Hamilton", None, limits, self.t0, &self.stats, EventLog::discard())
+        }
+
+        fn keyed_link(&self, key: &Arc<HerdKey>) -> FloodLink {
+            let limits = Limits::default();
+            FloodLink::new("Alford", "Hamilton", Some(Arc::clone(key)), &limits, self.t0, &self.stats, EventLog::discard())
         }
 
         fn dropped(&self) -> u64 {
@@ -461,9 +586,9 @@ mod tests {
         link.on_read(f.at(102), Err(std::io::ErrorKind::WouldBlock.into()));
         link.on_read(f.at(102), Err(std::io::ErrorKind::Interrupted.into()));
         assert_eq!(link.state(), LinkState::Up, "spurious readiness");
-        link.on_read(f.at(103), Ok(0));
+        link.on_read(f.at(103), Ok(&[]));
         assert_eq!((link.state(), f.dropped()), (LinkState::Down, 1), "end of stream: the queued update is lost");
-        for (ms, read) in [(300, Ok(3)), (500, Err(std::io::ErrorKind::ConnectionReset.into()))] {
+        for (ms, read) in [(300, Ok(&b"abc"[..])), (500, Err(std::io::ErrorKind::ConnectionReset.into()))] {
             up(&mut link, ms);
             link.on_read(f.at(ms + 1), read);
             assert_eq!(link.state(), LinkState::Down, "a peer never sends on a flood link, nor resets it");
@@ -540,6 +665,87 @@ mod tests {
         assert!(link.poll_connect());
         link.on_connected(f.at(201));
         assert!(transmit(&mut link).starts_with(b"PEER Alford\n"));
+    }
+
+    /// Hamilton's answer to the hello `Alford` just sent, made with `key`.
+    fn answer_to(hello: &[u8], key: &HerdKey) -> Vec<u8> {
+        let text = std::str::from_utf8(hello).expect("ascii");
+        let nonce = text.trim_end().rsplit(' ').next().and_then(auth::decode_fixed).expect("a nonce");
+        let nonces = Nonces { opener: nonce, acceptor: [7; NONCE_BYTES] };
+        let names = Names { opener: "Alford", acceptor: "Hamilton" };
+        auth::accept_line("Hamilton", &nonces.acceptor, &key.proof(Role::Acceptor, names, &nonces))
+    }
+
+    fn herd_key(hex: &str) -> Arc<HerdKey> {
+        Arc::new(HerdKey::from_hex(hex).expect("valid"))
+    }
+
+    #[test]
+    fn keyed_link_sends_only_the_hello_until_the_answer_proves_the_key() {
+        let f = Fixture::new();
+        let key = herd_key("00112233445566778899aabbccddeeff");
+        let mut link = f.keyed_link(&key);
+        link.on_flood(AT, f.at(0));
+        assert!(link.poll_connect());
+        link.on_connected(f.at(1));
+        assert_eq!(link.state(), LinkState::Handshaking);
+        let hello = transmit(&mut link);
+        assert!(hello.starts_with(b"PEER Alford ") && hello.len() == 12 + 32 + 1, "{hello:?}");
+        assert!(transmit(&mut link).is_empty(), "updates wait for the answer");
+        link.consumed(hello.len(), f.at(2));
+        let answer = answer_to(&hello, &key);
+        // The answer may arrive in pieces.
+        link.on_read(f.at(3), Ok(&answer[..40]));
+        assert_eq!(link.state(), LinkState::Handshaking);
+        link.on_read(f.at(4), Ok(&answer[40..]));
+        assert_eq!(link.state(), LinkState::Up);
+        let rest = transmit(&mut link);
+        assert!(rest.starts_with(b"AUTH ") && rest.ends_with(AT), "the proof, then the update");
+        assert_eq!(rest.len(), 5 + 64 + 1 + AT.len());
+        link.consumed(rest.len(), f.at(5));
+        assert_eq!((f.out(), f.dropped(), link.queued_bytes()), (1, 0, 0));
+        // Each attempt has its own nonce.
+        link.on_read(f.at(6), Ok(&[]));
+        link.on_timeout(f.at(200));
+        assert!(link.poll_connect());
+        link.on_connected(f.at(201));
+        assert_ne!(transmit(&mut link), hello);
+    }
+
+    #[test]
+    fn keyed_link_refuses_a_wrong_late_or_chatty_answer() {
+        let f = Fixture::new();
+        let key = herd_key("00112233445566778899aabbccddeeff");
+        let connect = |link: &mut FloodLink, ms: u64| {
+            link.on_timeout(f.at(ms));
+            assert!(link.poll_connect());
+            link.on_connected(f.at(ms));
+            transmit(link)
+        };
+        let mut link = f.keyed_link(&key);
+        let cases: [(&str, &dyn Fn(&[u8]) -> Vec<u8>); 4] = [
+            ("another herd's key", &|hello| answer_to(hello, &herd_key("ffeeddccbbaa99887766554433221100"))),
+            ("data after the answer", &|hello| [answer_to(hello, &key), AT.to_vec()].concat()),
+            ("another server's name", &|hello| {
+                String::from_utf8_lossy(&answer_to(hello, &key)).replace("Hamilton", "Hamiltoo").into_bytes()
+            }),
+            ("a line without end", &|_| vec![b'x'; 300]),
+        ];
+        let mut ms = 100;
+        for (i, (case, answer)) in cases.iter().enumerate() {
+            let hello = connect(&mut link, ms);
+            link.on_flood(AT, f.at(ms));
+            link.on_read(f.at(ms + 1), Ok(&answer(&hello)));
+            assert_eq!(link.state(), LinkState::Down, "{case}");
+            assert_eq!(f.stats.links_refused.load(Relaxed), i as u64 + 1, "{case}: counted");
+            ms += 100;
+        }
+        assert_eq!(f.dropped(), 4, "each attempt's queued update is lost");
+        // No answer at all (a hung neighbour): given up at the connect deadline, like a connect.
+        connect(&mut link, ms);
+        assert_eq!(link.poll_timeout(), Some(f.at(ms + 500)));
+        link.on_timeout(f.at(ms + 500));
+        assert_eq!((link.state(), f.stats.links_refused.load(Relaxed)), (LinkState::Down, 4));
     }
 
     #[derive(Debug, Default)]
