@@ -23,8 +23,8 @@ use crate::limits::LimitsArgs;
 use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
-use crate::result::{HerdAuth, 
-    Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
+use crate::result::{
+    HerdAuth, Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
     ServerResult,
 };
 use crate::serve::Mode;

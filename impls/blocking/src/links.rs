@@ -110,7 +110,9 @@ fn drive(link: &SharedLink<Bell>, addr: SocketAddr, stall: Duration, bell: &Rece
             let left = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
             // A read that times out returns WouldBlock: the machine ignores it and its own
             // deadline, checked at the top of the loop, decides.
-            let read = stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).and_then(|()| stream.read(&mut answer));
+            let read = stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .and_then(|()| stream.read(&mut answer));
             link.lock().on_read(Instant::now(), read.map(|n| &answer[..n]));
             continue;
         }

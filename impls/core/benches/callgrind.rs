@@ -69,8 +69,12 @@ fn format_at_reply() -> AtRecord {
 
 #[library_benchmark]
 fn handle_100_iamats() -> usize {
-    let config =
-        HerdConfig { name: "Alford".into(), neighbours: vec!["Hamilton".into(), "Welsh".into()], ttl_secs: 3600, key: None };
+    let config = HerdConfig {
+        name: "Alford".into(),
+        neighbours: vec!["Hamilton".into(), "Welsh".into()],
+        ttl_secs: 3600,
+        key: None,
+    };
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();
     let mut floods = 0;

@@ -195,7 +195,8 @@ impl<'a> Accept<'a> {
     pub fn parse(line: &'a [u8]) -> Option<Self> {
         let text = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
         let mut f = text.split(' ');
-        let (Some("HERD"), Some(name), Some(nonce), Some(proof), None) = (f.next(), f.next(), f.next(), f.next(), f.next())
+        let (Some("HERD"), Some(name), Some(nonce), Some(proof), None) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             return None;
         };
@@ -209,7 +210,7 @@ pub fn decode_fixed<const N: usize>(hex: &str) -> Option<[u8; N]> {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -288,7 +289,9 @@ mod tests {
         let parsed = Accept::parse(line.strip_suffix(b"\n").expect("newline")).expect("parses");
         assert_eq!(parsed, Accept { name: "Hamilton", nonce: [7; 16], proof: [9; 32] });
         assert_eq!(auth_line(&[0x10; 32]), format!("AUTH {}\n", "10".repeat(32)).into_bytes());
-        for bad in [&b"HERD Hamilton 07"[..], b"HERD Hamilton", b"HELLO x y z", &line[..line.len() - 3], b"HERD a b c d"] {
+        for bad in
+            [&b"HERD Hamilton 07"[..], b"HERD Hamilton", b"HELLO x y z", &line[..line.len() - 3], b"HERD a b c d"]
+        {
             assert_eq!(Accept::parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -30,7 +30,10 @@ pub enum Request {
     Whatsat(Whatsat),
     At(AtRecord),
     /// A link's hello: the opener's name and, in a keyed herd, its nonce (hex, checked later).
-    Peer { name: String, nonce: Option<String> },
+    Peer {
+        name: String,
+        nonce: Option<String>,
+    },
     /// A link's proof (hex, checked against the handshake it ends).
     Auth(String),
     /// Anything else; carries the line as received so the reply can quote it.

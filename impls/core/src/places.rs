@@ -105,7 +105,8 @@ pub fn decode_response(input: &[u8]) -> Result<Decoded, UpstreamError> {
         }
     } else {
         let len = content_length.ok_or_else(|| UpstreamError::Http("no Content-Length and not chunked".into()))?;
-        if head_len + len > MAX_RESPONSE {
+        // Compared without adding: a Content-Length near usize::MAX must not wrap round to "small".
+        if len > MAX_RESPONSE.saturating_sub(head_len) {
             return Err(UpstreamError::TooLarge);
         }
         if rest.len() < len {
@@ -140,7 +141,7 @@ fn decode_chunked(mut input: &[u8]) -> Result<Option<(Vec<u8>, usize)>, Upstream
                 }
             }
         }
-        if body.len() + size > MAX_RESPONSE {
+        if size > MAX_RESPONSE - body.len() {
             return Err(UpstreamError::TooLarge);
         }
         if input.len() < size + 2 {
@@ -276,5 +277,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["status"], "UNKNOWN_ERROR");
         assert_eq!(v["results"].as_array().map(Vec::len), Some(0));
+    }
+
+    /// Found by fuzzing (fuzz/, target http_response): a Content-Length or chunk size near
+    /// `usize::MAX` overflowed the size check, which then wrapped round to "small" in release builds
+    /// and left the exchange waiting for bytes that would never come.
+    #[test]
+    fn huge_declared_sizes_are_too_large_not_an_overflow() {
+        let len = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{{}}", usize::MAX);
+        assert_eq!(decode_response(len.as_bytes()), Err(UpstreamError::TooLarge));
+        let chunk = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n{:x}\r\n", usize::MAX);
+        assert_eq!(decode_response(chunk.as_bytes()), Err(UpstreamError::TooLarge));
     }
 }

@@ -366,7 +366,10 @@ mod tests {
     }
 
     fn whatsat_known(herd: &Herd, client: &str) -> bool {
-        matches!(herd.handle(format!("WHATSAT {client} 10 1").as_bytes(), &mut Link::default(), now()).reply, Reply::Places(_))
+        matches!(
+            herd.handle(format!("WHATSAT {client} 10 1").as_bytes(), &mut Link::default(), now()).reply,
+            Reply::Places(_)
+        )
     }
 
     /// A keyed link from `opener` (holding `opener_key`) to `herd`, handshaken over byte buffers.
@@ -374,8 +377,15 @@ mod tests {
         use crate::policy::{FloodLink, Limits};
         let t0 = std::time::Instant::now();
         let stats = ServerStats::default();
-        let mut opener =
-            FloodLink::new("Hamilton", "Alford", Some(Arc::clone(opener_key)), &Limits::default(), t0, &stats, EventLog::discard());
+        let mut opener = FloodLink::new(
+            "Hamilton",
+            "Alford",
+            Some(Arc::clone(opener_key)),
+            &Limits::default(),
+            t0,
+            &stats,
+            EventLog::discard(),
+        );
         opener.on_flood(b"AT Hamilton +0.1 kiwi +1.0-2.0 1479413884.5\n", t0);
         assert!(opener.poll_connect());
         opener.on_connected(t0);
@@ -422,7 +432,10 @@ mod tests {
         let (opener, _) = handshake(&alford, &wrong, &mut link);
         assert_eq!(opener.state(), crate::policy::LinkState::Down);
         // A forger who does not check the answer and sends a made-up proof is refused too.
-        assert_eq!(feed(&alford, &mut link, format!("AUTH {}\n", "00".repeat(32)).as_bytes()), format!("? AUTH {}\n", "00".repeat(32)).into_bytes());
+        assert_eq!(
+            feed(&alford, &mut link, format!("AUTH {}\n", "00".repeat(32)).as_bytes()),
+            format!("? AUTH {}\n", "00".repeat(32)).into_bytes()
+        );
         assert_eq!(link.peer(), None);
 
         // Record a real handshake's opener lines, then replay them on a new connection.

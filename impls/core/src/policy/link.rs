@@ -534,7 +534,15 @@ mod tests {
 
         fn keyed_link(&self, key: &Arc<HerdKey>) -> FloodLink {
             let limits = Limits::default();
-            FloodLink::new("Alford", "Hamilton", Some(Arc::clone(key)), &limits, self.t0, &self.stats, EventLog::discard())
+            FloodLink::new(
+                "Alford",
+                "Hamilton",
+                Some(Arc::clone(key)),
+                &limits,
+                self.t0,
+                &self.stats,
+                EventLog::discard(),
+            )
         }
 
         fn dropped(&self) -> u64 {
@@ -723,7 +731,8 @@ mod tests {
             transmit(link)
         };
         let mut link = f.keyed_link(&key);
-        let cases: [(&str, &dyn Fn(&[u8]) -> Vec<u8>); 4] = [
+        type Answer<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+        let cases: [(&str, Answer<'_>); 4] = [
             ("another herd's key", &|hello| answer_to(hello, &herd_key("ffeeddccbbaa99887766554433221100"))),
             ("data after the answer", &|hello| [answer_to(hello, &key), AT.to_vec()].concat()),
             ("another server's name", &|hello| {
