@@ -27,6 +27,8 @@ h fixed        --impl all --workload herd-mixed,herd-update --load 10k --repeat 
 h light        --impl all --workload herd-mixed --load 2k --repeat "$rounds"
 h fixed        --impl all --workload herd-query --load 2k --repeat "$rounds"
 h fixed        --impl all --workload churn --load 2k --repeat "$rounds"
+# Every IAMAT a new client, with a cap a 3 s window overruns: the eviction path's cost and rate.
+h churn-ids    --impl all --workload herd-churn-ids --load 10k --max-clients 10000 --repeat 3
 h fixed        --impl all --workload echo --load max --repeat "$rounds"
 h echo-1thread --impl all --workload echo --load max --threads 1 --repeat "$rounds"
 h connections  --impl all --workload herd-mixed --load 1k --connections 10000 --repeat 3

@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         neighbours: vec!["Alford".into(), "Holiday".into()],
         ttl_secs: 3600,
         key: Some(key),
+        max_clients: 1_000_000,
     };
     let herd = Herd::new(config, EventLog::discard());
     let now = Timestamp::parse("1479413884.655887836").expect("valid time");

@@ -51,6 +51,12 @@ pub struct LimitsArgs {
     /// Requests of one connection read but not yet answered past which reading it pauses.
     #[arg(long, value_name = "COUNT", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,
+    /// Clients a server's location store holds; past it, a new client evicts the one stored longest ago.
+    #[arg(long, value_name = "COUNT", default_value_t = Limits::default().max_clients)]
+    pub max_clients: usize,
+    /// Client connections a server holds at once; one accepted past it is closed at once.
+    #[arg(long, value_name = "COUNT", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
     /// The first pause after an accept error; it doubles on each further error.
     #[arg(long, value_name = "DURATION", default_value_t = Interval(Limits::default().accept_backoff))]
     pub accept_backoff: Interval,
@@ -75,6 +81,8 @@ impl LimitsArgs {
             max_output: self.max_output.0,
             write_stall: self.write_stall.0,
             max_in_flight: self.max_in_flight,
+            max_clients: self.max_clients,
+            max_connections: self.max_connections,
             accept_backoff: self.accept_backoff.0,
             accept_backoff_max: self.accept_backoff_max.0,
         }
@@ -82,7 +90,7 @@ impl LimitsArgs {
 
     /// Every flag with its value, for a `harness serve` command line: `--max-line 64KiB …`.
     pub fn to_serve_args(&self) -> Vec<String> {
-        let flags: [(&str, String); 14] = [
+        let flags: [(&str, String); 16] = [
             ("--max-line", self.max_line.to_string()),
             ("--link-retry", self.link_retry.to_string()),
             ("--link-connect-timeout", self.link_connect_timeout.to_string()),
@@ -95,6 +103,8 @@ impl LimitsArgs {
             ("--max-output", self.max_output.to_string()),
             ("--write-stall", self.write_stall.to_string()),
             ("--max-in-flight", self.max_in_flight.to_string()),
+            ("--max-clients", self.max_clients.to_string()),
+            ("--max-connections", self.max_connections.to_string()),
             ("--accept-backoff", self.accept_backoff.to_string()),
             ("--accept-backoff-max", self.accept_backoff_max.to_string()),
         ];
@@ -117,6 +127,8 @@ impl From<&Limits> for LimitsArgs {
             max_output: ByteSize(l.max_output),
             write_stall: Interval(l.write_stall),
             max_in_flight: l.max_in_flight,
+            max_clients: l.max_clients,
+            max_connections: l.max_connections,
             accept_backoff: Interval(l.accept_backoff),
             accept_backoff_max: Interval(l.accept_backoff_max),
         }
@@ -183,7 +195,7 @@ mod tests {
             ..Limits::default()
         };
         let args = LimitsArgs::from(&limits).to_serve_args();
-        assert_eq!(args.len(), 28, "every field has its flag: {args:?}");
+        assert_eq!(args.len(), 32, "every field has its flag: {args:?}");
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_eq!(parse(&refs).expect("serve parses what run passes").limits(), limits);
         assert!(args.windows(2).any(|w| w == ["--link-queue-bytes", "1536KiB"]), "{args:?}");

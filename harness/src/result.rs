@@ -146,6 +146,12 @@ pub struct LimitsRecord {
     pub max_output_bytes: usize,
     pub write_stall_s: f64,
     pub max_in_flight: usize,
+    /// Absent from files written before stores had a cap (they had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clients: Option<usize>,
+    /// Absent from files written before servers capped their connections (they had no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
     pub accept_backoff_s: f64,
     pub accept_backoff_max_s: f64,
 }
@@ -165,6 +171,8 @@ impl From<&Limits> for LimitsRecord {
             max_output_bytes: l.max_output,
             write_stall_s: l.write_stall.as_secs_f64(),
             max_in_flight: l.max_in_flight,
+            max_clients: Some(l.max_clients),
+            max_connections: Some(l.max_connections),
             accept_backoff_s: l.accept_backoff.as_secs_f64(),
             accept_backoff_max_s: l.accept_backoff_max.as_secs_f64(),
         }
@@ -189,6 +197,8 @@ impl LimitsRecord {
             max_output: self.max_output_bytes,
             write_stall: d(self.write_stall_s)?,
             max_in_flight: self.max_in_flight,
+            max_clients: self.max_clients.unwrap_or(usize::MAX),
+            max_connections: self.max_connections.unwrap_or(usize::MAX),
             accept_backoff: d(self.accept_backoff_s)?,
             accept_backoff_max: d(self.accept_backoff_max_s)?,
         })

@@ -159,6 +159,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 neighbours: args.peers.iter().map(|(n, _)| n.clone()).collect(),
                 ttl_secs: args.ttl,
                 key,
+                max_clients: args.limits.limits().max_clients,
             };
             let herd = Arc::new(Herd::new(config, log.clone()));
             let h = Arc::clone(&herd);

@@ -47,6 +47,7 @@ pub fn print(r: &RunResult) {
         "requests",
         "floods out",
         "floods dropped",
+        "evicted",
         "exit",
     ]);
     for srv in &r.servers {
@@ -63,6 +64,7 @@ pub fn print(r: &RunResult) {
             requests.to_string(),
             get("floods_out").to_string(),
             get("floods_dropped").to_string(),
+            get("store_evictions").to_string(),
             res.exit.clone(),
         ]);
     }
@@ -73,6 +75,7 @@ pub fn print(r: &RunResult) {
             format!("{:.2}", p.cpu_sys_s),
             format!("{:.1}", p.peak_rss_kib as f64 / 1024.0),
             p.max_threads.to_string(),
+            String::new(),
             String::new(),
             String::new(),
             String::new(),

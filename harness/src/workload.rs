@@ -27,6 +27,11 @@ pub struct Workload {
     /// Number of distinct client ids (`client-0` …); all are announced before the run starts.
     #[serde(default = "default_clients")]
     pub clients: u32,
+    /// Every IAMAT names a client id never used before (`fresh-<source>-<n>`), so each server's
+    /// store sees as many distinct clients as there were updates: the high-cardinality population
+    /// that `--max-clients` bounds. WHATSATs still ask for the announced `client-N` ids.
+    #[serde(default)]
+    pub fresh_ids: bool,
     /// WHATSAT radius in km, drawn uniformly from this inclusive integer range (1 ≤ r ≤ 50).
     #[serde(default = "default_radius")]
     pub radius_km: [u32; 2],

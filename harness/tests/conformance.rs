@@ -60,6 +60,7 @@ macro_rules! conformance {
             hung_neighbour_drops_bounded_and_recovers,
             forged_updates_change_nothing,
             wrong_key_and_replayed_links_are_refused,
+            connections_past_the_cap_are_closed,
         );
     };
     (@cases $module:ident, $style:literal, $($case:ident),+ $(,)?) => {

@@ -95,13 +95,17 @@ pub struct RequestSource {
     rng: SplitMix64,
     workload: Workload,
     message: Vec<u8>,
+    /// With `fresh_ids`: this source's id (random) and the next fresh client number.
+    fresh: (u64, u64),
 }
 
 impl RequestSource {
     pub fn new(workload: &Workload, rng: SplitMix64) -> Self {
         let mut message = vec![b'x'; workload.message_bytes - 1];
         message.push(b'\n');
-        Self { rng, workload: workload.clone(), message }
+        let mut rng = rng;
+        let fresh = (rng.next_u64(), 0);
+        Self { rng, workload: workload.clone(), message, fresh }
     }
 
     /// Appends the next request to `out` and says how to check its reply. `now` is the wall clock
@@ -114,7 +118,12 @@ impl RequestSource {
         let w = &self.workload;
         let client = self.rng.range(0, u64::from(w.clients) - 1) as u32;
         let pick = self.rng.range(1, u64::from(w.iamat + w.whatsat));
-        if pick <= u64::from(w.iamat) {
+        if pick <= u64::from(w.iamat) && w.fresh_ids {
+            let (source, n) = self.fresh;
+            self.fresh.1 += 1;
+            let expect = self.write_iamat_as(out, &format!("fresh-{source:x}-{n}"), now);
+            (Kind::Iamat, Expect::Iamat(expect))
+        } else if pick <= u64::from(w.iamat) {
             let expect = self.write_iamat(out, client, now);
             (Kind::Iamat, Expect::Iamat(expect))
         } else {
@@ -127,10 +136,14 @@ impl RequestSource {
 
     /// Appends an IAMAT for `client` at a random location; returns the expected AT tail.
     pub fn write_iamat(&mut self, out: &mut Vec<u8>, client: u32, now: Timestamp) -> Box<[u8]> {
+        self.write_iamat_as(out, &format!("client-{client}"), now)
+    }
+
+    fn write_iamat_as(&mut self, out: &mut Vec<u8>, client: &str, now: Timestamp) -> Box<[u8]> {
         let [la0, la1, lo0, lo1] = self.workload.area;
         let lat = la0 + (la1 - la0) * self.rng.next_f64();
         let lon = lo0 + (lo1 - lo0) * self.rng.next_f64();
-        let tail = format!("client-{client} {lat:+.6}{lon:+.6} {now}");
+        let tail = format!("{client} {lat:+.6}{lon:+.6} {now}");
         out.extend_from_slice(b"IAMAT ");
         out.extend_from_slice(tail.as_bytes());
         out.push(b'\n');

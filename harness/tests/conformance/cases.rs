@@ -986,3 +986,55 @@ pub fn wrong_key_and_replayed_links_are_refused(style: &str) {
     let refused = herd.events("Alford").into_iter().filter(|e| e["event"] == "link_refused").count();
     assert_eq!(refused, 2, "{style}: both refusals logged");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 18. Bounded: connections past the cap
+
+/// With `max_connections` 5 — Alford's two inbound flood links and three clients — a further
+/// client connection is closed at once (counted, logged once), the three keep being served, and
+/// once one closes a new one is served again.
+pub fn connections_past_the_cap_are_closed(style: &str) {
+    let limits = Limits { max_connections: 5, ..Limits::default() };
+    let mut herd = Herd::start_with_limits(style, &limits);
+    wait_linked(&herd);
+    // Both neighbours' links to Alford hold their places from here on (the log is flushed every
+    // 200 ms or so).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while herd.events("Alford").iter().filter(|e| e["event"] == "link_up" && e["direction"] == "inbound").count() < 2 {
+        assert!(Instant::now() < deadline, "{style}: Alford's inbound links did not come up");
+        thread::sleep(POLL);
+    }
+    // A client whose IAMAT is answered (the settling clients' places come back as Alford notices
+    // their closes, so the first attempts may still be turned away).
+    let served = |tag: &str| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut c = herd.client("Alford");
+            let reply = c
+                .try_send(format!("IAMAT capped-{tag} {UCLA} {}\n", now_text()).as_bytes())
+                .and_then(|()| c.try_read_line());
+            if reply.as_deref().is_ok_and(|r| r.starts_with("AT Alford ")) {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "{style}: no place for client {tag}: {reply:?}");
+            thread::sleep(POLL);
+        }
+    };
+    let mut held: Vec<Client> = ["a", "b", "c"].map(served).into();
+    for _ in 0..2 {
+        let mut extra = herd.client("Alford");
+        // Closed by the server without a reply: end of stream, or a reset if our line arrived first.
+        let _ = extra.try_send(format!("IAMAT capped-x {UCLA} {}\n", now_text()).as_bytes());
+        let got = extra.read_to_close();
+        assert!(got.as_ref().is_ok_and(Vec::is_empty) || got.is_err(), "{style}: a client past the cap got {got:?}");
+    }
+    for (i, c) in held.iter_mut().enumerate() {
+        c.iamat(&format!("capped-{i}"), MIT, &now_text());
+    }
+    drop(held.pop());
+    drop(served("d"));
+    herd.stop();
+    assert!(counter(&herd, "Alford", "connections_refused") >= 2, "{style}: refusals counted");
+    let logged = herd.events("Alford").into_iter().filter(|e| e["event"] == "connections_refused").count();
+    assert!(logged >= 1, "{style}: the episode is logged");
+}

@@ -1,10 +1,10 @@
 //! The accept side of a mio reader loop (threadpool's reader, two-stage's stage 1), paused after
-//! errors by herd-core's [`AcceptBackoff`].
+//! errors by herd-core's [`AcceptBackoff`] and capped by its [`Admission`].
 
 use std::io;
 use std::time::Instant;
 
-use herd_core::policy::AcceptBackoff;
+use herd_core::policy::{AcceptBackoff, Admission, Admitted};
 use herd_core::{EventLog, Limits};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -15,6 +15,7 @@ pub struct Acceptor {
     listener: TcpListener,
     next_token: usize,
     backoff: AcceptBackoff,
+    admission: Admission,
     /// After an accept error: accept nothing until then.
     paused_until: Option<Instant>,
 }
@@ -25,11 +26,17 @@ impl Acceptor {
     /// Tokens from here up belong to the loop (its listener, its waker).
     pub const FIRST_RESERVED: usize = usize::MAX - 2;
 
-    pub fn new(listener: std::net::TcpListener, registry: &Registry, limits: &Limits) -> io::Result<Self> {
+    /// `admission` is shared by every acceptor of one server (two-stage has one per loop).
+    pub fn new(
+        listener: std::net::TcpListener,
+        registry: &Registry,
+        limits: &Limits,
+        admission: Admission,
+    ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         registry.register(&mut listener, Self::TOKEN, Interest::READABLE)?;
-        Ok(Self { listener, next_token: 0, backoff: AcceptBackoff::new(limits), paused_until: None })
+        Ok(Self { listener, next_token: 0, backoff: AcceptBackoff::new(limits), admission, paused_until: None })
     }
 
     /// When the loop must wake to accept again after an error (`None`: not paused).
@@ -37,14 +44,15 @@ impl Acceptor {
         self.paused_until
     }
 
-    /// Accepts every pending connection (unless paused, or the pause is over), registering each
-    /// with `interest` under a fresh token and giving it to `adopt`.
+    /// Accepts every pending connection (unless paused, or the pause is over), registering each one
+    /// admitted with `interest` under a fresh token and giving it to `adopt` with its place (keep it
+    /// as long as the connection). One past the cap is closed at once.
     pub fn accept(
         &mut self,
         registry: &Registry,
         interest: Interest,
         log: &EventLog,
-        mut adopt: impl FnMut(Token, TcpStream),
+        mut adopt: impl FnMut(Token, TcpStream, Admitted),
     ) {
         let now = Instant::now();
         if self.paused_until.is_some_and(|t| now < t) {
@@ -55,11 +63,12 @@ impl Acceptor {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     self.backoff.on_accepted();
+                    let Some(admitted) = self.admission.admit() else { continue }; // dropped: closed
                     let _ = stream.set_nodelay(true);
                     let token = Token(self.next_token);
                     self.next_token = (self.next_token + 1) % Self::FIRST_RESERVED;
                     if registry.register(&mut stream, token, interest).is_ok() {
-                        adopt(token, stream);
+                        adopt(token, stream, admitted);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -54,7 +54,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{AcceptBackoff, Close, FloodLinks, OutputBuffer};
+use herd_core::policy::{AcceptBackoff, Admission, Admitted, Close, FloodLinks, OutputBuffer};
 use herd_core::{Limits, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError, available_cores};
 use mio::net::TcpStream;
 
@@ -66,7 +66,7 @@ use crate::reactor::{Alarm, Conn, Cx, Flow, Init, Input, Loop, Mailbox};
 #[derive(Debug)]
 enum Mail {
     /// A connection loop 0 accepted for this loop.
-    Client(TcpStream),
+    Client(TcpStream, Admitted),
     /// Neighbour `.0`'s link, driven on this loop, has something to do.
     Wake(usize),
 }
@@ -97,7 +97,7 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, o: &ServeOption
                 listen(cx, listener, &herd, mailboxes);
             }
             Box::new(move |cx, mail| match mail {
-                Mail::Client(stream) => Client::serve(cx, &herd, stream),
+                Mail::Client(stream, admitted) => Client::serve(cx, &herd, stream, admitted),
                 Mail::Wake(i) => drivers.get(i).into_iter().flatten().for_each(|driver| driver.drive(cx)),
             })
         });
@@ -118,13 +118,16 @@ struct Herd<S> {
 /// pauses after an accept error as [`AcceptBackoff`] says.
 fn listen<S: Service>(cx: &mut Cx, listener: mio::net::TcpListener, herd: &Herd<S>, mailboxes: Arc<[Mailbox<Mail>]>) {
     let (service, mut backoff, mut dealt) = (Arc::clone(&herd.service), AcceptBackoff::new(&herd.limits), 0_usize);
+    let admission = Admission::new(&herd.limits, service.stats(), service.log());
     let listening = cx.listen(listener, move |_, accepted| match accepted {
         Ok(stream) => {
             backoff.on_accepted();
+            // Past the cap: the stream is dropped (closed) here, and accepting goes on unpaused.
+            let admitted = admission.admit()?;
             let _ = stream.set_nodelay(true);
             ServerStats::bump(&service.stats().connections);
             dealt = dealt.wrapping_add(1);
-            if mailboxes[dealt % mailboxes.len()].send(Mail::Client(stream)).is_err() {
+            if mailboxes[dealt % mailboxes.len()].send(Mail::Client(stream, admitted)).is_err() {
                 service.log().error("hand-off", "event loop has stopped; connection dropped");
             }
             None
@@ -142,6 +145,8 @@ fn listen<S: Service>(cx: &mut Cx, listener: mio::net::TcpListener, herd: &Herd<
 /// One client connection: what its callbacks share.
 struct Client<S> {
     conn: Conn,
+    /// Its place under the connection cap, given back when the connection's last callback goes.
+    _admitted: Admitted,
     herd: Rc<Herd<S>>,
     state: RefCell<ClientState>,
 }
@@ -157,11 +162,11 @@ struct ClientState {
 
 impl<S: Service> Client<S> {
     /// Serves one client: every line is handled as it arrives; replies leave in request order.
-    fn serve(cx: &mut Cx, herd: &Rc<Herd<S>>, stream: TcpStream) {
+    fn serve(cx: &mut Cx, herd: &Rc<Herd<S>>, stream: TcpStream, admitted: Admitted) {
         let Ok(conn) = cx.adopt(stream).inspect_err(|e| herd.service.log().error("register", e)) else { return };
         let out = OutputBuffer::new(&herd.limits);
         let state = RefCell::new(ClientState { link: Link::default(), out, ended: false, alarm: Alarm::default() });
-        let client = Rc::new(Self { conn, herd: Rc::clone(herd), state });
+        let client = Rc::new(Self { conn, _admitted: admitted, herd: Rc::clone(herd), state });
         conn.read_lines(cx, herd.limits.max_line, move |cx, input| client.on_input(cx, input));
     }
 

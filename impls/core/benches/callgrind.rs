@@ -74,6 +74,7 @@ fn handle_100_iamats() -> usize {
         neighbours: vec!["Hamilton".into(), "Welsh".into()],
         ttl_secs: 3600,
         key: None,
+        max_clients: 1_000_000,
     };
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();

@@ -29,6 +29,7 @@ fn commands(c: &mut Criterion) {
         neighbours: vec!["Hamilton".into(), "Welsh".into()],
         ttl_secs: 3600,
         key: None,
+        max_clients: 1_000_000,
     };
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();
@@ -49,6 +50,7 @@ fn commands(c: &mut Criterion) {
             neighbours: vec!["Alford".into()],
             ttl_secs: 3600,
             key: Some(Arc::clone(&key)),
+            max_clients: 1_000_000,
         },
         EventLog::discard(),
     );

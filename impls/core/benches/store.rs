@@ -22,14 +22,14 @@ fn store(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group.bench_function("update 1000 clients (newer wins)", |b| {
         b.iter(|| {
-            let mut store = LocationStore::new(3600);
+            let mut store = LocationStore::new(3600, 4_000_000);
             for r in &records {
                 black_box(store.update(r, now));
             }
             store
         })
     });
-    let mut store = LocationStore::new(3600);
+    let mut store = LocationStore::new(3600, 4_000_000);
     for r in &records {
         store.update(r, now);
     }

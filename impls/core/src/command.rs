@@ -104,8 +104,15 @@ impl Request {
             return invalid();
         };
         let text = text.trim_end_matches('\r');
-        let f: Vec<&str> = fields(text).collect();
-        let parsed = match f.as_slice() {
+        // At most six fields (an AT line); counted into an array, so parsing allocates nothing
+        // for the fields themselves.
+        let mut f = [""; 7];
+        let mut n = 0;
+        for (slot, field) in f.iter_mut().zip(fields(text)) {
+            *slot = field;
+            n += 1;
+        }
+        let parsed = match &f[..n] {
             ["IAMAT", client, location, time] => parse_iamat(client, location, time).map(Request::Iamat),
             ["WHATSAT", client, radius, bound] => parse_whatsat(client, radius, bound, line).map(Request::Whatsat),
             ["AT", server, delta, client, location, time] => {

@@ -8,7 +8,7 @@
 //! - [`auth`]: the herd key and the link handshake that proves a member holds it.
 //! - [`command`]: parsing and formatting IAMAT / WHATSAT / AT / PEER / `?` lines.
 //! - [`time`], [`location`]: exact timestamps and ISO 6709 coordinates.
-//! - [`store`]: the newest-wins [`LocationStore`] with a TTL.
+//! - [`store`]: the newest-wins [`LocationStore`]: one compact entry a client, a TTL and a cap.
 //! - [`service`]: the [`Service`] trait styles drive; [`Herd`] and [`Echo`]; the flood decision.
 //! - [`places`]: HTTP/1.1 request encoder, response decoder and JSON trimming for the places upstream.
 //! - [`order`]: [`ReplyOrder`], for styles that finish one connection's requests out of order.

@@ -31,6 +31,16 @@ pub enum Event {
     UnauthenticatedAt {
         line: String,
     },
+    /// A connection was closed at accept: the server held `max_connections` (logged once per
+    /// episode, which ends when a connection is admitted again; each is counted).
+    ConnectionsRefused {
+        max_connections: usize,
+    },
+    /// The location store is full and began evicting the clients stored longest ago (logged once
+    /// per episode: again only after a second without evictions; each is counted).
+    StoreEvicting {
+        max_clients: usize,
+    },
     /// Updates toward `peer` began to be dropped (logged once per episode).
     FloodsDropping {
         peer: String,

@@ -6,14 +6,16 @@
 //! [`Service::complete`]. Methods take `&self`: the store is sharded behind short locks inside, so
 //! every style shares the same synchronisation and differs only in how it moves bytes and waits.
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::auth::{self, HerdKey, NONCE_BYTES, Names, Nonces, PROOF_BYTES, Role};
 use crate::command::{AtRecord, Request, RequestKind, invalid_reply};
+use crate::location::Location;
 use crate::log::{Direction, Event, EventLog};
 use crate::places::{self, HttpResponse, PlacesQuery, UpstreamError};
 use crate::stats::ServerStats;
-use crate::store::LocationStore;
+use crate::store::{LocationStore, Update};
 use crate::time::Timestamp;
 
 /// Per-connection protocol state, owned by whoever owns the connection.
@@ -122,7 +124,12 @@ pub struct HerdConfig {
     /// The herd key links must prove (see [`crate::auth`]); `None`: an insecure herd, where `AT`
     /// lines are accepted from any connection.
     pub key: Option<Arc<HerdKey>>,
+    /// Clients the store holds before it evicts ([`crate::Limits::max_clients`]).
+    pub max_clients: usize,
 }
+
+/// An eviction episode ends after this long without an eviction; the next one is logged again.
+const EVICTION_EPISODE_GAP_NS: i64 = 1_000_000_000;
 
 const SHARDS: usize = 16;
 
@@ -133,12 +140,17 @@ pub struct Herd {
     shards: Box<[Mutex<LocationStore>]>,
     stats: ServerStats,
     log: EventLog,
+    /// When the store last evicted (ns since the epoch, 0: never), to log once per episode.
+    last_eviction_ns: AtomicI64,
 }
 
 impl Herd {
+    /// A herd server's state. The client cap is split evenly over the store's shards, so a
+    /// shard can start evicting while the total is a little below `max_clients`.
     pub fn new(config: HerdConfig, log: EventLog) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(LocationStore::new(config.ttl_secs))).collect();
-        Self { config, shards, stats: ServerStats::default(), log }
+        let per_shard = config.max_clients.div_ceil(SHARDS);
+        let shards = (0..SHARDS).map(|_| Mutex::new(LocationStore::new(config.ttl_secs, per_shard))).collect();
+        Self { config, shards, stats: ServerStats::default(), log, last_eviction_ns: AtomicI64::new(0) }
     }
 
     pub fn config(&self) -> &HerdConfig {
@@ -154,12 +166,14 @@ impl Herd {
 
     /// Stores `record` if newer; on success returns the flood to every neighbour but `from` and the origin.
     fn store_and_flood(&self, record: &AtRecord, from: Option<usize>, now: Timestamp) -> Option<Flood> {
-        let stored = match self.shard(&record.client).lock() {
+        let update = match self.shard(&record.client).lock() {
             Ok(mut store) => store.update(record, now),
-            Err(_) => false,
+            Err(_) => Update::Ignored,
         };
-        if !stored {
-            return None;
+        match update {
+            Update::Ignored => return None,
+            Update::Stored => {}
+            Update::StoredEvicting => self.evicted(now),
         }
         let to = flood_targets(&self.config.neighbours, from, &record.server);
         let mut line = Vec::with_capacity(record.line.len() + 1);
@@ -189,6 +203,16 @@ impl Herd {
             self.log.event(Event::UnauthenticatedAt { line: String::from_utf8_lossy(shown).into_owned() });
         }
         self.invalid(line)
+    }
+
+    /// Counts an eviction, and logs it if it starts an episode (the first in a second or more).
+    fn evicted(&self, now: Timestamp) {
+        ServerStats::bump(&self.stats.store_evictions);
+        let now_ns = i64::try_from(now.as_nanos()).unwrap_or(i64::MAX);
+        let last = self.last_eviction_ns.swap(now_ns, Relaxed);
+        if now_ns.saturating_sub(last) > EVICTION_EPISODE_GAP_NS {
+            self.log.event(Event::StoreEvicting { max_clients: self.config.max_clients });
+        }
     }
 
     /// `? <line>`, counted and logged like any other reply.
@@ -232,11 +256,13 @@ impl Service for Herd {
                 Outcome { reply: Reply::Nothing, flood }
             }
             Request::Whatsat(w) => {
-                let record = self.shard(&w.client).lock().ok().and_then(|s| s.get(&w.client, now).cloned());
-                let Some(record) = record else { return self.invalid(&w.line) };
+                let at_line = self.shard(&w.client).lock().ok().and_then(|s| s.get(&w.client, now).map(str::to_owned));
+                // The stored line was validated when it was stored; its fifth field is the location.
+                let location = at_line.as_deref().and_then(|l| l.split(' ').nth(4)).and_then(Location::parse);
+                let (Some(at_line), Some(location)) = (at_line, location) else { return self.invalid(&w.line) };
                 let radius_m = (w.radius_km * 1000.0).round() as u32;
-                let query = PlacesQuery { location: record.location, radius_m, bound: w.bound };
-                Outcome { reply: Reply::Places(PlacesLookup { at_line: record.line, query }), flood: None }
+                let query = PlacesQuery { location, radius_m, bound: w.bound };
+                Outcome { reply: Reply::Places(PlacesLookup { at_line, query }), flood: None }
             }
             Request::Peer { name, nonce } => {
                 let Some(i) = self.config.neighbours.iter().position(|n| *n == name) else {
@@ -336,6 +362,7 @@ mod tests {
             neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
             ttl_secs: 3600,
             key: None,
+            max_clients: 1_000_000,
         };
         Herd::new(config, EventLog::discard())
     }
@@ -346,6 +373,7 @@ mod tests {
             neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
             ttl_secs: 3600,
             key: Some(Arc::clone(key)),
+            max_clients: 1_000_000,
         };
         Herd::new(config, EventLog::discard())
     }
@@ -531,6 +559,23 @@ mod tests {
         let h = herd("Alford", &["Hamilton"]);
         assert_eq!(bytes(&h.handle(b"WHATSAT nobody 10 2", &mut Link::default(), now())), b"? WHATSAT nobody 10 2\n");
         assert_eq!(bytes(&h.handle(b"PEER Mallory", &mut Link::default(), now())), b"? PEER Mallory\n");
+    }
+
+    #[test]
+    fn a_full_store_evicts_counts_and_forgets_the_oldest_client() {
+        let config = HerdConfig { max_clients: 16, ..herd("Alford", &[]).config.clone() };
+        let h = Herd::new(config, EventLog::discard());
+        // 16 shards of one client each: the second client of a shard evicts its first.
+        for i in 0..200 {
+            let line = format!("IAMAT c{i} +34.068930-118.445127 1479413884.{i}");
+            h.handle(line.as_bytes(), &mut Link::default(), now());
+        }
+        let evictions = h.stats().store_evictions.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((184..200).contains(&evictions), "{evictions} evictions");
+        let known = (0..200).filter(|i| whatsat_known(&h, &format!("c{i}"))).count();
+        assert_eq!(known as u64, 200 - evictions, "each evicted client is unknown again");
+        assert!(whatsat_known(&h, "c199"), "the newest is kept");
+        assert_eq!(bytes(&h.handle(b"WHATSAT c0 10 1", &mut Link::default(), now())), b"? WHATSAT c0 10 1\n");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct ServerStats {
     /// Kept-alive upstream connections found closed and retried once on a fresh one.
     pub upstream_stale_retries: Arc<AtomicU64>,
     pub connections: AtomicU64,
+    /// Connections closed at accept because the server held `max_connections` already.
+    pub connections_refused: Arc<AtomicU64>,
+    /// Clients evicted from the location store to make room (it held `max_clients`).
+    pub store_evictions: AtomicU64,
     /// `AT` lines refused because they did not come over an authenticated flood link.
     pub unauthenticated_at: AtomicU64,
     /// Link handshakes refused, either side: a wrong proof, a replay, a malformed or late answer.
@@ -66,6 +70,8 @@ impl Default for ServerStats {
             upstream_connects: Arc::new(AtomicU64::new(0)),
             upstream_stale_retries: Arc::new(AtomicU64::new(0)),
             connections: AtomicU64::new(0),
+            connections_refused: Arc::new(AtomicU64::new(0)),
+            store_evictions: AtomicU64::new(0),
             unauthenticated_at: AtomicU64::new(0),
             links_refused: Arc::new(AtomicU64::new(0)),
             extra: Mutex::new(Vec::new()),
@@ -132,6 +138,8 @@ impl ServerStats {
                 ("upstream_connects", c(&self.upstream_connects)),
                 ("upstream_stale_retries", c(&self.upstream_stale_retries)),
                 ("connections", c(&self.connections)),
+                ("connections_refused", c(&self.connections_refused)),
+                ("store_evictions", c(&self.store_evictions)),
                 ("unauthenticated_at", c(&self.unauthenticated_at)),
                 ("links_refused", c(&self.links_refused)),
             ],

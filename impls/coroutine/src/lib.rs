@@ -73,7 +73,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use herd_core::policy::{AcceptBackoff, FloodLinks, LinkWaker, PlacesPool};
+use herd_core::policy::{AcceptBackoff, Admission, FloodLinks, LinkWaker, PlacesPool};
 use herd_core::{Limits, ServeOptions, ServerStats, Service, available_cores};
 use may::net::TcpListener;
 use may::sync::Semphore;
@@ -182,13 +182,18 @@ fn serve_with_stack<S: Service>(
 /// likely) it sleeps as long as [`AcceptBackoff`] says instead of spinning.
 fn accept_loop<S: Service>(listener: &TcpListener, shared: &Arc<Shared<S>>) {
     let mut backoff = AcceptBackoff::new(&shared.limits);
+    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
                 backoff.on_accepted();
+                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
                 ServerStats::bump(&shared.service.stats().connections);
                 let shared = Arc::clone(shared);
-                may::go!(move || connection::serve(stream, shared));
+                may::go!(move || {
+                    let _admitted = admitted; // the connection's place, given back when it ends
+                    connection::serve(stream, shared);
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {

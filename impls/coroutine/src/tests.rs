@@ -90,7 +90,8 @@ fn start_server(stack_words: usize) -> SocketAddr {
     let places = places_backend(bodies);
     let listener = StdListener::bind("127.0.0.1:0").expect("bind the server");
     let addr = listener.local_addr().expect("server address");
-    let config = HerdConfig { name: "Alford".into(), neighbours: Vec::new(), ttl_secs: 3600, key: None };
+    let config =
+        HerdConfig { name: "Alford".into(), neighbours: Vec::new(), ttl_secs: 3600, key: None, max_clients: 1_000_000 };
     let service = Arc::new(Herd::new(config, EventLog::new(Arc::new(Discard), true)));
     let options = ServeOptions { places: Some(places), threads: Some(2), ..ServeOptions::default() };
     thread::spawn(move || serve_with_stack(listener, service, &options, stack_words));
@@ -186,7 +187,8 @@ fn start_recorded(neighbours: Vec<(String, SocketAddr)>, limits: Limits) -> (Soc
     let listener = StdListener::bind("127.0.0.1:0").expect("bind the server");
     let addr = listener.local_addr().expect("server address");
     let names = neighbours.iter().map(|(name, _)| name.clone()).collect();
-    let config = HerdConfig { name: "Alford".into(), neighbours: names, ttl_secs: 3600, key: None };
+    let config =
+        HerdConfig { name: "Alford".into(), neighbours: names, ttl_secs: 3600, key: None, max_clients: 1_000_000 };
     let sink = Arc::new(Recorded::default());
     let service = Arc::new(Herd::new(config, EventLog::new(Arc::clone(&sink) as Arc<dyn EventSink>, false)));
     let options =

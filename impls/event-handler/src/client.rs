@@ -15,7 +15,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{Close, Limits, OutputBuffer};
+use herd_core::policy::{Admitted, Close, Limits, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, Reply, Service, Timestamp};
 use mio::net::TcpStream;
 
@@ -29,6 +29,8 @@ type End = Option<Close>;
 /// One client connection.
 pub struct ClientConn {
     stream: TcpStream,
+    /// Its place under the connection cap, given back when the connection goes.
+    _admitted: Admitted,
     framer: LineFramer,
     link: Link,
     out: OutputBuffer,
@@ -37,9 +39,9 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(stream: TcpStream, limits: &Limits) -> Self {
+    pub fn new(stream: TcpStream, limits: &Limits, admitted: Admitted) -> Self {
         let (framer, out) = (LineFramer::new(limits.max_line), OutputBuffer::new(limits));
-        Self { stream, framer, link: Link::default(), out, input_done: false }
+        Self { stream, framer, link: Link::default(), out, input_done: false, _admitted: admitted }
     }
 
     /// Handles every buffered line, reading more until the socket is drained, input ends, or the

@@ -57,7 +57,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use herd_core::policy::{AcceptBackoff, FloodLinks, LinkWaker, PlacesPool};
+use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, LinkWaker, PlacesPool};
 use herd_core::{ServeOptions, ServerStats, Service, available_cores};
 use mio::Interest;
 use mio::net::TcpStream;
@@ -74,7 +74,7 @@ pub(crate) enum Msg {
     /// Something to do: a flood link has updates queued or a connection due; an exchange may start.
     Wake,
     /// For the mailbox: a connection loop 0 accepted for this loop.
-    Adopt(TcpStream),
+    Adopt(TcpStream, Admitted),
 }
 
 /// What one loop's handlers share.
@@ -121,7 +121,9 @@ fn start<S: Service>(cx: &mut Cx<S>) -> io::Result<HandlerId> {
         let _ = cx.world.links.get(i).map(|link| link.waker.driver.set(driver));
         cx.post(driver, Msg::Wake); // its first turn arms the link's first retry timer
     }
-    let door = Door { listener: None, dealt: 0, backoff: AcceptBackoff::new(&cx.world.options.limits), paused: None };
+    let (limits, service) = (&cx.world.options.limits, &cx.world.service);
+    let (backoff, admission) = (AcceptBackoff::new(limits), Admission::new(limits, service.stats(), service.log()));
+    let door = Door { listener: None, dealt: 0, backoff, admission, paused: None };
     match cx.world.listener.take() {
         Some(listener) => {
             cx.register(listener, Interest::READABLE, |listener, _| Door { listener: Some(listener), ..door })
@@ -152,16 +154,19 @@ struct Door {
     listener: Option<mio::net::TcpListener>,
     dealt: usize,
     backoff: AcceptBackoff,
+    admission: Admission,
     /// After an accept error: no accepting before this (a timer is set for it).
     paused: Option<Instant>,
 }
 
 impl<S: Service> Handler<World<S>, Msg> for Door {
     fn on_event(&mut self, event: Event<Msg>, cx: &mut Cx<S>) -> Next {
-        if let Event::Message(Msg::Adopt(stream)) = event {
+        if let Event::Message(Msg::Adopt(stream, admitted)) = event {
             // One of this loop's client connections from now on: registered once, READABLE | WRITABLE.
             let limits = cx.world.options.limits.clone();
-            let conn = cx.register(stream, Interest::READABLE | Interest::WRITABLE, |s, _| ClientConn::new(s, &limits));
+            let conn = cx.register(stream, Interest::READABLE | Interest::WRITABLE, |s, _| {
+                ClientConn::new(s, &limits, admitted)
+            });
             if let Err(e) = conn {
                 cx.world.service.log().error("register", e);
             }
@@ -175,10 +180,12 @@ impl<S: Service> Handler<World<S>, Msg> for Door {
             match accept_now(listener) {
                 Ok(Some(stream)) => {
                     self.backoff.on_accepted();
+                    let Some(admitted) = self.admission.admit() else { continue }; // past the cap: closed
                     let _ = stream.set_nodelay(true);
                     ServerStats::bump(&cx.world.service.stats().connections);
                     self.dealt = self.dealt.wrapping_add(1);
-                    if cx.world.remotes[self.dealt % cx.world.remotes.len()].send(Msg::Adopt(stream)).is_err() {
+                    if cx.world.remotes[self.dealt % cx.world.remotes.len()].send(Msg::Adopt(stream, admitted)).is_err()
+                    {
                         cx.world.service.log().error("hand-off", "event loop has stopped");
                     }
                 }

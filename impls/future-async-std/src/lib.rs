@@ -80,7 +80,7 @@ use async_std::io::{self, ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use futures_lite::future;
-use herd_core::policy::{AcceptBackoff, FloodLinks, OutputBuffer};
+use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, OutputBuffer};
 use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 
 use crate::links::LinkBell;
@@ -126,10 +126,12 @@ struct Shared<S> {
 
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) -> io::Result<()> {
     let mut backoff = AcceptBackoff::new(&shared.limits);
+    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff.on_accepted();
+                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
                 ServerStats::bump(&shared.service.stats().connections);
                 let _ = stream.set_nodelay(true);
                 let conn = Connection {
@@ -138,6 +140,7 @@ async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) 
                     link: Link::default(),
                     out: OutputBuffer::new(&shared.limits),
                     shared: Arc::clone(&shared),
+                    _admitted: admitted,
                 };
                 task::spawn(conn.run());
             }
@@ -171,6 +174,8 @@ struct Connection<S> {
     link: Link,
     out: OutputBuffer,
     shared: Arc<Shared<S>>,
+    /// Its place under the connection cap, given back when the task ends.
+    _admitted: Admitted,
 }
 
 impl<S: Service> Connection<S> {

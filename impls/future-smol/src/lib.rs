@@ -86,7 +86,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{AcceptBackoff, FloodLinks, OutputBuffer};
+use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, OutputBuffer};
 use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 use smol::io::AsyncReadExt;
 use smol::{Async, Executor, Timer, future};
@@ -139,10 +139,12 @@ async fn accept_loop<S: Service>(
     shared: Arc<Shared<S>>,
 ) -> io::Result<()> {
     let mut backoff = AcceptBackoff::new(&shared.limits);
+    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff.on_accepted();
+                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
                 ServerStats::bump(&shared.service.stats().connections);
                 let _ = stream.get_ref().set_nodelay(true);
                 let conn = Connection {
@@ -152,6 +154,7 @@ async fn accept_loop<S: Service>(
                     link: Link::default(),
                     out: OutputBuffer::new(&shared.limits),
                     shared: Arc::clone(&shared),
+                    _admitted: admitted,
                 };
                 ex.spawn(conn.run()).detach();
             }
@@ -183,6 +186,8 @@ struct Connection<S> {
     link: Link,
     out: OutputBuffer,
     shared: Arc<Shared<S>>,
+    /// Its place under the connection cap, given back when the task ends.
+    _admitted: Admitted,
 }
 
 impl<S: Service> Connection<S> {

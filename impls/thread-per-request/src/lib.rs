@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime};
 
 use herd_blocking::output::{self, WriteError};
 use herd_blocking::{FloodLinks, PlacesClient};
-use herd_core::policy::{AcceptBackoff, OutputBuffer};
+use herd_core::policy::{AcceptBackoff, Admission, Admitted, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 
 /// Default stack per connection thread. A request path needs well under 64 KiB (framing buffers and
@@ -37,6 +37,7 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
     let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let stack = options.stack_kib.unwrap_or(DEFAULT_STACK_KIB) * 1024;
     let mut backoff = AcceptBackoff::new(&options.limits);
+    let admission = Admission::new(&options.limits, service.stats(), service.log());
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -49,8 +50,10 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
             }
         };
         backoff.on_accepted();
+        let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
         ServerStats::bump(&service.stats().connections);
         let connection = Connection {
+            _admitted: admitted,
             service: Arc::clone(&service),
             links: Arc::clone(&links),
             upstream: upstream.clone(),
@@ -72,6 +75,8 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
 
 /// Everything one connection's thread owns.
 struct Connection<S> {
+    /// Its place under the connection cap, given back when the thread ends.
+    _admitted: Admitted,
     service: Arc<S>,
     links: Arc<FloodLinks>,
     upstream: Option<Arc<PlacesClient>>,

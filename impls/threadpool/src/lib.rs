@@ -40,7 +40,7 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use herd_blocking::output::{self, WriteError};
 use herd_blocking::{Acceptor, FloodLinks, PlacesClient};
-use herd_core::policy::OutputBuffer;
+use herd_core::policy::{Admission, Admitted, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -63,6 +63,8 @@ struct Conn {
     writer: Mutex<Writer>,
     /// Set once a write failed: later replies are dropped instead of written.
     broken: AtomicBool,
+    /// Its place under the connection cap, given back when the last reference goes.
+    _admitted: Admitted,
 }
 
 /// What the worker holding a connection owns of it.
@@ -106,8 +108,9 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
         };
         thread::Builder::new().name(format!("worker-{i}")).stack_size(256 * 1024).spawn(move || worker.run())?;
     }
+    let admission = Admission::new(&options.limits, service.stats(), service.log());
     let reader = Reader {
-        acceptor: Acceptor::new(listener, poll.registry(), &options.limits)?,
+        acceptor: Acceptor::new(listener, poll.registry(), &options.limits, admission)?,
         poll,
         conns: HashMap::new(),
         ready: ready_tx,
@@ -157,7 +160,7 @@ impl<S: Service> Reader<S> {
 
     fn accept(&mut self) {
         let (conns, limits, service) = (&mut self.conns, &self.limits, &*self.service);
-        self.acceptor.accept(self.poll.registry(), Interest::READABLE, service.log(), |token, stream| {
+        self.acceptor.accept(self.poll.registry(), Interest::READABLE, service.log(), |token, stream, admitted| {
             ServerStats::bump(&service.stats().connections);
             let conn = Arc::new(Conn {
                 token,
@@ -165,6 +168,7 @@ impl<S: Service> Reader<S> {
                 inbox: Mutex::new(Inbox::default()),
                 writer: Mutex::new(Writer { link: Link::default(), out: OutputBuffer::new(limits) }),
                 broken: AtomicBool::new(false),
+                _admitted: admitted,
             });
             conns.insert(token, (conn, LineFramer::new(limits.max_line)));
         });

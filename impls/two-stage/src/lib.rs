@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use herd_blocking::{Acceptor, FloodLinks, PlacesClient};
-use herd_core::policy::OutputBuffer;
+use herd_core::policy::{Admission, Admitted, OutputBuffer};
 use herd_core::{
     Frame, Limits, LineFramer, Link, PlacesLookup, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError,
 };
@@ -128,10 +128,11 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
     }
 
     let mut handles = Vec::new();
+    let admission = Admission::new(&options.limits, service.stats(), service.log());
     for (i, (poll, done)) in loops.into_iter().enumerate() {
         let stage1 = Stage1 {
             index: i,
-            acceptor: Acceptor::new(listener.try_clone()?, poll.registry(), &options.limits)?,
+            acceptor: Acceptor::new(listener.try_clone()?, poll.registry(), &options.limits, admission.clone())?,
             poll,
             conns: HashMap::new(),
             parked: VecDeque::new(),
@@ -189,6 +190,8 @@ struct Conn {
     read_closed: bool,
     /// Reading stopped because the output buffer said so; read again once it allows.
     input_paused: bool,
+    /// Its place under the connection cap, given back when the connection goes.
+    _admitted: Admitted,
 }
 
 /// One stage-1 event loop.
@@ -252,7 +255,7 @@ impl<S: Service> Stage1<S> {
     fn accept(&mut self) {
         let (conns, limits, service) = (&mut self.conns, &self.limits, &*self.service);
         let interest = Interest::READABLE | Interest::WRITABLE;
-        self.acceptor.accept(self.poll.registry(), interest, service.log(), |token, stream| {
+        self.acceptor.accept(self.poll.registry(), interest, service.log(), |token, stream, admitted| {
             ServerStats::bump(&service.stats().connections);
             let framer = LineFramer::new(limits.max_line);
             let out = OutputBuffer::new(limits);
@@ -264,6 +267,7 @@ impl<S: Service> Stage1<S> {
                 parked: None,
                 read_closed: false,
                 input_paused: false,
+                _admitted: admitted,
             };
             conns.insert(token, conn);
         });

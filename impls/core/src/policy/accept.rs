@@ -1,17 +1,30 @@
-//! The pause after an accept error.
+//! What happens at the listener: the pause after an accept error, and the cap on connections.
 //!
 //! An accept that fails (most often: out of file descriptors) leaves the listener readable, so a
 //! loop that accepts again at once spins a core and starves the connections it already has. Every
 //! style pauses by the same rule: [`Limits::accept_backoff`] after the first error, doubling on each
 //! further one up to [`Limits::accept_backoff_max`], back to the start after an accept succeeds.
 //!
+//! A server holds at most [`Limits::max_connections`] client connections. A connection accepted
+//! past it is closed at once — its descriptor freed, so a flood of connections cannot exhaust
+//! the process's descriptors and starve the links and the upstream of theirs — counted
+//! (`connections_refused`) and logged once per episode. mini-redis bounds its connections the same
+//! way (a semaphore permit per connection, returned when it closes); it waits for a permit before
+//! accepting, which leaves the excess in the kernel's backlog, while here the excess is told at once.
+//!
 //! # Calling order
 //! After each accept: [`AcceptBackoff::on_accepted`] or [`AcceptBackoff::on_error`], which says
-//! until when not to accept again (the caller sleeps, or arms a timer and stops watching the listener).
+//! until when not to accept again (the caller sleeps, or arms a timer and stops watching the
+//! listener). For each accepted connection, [`Admission::admit`]: `None` means close it now;
+//! otherwise keep the [`Admitted`] with the connection, and drop it when the connection ends.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::log::{Event, EventLog};
 use crate::policy::Limits;
+use crate::stats::ServerStats;
 
 #[derive(Debug, Clone)]
 pub struct AcceptBackoff {
@@ -37,9 +50,87 @@ impl AcceptBackoff {
     }
 }
 
+/// The count of open client connections, shared by every thread that accepts or closes one.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    inner: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    open: AtomicUsize,
+    max: usize,
+    /// Refusing since the last admitted connection (the episode being logged).
+    refusing: AtomicBool,
+    refused: Arc<AtomicU64>,
+    log: EventLog,
+}
+
+/// One admitted connection's place; the place is given back when this is dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    gate: Arc<Gate>,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits, stats: &ServerStats, log: &EventLog) -> Self {
+        let inner = Gate {
+            open: AtomicUsize::new(0),
+            max: limits.max_connections,
+            refusing: AtomicBool::new(false),
+            refused: Arc::clone(&stats.connections_refused),
+            log: log.clone(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// A place for one more connection, or `None` (counted, and logged once per episode): close it.
+    pub fn admit(&self) -> Option<Admitted> {
+        let gate = &self.inner;
+        if gate.open.fetch_add(1, Relaxed) >= gate.max {
+            gate.open.fetch_sub(1, Relaxed);
+            gate.refused.fetch_add(1, Relaxed);
+            if !gate.refusing.swap(true, Relaxed) {
+                gate.log.event(Event::ConnectionsRefused { max_connections: gate.max });
+            }
+            return None;
+        }
+        gate.refusing.store(false, Relaxed);
+        Some(Admitted { gate: Arc::clone(gate) })
+    }
+
+    /// Client connections open now.
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Relaxed)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_past_the_cap_are_refused_until_one_closes() {
+        let stats = ServerStats::default();
+        let gate = Admission::new(&Limits { max_connections: 2, ..Limits::default() }, &stats, &EventLog::discard());
+        let (a, b) = (gate.admit(), gate.admit());
+        assert!(a.is_some() && b.is_some());
+        assert!(gate.admit().is_none());
+        assert!(gate.admit().is_none());
+        assert_eq!((gate.open(), stats.connections_refused.load(Relaxed)), (2, 2));
+        drop(a);
+        let c = gate.admit();
+        assert!(c.is_some(), "a closed connection's place is free again");
+        assert_eq!(gate.open(), 2);
+        drop((b, c));
+        assert_eq!(gate.open(), 0);
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets_on_success() {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use accept::AcceptBackoff;
+pub use accept::{AcceptBackoff, Admission, Admitted};
 pub use link::{FloodLink, FloodLinks, LinkState, LinkWaker, Queued, SharedLink};
 pub use output::{Close, OutputBuffer};
 pub use upstream::{PlacesCall, PlacesPool, Step};
@@ -32,6 +32,13 @@ pub use upstream::{PlacesCall, PlacesPool, Step};
 /// Every constant of the policy layer, in one value. The harness fills it from `harness serve` /
 /// `harness run` flags (each field has one) and records it in the result file, so a result says
 /// under which limits it ran. The defaults are the same for every style: that is the point.
+///
+/// Every buffer a server keeps is bounded by one of these: a client's input by `max_line`, its
+/// output by `max_output`, its requests in flight by `max_in_flight`, the connections by
+/// `max_connections` (so the upstream connections in use are at most `max_connections ×
+/// max_in_flight`, and at most `upstream_idle_max` idle), each neighbour's flood queue by
+/// `link_queue_bytes`, and the location store by `max_clients`. The event log's queue (in the
+/// harness, not here) holds 65,536 events and drops, and counts, what does not fit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// Longest accepted input line, newline excluded. 64 KiB: far above any valid command (a few
@@ -74,6 +81,21 @@ pub struct Limits {
     /// for a worker) past which reading pauses. 64: pipelining is allowed, hoarding is not.
     pub max_in_flight: usize,
 
+    /// Clients a server's location store holds. Past it, a new client evicts the one stored
+    /// longest ago (counted as `store_evictions`, logged once per episode). 4,000,000: at the
+    /// measured ~180 bytes a client that is about 0.7 GiB a member, 3.5 GiB for a herd of five on
+    /// one 24 GiB machine, while no workload here comes near it; without a cap, a stream of
+    /// distinct ids grows every member by about 660 MiB per million until the TTL (an hour) or
+    /// the kernel ends it.
+    pub max_clients: usize,
+
+    /// Client connections a server holds at once; one accepted past it is closed at once, counted
+    /// (`connections_refused`) and logged once per episode. 16,000: above the 10,000-connection
+    /// workload even if it all went to one server, and below the 20,000 descriptors a process may
+    /// open on the machines here (the harness raises the soft limit to that hard one), so the
+    /// links, the upstream connections and the log always get theirs.
+    pub max_connections: usize,
+
     /// The first pause after an accept error (out of descriptors, most likely); it doubles on each
     /// further error up to [`Limits::accept_backoff_max`] and resets after an accept succeeds.
     pub accept_backoff: Duration,
@@ -96,6 +118,8 @@ impl Default for Limits {
             max_output: 4 * 1024 * 1024,
             write_stall: Duration::from_secs(5),
             max_in_flight: 64,
+            max_clients: 4_000_000,
+            max_connections: 16_000,
             accept_backoff: Duration::from_millis(10),
             accept_backoff_max: Duration::from_secs(1),
         }
