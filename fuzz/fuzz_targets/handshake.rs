@@ -47,13 +47,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(sent.len(), hello_len, "nothing but the hello goes to an unproven acceptor");
 
     // The acceptor's side: a keyed herd reading lines from a connection that holds no key.
-    let config = HerdConfig {
-        name: "Hamilton".into(),
-        neighbours: vec!["Alford".into(), "Holiday".into()],
-        ttl_secs: 3600,
-        key: Some(key),
-        max_clients: 1_000_000,
-    };
+    let config = HerdConfig::new("Hamilton", &["Alford", "Holiday"], Some(key));
     let herd = Herd::new(config, EventLog::discard());
     let now = Timestamp::parse("1479413884.655887836").expect("valid time");
     let mut conn = Link::default();

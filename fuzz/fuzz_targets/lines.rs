@@ -18,13 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&cut, stream)) = data.split_first() else { return };
     let step = 1 + usize::from(cut % 97);
     let key = Arc::new(HerdKey::from_hex("00112233445566778899aabbccddeeff").expect("valid key"));
-    let config = HerdConfig {
-        name: "Alford".into(),
-        neighbours: vec!["Hamilton".into(), "Welsh".into()],
-        ttl_secs: 3600,
-        key: Some(key),
-        max_clients: 1_000_000,
-    };
+    let config = HerdConfig::new("Alford", &["Hamilton", "Welsh"], Some(key));
     let herd = Herd::new(config, EventLog::discard());
     let now = Timestamp::parse("1479413884.655887836").expect("valid time");
     let mut framer = LineFramer::new(MAX_LINE);

@@ -69,13 +69,7 @@ fn format_at_reply() -> AtRecord {
 
 #[library_benchmark]
 fn handle_100_iamats() -> usize {
-    let config = HerdConfig {
-        name: "Alford".into(),
-        neighbours: vec!["Hamilton".into(), "Welsh".into()],
-        ttl_secs: 3600,
-        key: None,
-        max_clients: 1_000_000,
-    };
+    let config = HerdConfig::new("Alford", &["Hamilton", "Welsh"], None);
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();
     let mut floods = 0;

@@ -24,13 +24,7 @@ fn commands(c: &mut Criterion) {
     group.bench_function("format AT reply", |b| {
         b.iter(|| black_box(AtRecord::answer("Alford", black_box(&iamat), now)))
     });
-    let config = HerdConfig {
-        name: "Alford".into(),
-        neighbours: vec!["Hamilton".into(), "Welsh".into()],
-        ttl_secs: 3600,
-        key: None,
-        max_clients: 1_000_000,
-    };
+    let config = HerdConfig::new("Alford", &["Hamilton", "Welsh"], None);
     let herd = Herd::new(config, EventLog::discard());
     let mut link = Link::default();
     let mut t = now.as_nanos();
@@ -44,16 +38,7 @@ fn commands(c: &mut Criterion) {
     // One link's whole handshake, both sides (once per link, never per request): two nonces, four
     // HMAC-SHA256 computations, and the lines' formatting and parsing.
     let key = Arc::new(HerdKey::generate());
-    let acceptor = Herd::new(
-        HerdConfig {
-            name: "Hamilton".into(),
-            neighbours: vec!["Alford".into()],
-            ttl_secs: 3600,
-            key: Some(Arc::clone(&key)),
-            max_clients: 1_000_000,
-        },
-        EventLog::discard(),
-    );
+    let acceptor = Herd::new(HerdConfig::new("Hamilton", &["Alford"], Some(Arc::clone(&key))), EventLog::discard());
     let (stats, limits) = (ServerStats::default(), Limits::default());
     group.bench_function("link handshake (both sides)", |b| {
         b.iter(|| {

@@ -128,6 +128,20 @@ pub struct HerdConfig {
     pub max_clients: usize,
 }
 
+impl HerdConfig {
+    /// Server `name` with these neighbours, the default TTL and client cap, and `key` (`None`:
+    /// an insecure herd). The fields are public for anything else.
+    pub fn new(name: &str, neighbours: &[&str], key: Option<Arc<HerdKey>>) -> Self {
+        Self {
+            name: name.to_owned(),
+            neighbours: neighbours.iter().map(|n| (*n).to_owned()).collect(),
+            ttl_secs: crate::store::DEFAULT_TTL_SECS,
+            key,
+            max_clients: crate::Limits::default().max_clients,
+        }
+    }
+}
+
 /// An eviction episode ends after this long without an eviction; the next one is logged again.
 const EVICTION_EPISODE_GAP_NS: i64 = 1_000_000_000;
 
@@ -357,25 +371,11 @@ mod tests {
     const NOW: &str = "1479413884.655887836";
 
     fn herd(name: &str, neighbours: &[&str]) -> Herd {
-        let config = HerdConfig {
-            name: name.into(),
-            neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
-            ttl_secs: 3600,
-            key: None,
-            max_clients: 1_000_000,
-        };
-        Herd::new(config, EventLog::discard())
+        Herd::new(HerdConfig::new(name, neighbours, None), EventLog::discard())
     }
 
     fn keyed_herd(name: &str, neighbours: &[&str], key: &Arc<HerdKey>) -> Herd {
-        let config = HerdConfig {
-            name: name.into(),
-            neighbours: neighbours.iter().map(|s| s.to_string()).collect(),
-            ttl_secs: 3600,
-            key: Some(Arc::clone(key)),
-            max_clients: 1_000_000,
-        };
-        Herd::new(config, EventLog::discard())
+        Herd::new(HerdConfig::new(name, neighbours, Some(Arc::clone(key))), EventLog::discard())
     }
 
     fn key() -> Arc<HerdKey> {
