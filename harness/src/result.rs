@@ -227,6 +227,7 @@ pub struct Summary {
     #[serde(default)]
     pub warmup_errors: u64,
     /// Over all commands: from the intended send time (open loop) or the actual one (closed loop).
+    /// Requests that timed out are in it at no less than the timeout (and counted in `errors`).
     pub latency_us: Percentiles,
 }
 
@@ -246,6 +247,8 @@ pub struct Percentiles {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
+    /// Values in the histogram. For request latency: the requests answered and those that timed
+    /// out (recorded at no less than the timeout, and counted as errors too).
     pub count: u64,
     pub percentiles_us: Percentiles,
     /// HdrHistogram V2 + DEFLATE, base64; 1 µs to 60 s, 3 significant digits.

@@ -216,7 +216,8 @@ fn merge(
     let summary = Summary {
         offered_rps: spec.load.offered_rps(),
         achieved_rps: completed as f64 / spec.duration.as_secs_f64(),
-        requests: all.len(),
+        // The histograms also hold the timeouts (at no less than the timeout); they are errors.
+        requests: all.len().saturating_sub(errors[Failure::Timeout.index()]),
         errors: error_total,
         warmup_errors,
         latency_us: Percentiles::of(&all),
@@ -415,5 +416,50 @@ pub fn show_progress(spec: &LoadSpec, progress: &Progress, done: &AtomicBool) {
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts and reads but never answers: every request times out.
+    fn silent_server() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || std::io::copy(&mut &stream, &mut std::io::sink()));
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn timed_out_requests_are_in_the_latency_at_no_less_than_the_timeout() {
+        let timeout = Duration::from_millis(200);
+        let spec = LoadSpec {
+            targets: vec![Target { addr: silent_server(), name: None }],
+            connections: 2,
+            load: Load::Rate(40.0),
+            arrival: Arrival::Uniform,
+            pipeline: 1,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            timeout,
+            threads: 1,
+            seed: 1,
+            workload: Workload::load("echo").expect("the echo workload"),
+            show_errors: 0,
+        };
+        let outcome = generate(&spec, &Progress::default(), &AtomicBool::new(false), None).expect("runs");
+        let timeouts = outcome.errors.get("timeout").copied().unwrap_or(0);
+        assert!(timeouts > 0, "nothing timed out: {:?}", outcome.errors);
+        assert_eq!(outcome.summary.requests, 0, "the silent server answered nothing");
+        let echo = &outcome.commands["echo"];
+        assert_eq!(echo.count, timeouts, "every timeout, and only they, in the histogram");
+        assert_eq!(outcome.summary.errors, outcome.errors.values().sum::<u64>());
+        assert!(echo.percentiles_us.p50 >= 200_000, "p50 {} µs is below the 200 ms timeout", echo.percentiles_us.p50);
+        assert!(outcome.summary.latency_us.p50 >= 200_000);
     }
 }

@@ -488,10 +488,7 @@ impl<'a> Generator<'a> {
 
     fn record(&mut self, kind: Kind, intended: Instant, now: Instant) {
         let plan = self.window;
-        let micros = now.saturating_duration_since(intended).as_micros() as u64;
-        if intended >= plan.measure_start {
-            self.report.latency[kind.index()].saturating_record(micros.max(1));
-        }
+        let micros = self.record_latency(kind, intended, now);
         if now >= plan.measure_start && now < plan.end {
             self.report.completed_in_window += 1;
             let s = (now - plan.measure_start).as_secs() as usize;
@@ -503,7 +500,17 @@ impl<'a> Generator<'a> {
         self.unreported.0 += 1;
     }
 
-    /// Counts a failed request (in any phase: errors are never dropped).
+    /// Records `now − intended` in `kind`'s histogram if the request was intended in the window
+    /// (answered, or timed out: a timeout goes in at no less than the timeout, and is counted as an
+    /// error as well). Returns the latency in µs.
+    fn record_latency(&mut self, kind: Kind, intended: Instant, now: Instant) -> u64 {
+        let micros = now.saturating_duration_since(intended).as_micros() as u64;
+        if intended >= self.window.measure_start {
+            self.report.latency[kind.index()].saturating_record(micros.max(1));
+        }
+        micros
+    }
+
     /// Counts a failed request. Like latency, errors belong to the window their request was
     /// intended in: warm-up failures are counted apart, never dropped.
     fn fail(&mut self, failure: Failure, intended: Instant, now: Instant) {
@@ -539,6 +546,10 @@ impl<'a> Generator<'a> {
             // those that had also waited past the timeout themselves.
             let timed_out = failure == Failure::Timeout && now.saturating_duration_since(p.intended) > timeout;
             let f = if i == 0 || timed_out { failure } else { Failure::Disconnect };
+            if f == Failure::Timeout {
+                // A client waited at least this long: the percentiles must say so, not skip it.
+                self.record_latency(p.kind, p.intended, now.max(p.intended + timeout));
+            }
             self.fail(f, p.intended, now);
         }
     }
