@@ -128,6 +128,12 @@ fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     let meta = impls::find(&args.implementation)?;
+    // Names are protocol fields (`AT <server> …`, `PEER <name>`): one word each.
+    for name in std::iter::once(&args.name).chain(args.peers.iter().map(|(n, _)| n)) {
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bail!("server name {name:?} must be one word without spaces, e.g. --name Alford");
+        }
+    }
     let mode_name = if args.mode == Mode::Herd { "herd" } else { "echo" };
     if !meta.modes.iter().any(|m| m == mode_name) {
         bail!("{} does not support --mode {mode_name}", meta.name);

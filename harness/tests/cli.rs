@@ -158,6 +158,7 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["--link-queue-bytes", "1MB", "--duration", "1s"], "1MiB"),
         (&["serve", "--impl", "threadpool", "--link-retry", "soon"], "500ms"),
         (&["serve", "--impl", "threadpool"], "--herd-key herd.key"),
+        (&["serve", "--impl", "threadpool", "--name", "Al ford", "--insecure-herd"], "--name Alford"),
         (&["serve", "--impl", "threadpool", "--herd-key", "/nonexistent/herd.key"], "cannot read the herd key"),
     ];
     for (args, hint) in cases {
