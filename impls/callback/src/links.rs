@@ -94,8 +94,7 @@ impl LinkDriver {
                 Err(_) => shared.lock().on_connect_failed(now),
             }
         }
-        let connected = matches!(state, LinkState::Handshaking | LinkState::Up);
-        if let Some(conn) = self.conn.get().filter(|_| connected) {
+        if let Some(conn) = self.conn.get().filter(|_| matches!(state, LinkState::Handshaking | LinkState::Up)) {
             shared.lock().poll_transmit(&mut buf);
             while !buf.is_empty() {
                 match conn.write(cx, &buf) {
@@ -126,10 +125,7 @@ impl LinkDriver {
         conn.read_bytes(cx, move |cx, input| {
             match input {
                 Input::Data(bytes) => this.drive_after(cx, &|link, now| link.on_read(now, Ok(bytes))),
-                Input::Failed(e) => {
-                    let reason = e.to_string();
-                    this.drive_after(cx, &|link, now| link.on_closed(now, &reason));
-                }
+                Input::Failed(e) => this.drive_after(cx, &|link, now| link.on_closed(now, &e.to_string())),
                 _ => this.drive_after(cx, &|link, now| link.on_read(now, Ok(&[]))),
             }
             // Read on while this connection is still the link's.

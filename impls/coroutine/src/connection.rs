@@ -21,7 +21,7 @@ use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{LinkWaker, OutputBuffer};
+use herd_core::policy::{Admitted, LinkWaker, OutputBuffer};
 use herd_core::{Frame, LineFramer, Link, PlacesLookup, Reply, ServerStats, Service, Timestamp};
 use may::io::{SplitIo, SplitReader, SplitWriter};
 use may::net::TcpStream;
@@ -36,6 +36,8 @@ struct Conn<S> {
     writer: Signal,
     /// Wakes the reader parked for back-pressure (a stale wake costs it one look at the machine).
     reader: Signal,
+    /// Its place under the connection cap, given back when reader and writer are both done.
+    _admitted: Admitted,
 }
 
 struct State {
@@ -82,13 +84,13 @@ impl<S: Service> Conn<S> {
 }
 
 /// Serves one accepted connection until the client goes away; runs in the connection's coroutine.
-pub(crate) fn serve<S: Service>(stream: TcpStream, shared: Arc<Shared<S>>) {
+pub(crate) fn serve<S: Service>(stream: TcpStream, shared: Arc<Shared<S>>, admitted: Admitted) {
     let (reader, writer) = match stream.set_nodelay(true).and_then(|()| stream.split()) {
         Ok(halves) => halves,
         Err(e) => return shared.service.log().error("connection", e),
     };
-    let state = State { out: OutputBuffer::new(&shared.limits), reading: true, closed: false };
-    let conn = Arc::new(Conn { shared, state: Mutex::new(state), writer: Signal::new(), reader: Signal::new() });
+    let state = Mutex::new(State { out: OutputBuffer::new(&shared.limits), reading: true, closed: false });
+    let conn = Arc::new(Conn { shared, state, writer: Signal::new(), reader: Signal::new(), _admitted: admitted });
     let for_writer = Arc::clone(&conn);
     may::go!(move || write_replies(&for_writer, writer));
     read_requests(&conn, reader);

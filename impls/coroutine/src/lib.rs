@@ -160,13 +160,11 @@ fn serve_with_stack<S: Service>(
     // SAFETY: `into_raw_fd` hands over the only owner of an open listening socket, which the may
     // listener now owns and closes.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let (stats, log) = (service.stats(), service.log());
-    let links = FloodLinks::new(options, Instant::now(), stats, log, |_| Signal::new());
     let shared = Arc::new(Shared {
-        places: options.places.map(|addr| (addr, PlacesPool::new(&options.limits, stats))),
-        links,
+        places: options.places.map(|addr| (addr, PlacesPool::new(&options.limits, service.stats()))),
+        links: FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |_| Signal::new()),
         limits: options.limits.clone(),
-        read_pauses: stats.gauge("read_pauses"),
+        read_pauses: service.stats().gauge("read_pauses"),
         service,
     });
     for (i, (_, addr)) in options.neighbours.iter().enumerate() {
@@ -190,16 +188,12 @@ fn accept_loop<S: Service>(listener: &TcpListener, shared: &Arc<Shared<S>>) {
                 let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
                 ServerStats::bump(&shared.service.stats().connections);
                 let shared = Arc::clone(shared);
-                may::go!(move || {
-                    let _admitted = admitted; // the connection's place, given back when it ends
-                    connection::serve(stream, shared);
-                });
+                may::go!(move || connection::serve(stream, shared, admitted));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 shared.service.log().error("accept", e);
-                let until = backoff.on_error(Instant::now());
-                may::coroutine::sleep(until.saturating_duration_since(Instant::now()));
+                may::coroutine::sleep(backoff.on_error(Instant::now()).saturating_duration_since(Instant::now()));
             }
         }
     }

@@ -4,22 +4,22 @@
 //! driver:  lock ─► on_timeout ─► poll_connect? ─► (unlock) connect_timeout ─► on_connected ─► go!(watcher)
 //!   ▲        poll_transmit(buf) ─► (unlock) write ─► consumed(n), after each write
 //!   │        or, nothing to write: Signal::wait_until(poll_timeout)
-//!   └── woken by FloodLinks::send, or by the watcher: it read bytes (the handshake's answer,
-//!       handed to on_read) or the end of the socket (closed flag)
+//!   └── woken by FloodLinks::send, or by the watcher: it sent what it read (the handshake's
+//!       answer, or an empty read: the end) down a channel, and the driver hands it to on_read
 //! ```
 //! The machine decides everything (when to connect, what to queue or drop, when a stalled
 //! neighbour is given up); the driver does the I/O and the waiting, never holding the machine's
 //! lock across either. A coroutine waits on one thing at a time, so a second coroutine, the
 //! watcher, reads the socket: the neighbour's one handshake answer, then only its end (peers never
 //! send on a flood link after the answer). It hands what it read to the driver and wakes it; only
-//! the driver talks to the machine, so a watcher of an old connection can never close a new one. A write parks until the socket takes bytes or the
-//! machine's stall deadline passes (may's socket write timeout).
+//! the driver talks to the machine, so a watcher of an old connection can never close a new one.
+//! A write parks until the socket takes bytes or the machine's stall deadline passes (may's socket
+//! write timeout).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use herd_core::Service;
@@ -30,11 +30,10 @@ use may::net::TcpStream;
 
 use crate::{Shared, Signal, until};
 
-/// An open link: the writing half, what its watcher read, and the flag it raises at the end.
+/// An open link: the writing half, and what its watcher read (an empty read: the end).
 struct Conn {
     writer: SplitWriter<TcpStream>,
-    received: Arc<Mutex<Vec<u8>>>,
-    closed: Arc<AtomicBool>,
+    inbox: Receiver<Vec<u8>>,
 }
 
 impl Drop for Conn {
@@ -51,14 +50,8 @@ pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketA
     loop {
         let now = Instant::now();
         let mut machine = link.lock();
-        if let Some(c) = &conn {
-            let received = std::mem::take(&mut *c.received.lock().unwrap_or_else(PoisonError::into_inner));
-            if !received.is_empty() {
-                machine.on_read(now, Ok(&received));
-            }
-            if c.closed.load(Ordering::Acquire) {
-                machine.on_closed(now, "closed by peer");
-            }
+        while let Some(read) = conn.as_ref().and_then(|c| c.inbox.try_recv().ok()) {
+            machine.on_read(now, Ok(&read));
         }
         machine.on_timeout(now);
         if machine.state() == LinkState::Down {
@@ -73,12 +66,9 @@ pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketA
             match open(addr, deadline.map_or(Duration::ZERO, until)) {
                 Ok((reader, writer)) => {
                     link.lock().on_connected(Instant::now());
-                    let (received, closed) = (Arc::default(), Arc::new(AtomicBool::new(false)));
-                    let (shared, inbox, flag) = (Arc::clone(shared), Arc::clone(&received), Arc::clone(&closed));
-                    may::go!(move || watch(reader, &inbox, &flag, || {
-                        shared.links.get(i).inspect(|link| link.waker.wake());
-                    }));
-                    conn = Some(Conn { writer, received, closed });
+                    let ((tx, inbox), shared) = (mpsc::channel(), Arc::clone(shared));
+                    may::go!(move || watch(reader, &tx, &shared, i));
+                    conn = Some(Conn { writer, inbox });
                 }
                 Err(_) => link.lock().on_connect_failed(Instant::now()),
             }
@@ -91,18 +81,14 @@ pub(crate) fn drive<S: Service>(shared: &Arc<Shared<S>>, i: usize, addr: SocketA
 }
 
 /// The watcher: parks in a read until the neighbour sends (its handshake answer; anything later
-/// ends the link in the machine) or the socket ends (the neighbour closed it, or the driver shut it).
-fn watch(mut reader: SplitReader<TcpStream>, received: &Mutex<Vec<u8>>, closed: &AtomicBool, wake: impl Fn()) {
-    let mut bytes = [0_u8; 256];
-    loop {
-        match reader.read(&mut bytes) {
-            Ok(n) if n > 0 => received.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(&bytes[..n]),
-            _ => {
-                closed.store(true, Ordering::Release);
-                return wake();
-            }
-        }
-        wake();
+/// ends the link in the machine) or the socket ends (the neighbour closed it, or the driver shut it),
+/// and hands neighbour `i`'s driver what it read.
+fn watch<S: Service>(mut reader: SplitReader<TcpStream>, tx: &Sender<Vec<u8>>, shared: &Shared<S>, i: usize) {
+    let (mut bytes, mut n) = ([0_u8; 256], 1);
+    while n > 0 {
+        n = reader.read(&mut bytes).unwrap_or(0); // an error ends the link like the end of stream
+        let _ = tx.send(bytes[..n].to_vec());
+        shared.links.get(i).inspect(|link| link.waker.wake());
     }
 }
 

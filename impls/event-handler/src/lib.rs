@@ -163,10 +163,8 @@ impl<S: Service> Handler<World<S>, Msg> for Door {
     fn on_event(&mut self, event: Event<Msg>, cx: &mut Cx<S>) -> Next {
         if let Event::Message(Msg::Adopt(stream, admitted)) = event {
             // One of this loop's client connections from now on: registered once, READABLE | WRITABLE.
-            let limits = cx.world.options.limits.clone();
-            let conn = cx.register(stream, Interest::READABLE | Interest::WRITABLE, |s, _| {
-                ClientConn::new(s, &limits, admitted)
-            });
+            let (limits, interest) = (cx.world.options.limits.clone(), Interest::READABLE | Interest::WRITABLE);
+            let conn = cx.register(stream, interest, |s, _| ClientConn::new(s, &limits, admitted));
             if let Err(e) = conn {
                 cx.world.service.log().error("register", e);
             }
@@ -184,8 +182,8 @@ impl<S: Service> Handler<World<S>, Msg> for Door {
                     let _ = stream.set_nodelay(true);
                     ServerStats::bump(&cx.world.service.stats().connections);
                     self.dealt = self.dealt.wrapping_add(1);
-                    if cx.world.remotes[self.dealt % cx.world.remotes.len()].send(Msg::Adopt(stream, admitted)).is_err()
-                    {
+                    let home = &cx.world.remotes[self.dealt % cx.world.remotes.len()];
+                    if home.send(Msg::Adopt(stream, admitted)).is_err() {
                         cx.world.service.log().error("hand-off", "event loop has stopped");
                     }
                 }
