@@ -15,7 +15,7 @@
 //!
 //! Entries are linked in store order, oldest first. That makes both bounds cheap: the TTL counts
 //! from store time, so expired entries are always at the front and leave as updates arrive, with
-//! no sweep over the whole map; and when the store holds [`LocationStore::max_clients`] clients, a
+//! no sweep over the whole map; and when the store holds its `max_clients` clients, a
 //! new client evicts the front entry, the one stored longest ago. An evicted client is unknown
 //! again: its WHATSAT gets `? <line>` at this server until it sends a new IAMAT. Members evict
 //! independently (each sees every update, so under the same load they evict much the same
@@ -71,12 +71,6 @@ pub enum Update {
     Stored,
     /// Stored a new client, and the store was full: the client stored longest ago was evicted.
     StoredEvicting,
-}
-
-impl Update {
-    pub fn stored(self) -> bool {
-        self != Update::Ignored
-    }
 }
 
 /// Newest-wins map from client id to its last AT line; see the module docs.
@@ -169,10 +163,6 @@ impl LocationStore {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    pub fn max_clients(&self) -> usize {
-        self.max_clients
     }
 
     /// Takes entry `i` out of the table and the list and frees its slot (and its line).

@@ -260,7 +260,7 @@ impl FloodLink {
     pub fn on_read(&mut self, now: Instant, read: std::io::Result<&[u8]>) {
         let reason = match read {
             Ok([]) => "closed by peer".to_owned(),
-            Ok(bytes) if self.state == LinkState::Handshaking => return self.on_answer(now, bytes),
+            Ok(bytes) if self.state == LinkState::Handshaking => return self.on_answer(bytes),
             Ok(_) => "peer sent data on a flood link".to_owned(),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
             Err(e) => e.to_string(),
@@ -340,7 +340,7 @@ impl FloodLink {
 
     /// Checks the neighbour's answer once its line is complete; a proof that holds sends ours
     /// ahead of the queued updates and brings the link up.
-    fn on_answer(&mut self, _now: Instant, bytes: &[u8]) {
+    fn on_answer(&mut self, bytes: &[u8]) {
         let (line, rest) = match bytes.iter().position(|&b| b == b'\n') {
             Some(i) => (&bytes[..i], &bytes[i + 1..]),
             None => (bytes, &[][..]),
