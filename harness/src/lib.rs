@@ -19,6 +19,7 @@ pub mod compare;
 pub mod counters;
 pub mod export;
 pub mod findings;
+pub mod gate;
 pub mod herd;
 pub mod impls;
 pub mod limits;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{compare, export, load, places, report, result, run, serve};
+use harness::{compare, export, gate, load, places, report, result, run, serve};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]
@@ -35,6 +35,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Compare results against a baseline; exits non-zero on a regression.
     Compare(compare::CompareArgs),
+    /// The per-style CI gate: counts per request against a committed baseline.
+    Gate(gate::GateArgs),
     /// Write results as Bencher Metric Format or github-action-benchmark JSON, for CI trackers.
     Export(export::ExportArgs),
     /// Print the JSON Schema of result files.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Gate(args) => gate::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Schema => {
             print!("{}", result::schema_json());
