@@ -186,6 +186,18 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
     Ok(out)
 }
 
+/// The runs whose generator kept its schedule (see [`crate::result::SendLag`]), or all of them with
+/// `include_behind`; each run left out is named on stderr. Knees and compare verdicts use this: a run
+/// whose generator fell behind measured partly the generator.
+pub fn on_schedule(loaded: &[Loaded], include_behind: bool) -> Vec<Loaded> {
+    let behind = |l: &Loaded| l.result.send_lag.as_ref().is_some_and(|s| s.fell_behind);
+    for l in loaded.iter().filter(|l| behind(l)) {
+        let verb = if include_behind { "keeping (--include-behind)" } else { "leaving out" };
+        eprintln!("{verb} {}: its generator fell behind its schedule", l.path.display());
+    }
+    loaded.iter().filter(|l| include_behind || !behind(l)).cloned().collect()
+}
+
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();

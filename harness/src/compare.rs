@@ -43,6 +43,9 @@ pub struct CompareArgs {
     /// Divide each metric by this style's value from the same folder (a within-run ratio).
     #[arg(long)]
     pub normalize_by: Option<String>,
+    /// Also judge runs whose generator fell behind its schedule (left out by default).
+    #[arg(long)]
+    pub include_behind: bool,
     /// Metrics to compare: p50, p99, cpu (server CPU per request), syscalls and switches (per
     /// request, over the window), throughput.
     #[arg(long, value_delimiter = ',', default_value = "p50,p99,cpu,syscalls,switches,throughput")]
@@ -166,8 +169,11 @@ fn samples(loaded: &[Loaded], normalize_by: Option<&str>) -> Result<Samples> {
 }
 
 pub fn run(args: &CompareArgs) -> Result<()> {
-    let baseline = samples(&collection::load(&args.baseline)?, args.normalize_by.as_deref())?;
-    let current = samples(&collection::load(&args.current)?, args.normalize_by.as_deref())?;
+    let load = |paths: &[PathBuf]| -> Result<Vec<Loaded>> {
+        Ok(collection::on_schedule(&collection::load(paths)?, args.include_behind))
+    };
+    let baseline = samples(&load(&args.baseline)?, args.normalize_by.as_deref())?;
+    let current = samples(&load(&args.current)?, args.normalize_by.as_deref())?;
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     let unit = if args.normalize_by.is_some() { " (ratio)" } else { "" };

@@ -32,6 +32,9 @@ pub struct ReportArgs {
     /// Latency objective for the capacity knee: p99 at or below this, in ms.
     #[arg(long, default_value_t = 10.0)]
     pub slo_ms: f64,
+    /// Let runs whose generator fell behind its schedule count toward knees (left out by default).
+    #[arg(long)]
+    pub include_behind: bool,
 }
 
 /// One table row: an experiment's medians over its repeats, and how much they spread.
@@ -68,7 +71,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let rows = rows(&loaded);
-    let knees = knees(&rows, args.slo_ms * 1000.0);
+    let knees = knees(&self::rows(&collection::on_schedule(&loaded, args.include_behind)), args.slo_ms * 1000.0);
     let figures = plots::write_all(&loaded, &rows, &out)?;
     let report_md = out.join("report.md");
     // Figure links are relative to the markdown file they appear in: the last section is per file.

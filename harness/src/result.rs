@@ -54,6 +54,12 @@ pub struct RunResult {
     pub server_syscalls: Option<BTreeMap<String, u64>>,
     /// Flood propagation delay over all servers (receive time − origin receive time), if measured.
     pub propagation_us: Option<Latency>,
+    /// Whether the generator kept its schedule (open loop only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_lag: Option<SendLag>,
+    /// The generator's connects (initial and reconnects), from `connect(2)` to established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<Latency>,
     /// The run was cut short (Ctrl-C): reports and comparisons skip it.
     #[serde(default)]
     pub interrupted: bool,
@@ -229,6 +235,23 @@ pub struct Summary {
     /// Over all commands: from the intended send time (open loop) or the actual one (closed loop).
     /// Requests that timed out are in it at no less than the timeout (and counted in `errors`).
     pub latency_us: Percentiles,
+}
+
+/// Actual send time − intended send time, split by whose fault it was, for the requests intended in
+/// the window.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendLag {
+    /// The generator's own lateness: how long after its intended time the generator's loop wrote the
+    /// request into its connection's buffer.
+    pub own_us: Latency,
+    /// Back-pressure: how long the request's bytes then waited for a socket that would not take them
+    /// (the server not reading, or a connection still being established). The server's doing; part
+    /// of the measured latency.
+    pub socket_wait_us: Latency,
+    /// `own_us` p99 above 1 ms: the generator fell behind its schedule by its own fault, so the
+    /// latency is partly its own. Knees and compare verdicts leave such runs out unless asked.
+    pub fell_behind: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]

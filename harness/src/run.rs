@@ -479,6 +479,8 @@ fn build_result(
         generator_window: collected.generator_window,
         server_syscalls: collected.server_syscalls,
         propagation_us,
+        send_lag: outcome.send_lag,
+        connect_us: outcome.connect_us,
         interrupted,
     })
 }

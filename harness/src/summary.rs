@@ -29,7 +29,17 @@ pub fn print(r: &RunResult) {
     if let Some(p) = &r.propagation_us {
         latency.add_row(row("flood propagation", p.count, &p.percentiles_us));
     }
+    if let Some(lag) = &r.send_lag {
+        latency.add_row(row("send lag: generator", lag.own_us.count, &lag.own_us.percentiles_us));
+        latency.add_row(row("send lag: socket wait", lag.socket_wait_us.count, &lag.socket_wait_us.percentiles_us));
+    }
+    if let Some(c) = &r.connect_us {
+        latency.add_row(row("connect", c.count, &c.percentiles_us));
+    }
     eprintln!("{latency}");
+    if let Some(lag) = r.send_lag.as_ref().filter(|l| l.fell_behind) {
+        eprintln!("{}", crate::load::send_lag_line(lag));
+    }
 
     let errors: Vec<String> = r.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
     if !errors.is_empty() {

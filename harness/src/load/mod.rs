@@ -26,7 +26,7 @@ use hdrhistogram::Histogram;
 use herd_core::Timestamp;
 
 use crate::counters::WindowProbe;
-use crate::result::{Latency, Percentiles, Summary, TimelinePoint};
+use crate::result::{Latency, Percentiles, SendLag, Summary, TimelinePoint};
 use crate::serve::Mode;
 use crate::units::Load;
 use crate::workload::Workload;
@@ -60,6 +60,9 @@ pub struct LoadOutcome {
     pub commands: BTreeMap<String, Latency>,
     pub errors: BTreeMap<String, u64>,
     pub timeline: Vec<TimelinePoint>,
+    /// Open loop only.
+    pub send_lag: Option<SendLag>,
+    pub connect_us: Option<Latency>,
 }
 
 /// Announces every client of a herd workload (one IAMAT each, spread over the servers) and waits for
@@ -185,7 +188,11 @@ fn merge(
     let mut warmup_errors = 0;
     let mut completed = 0;
     let mut timeline: Vec<worker::Second> = Vec::new();
+    let [mut own, mut socket_wait, mut connect] = std::array::from_fn(|_| herd_core::stats::new_histogram());
     for r in reports {
+        let _ = own.add(&r.own_lag);
+        let _ = socket_wait.add(&r.socket_wait);
+        let _ = connect.add(&r.connect);
         for (into, from) in latency.iter_mut().zip(&r.latency) {
             let _ = into.add(from);
         }
@@ -222,9 +229,16 @@ fn merge(
         warmup_errors,
         latency_us: Percentiles::of(&all),
     };
+    let send_lag = spec.load.offered_rps().map(|_| SendLag {
+        fell_behind: own.value_at_quantile(0.99) > worker::FELL_BEHIND_P99_US,
+        own_us: Latency::from_histogram(&own),
+        socket_wait_us: Latency::from_histogram(&socket_wait),
+    });
     LoadOutcome {
         started_at,
         summary,
+        send_lag,
+        connect_us: (!connect.is_empty()).then(|| Latency::from_histogram(&connect)),
         commands,
         errors: Failure::ALL.iter().map(|f| (f.name().to_owned(), errors[f.index()])).collect(),
         timeline: timeline
@@ -286,7 +300,30 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     for (k, n) in outcome.errors.iter().filter(|(_, n)| **n > 0) {
         println!("  {k}: {n}");
     }
+    if let Some(lag) = &outcome.send_lag {
+        println!("{}", send_lag_line(lag));
+    }
     Ok(())
+}
+
+/// One line on how the generator kept its schedule, with a warning when it fell behind.
+pub fn send_lag_line(lag: &SendLag) -> String {
+    let (own, wait) = (&lag.own_us.percentiles_us, &lag.socket_wait_us.percentiles_us);
+    let line = format!(
+        "send lag µs: generator's own p50 {} p99 {} max {}; socket wait (back-pressure) p50 {} p99 {} max {}",
+        own.p50, own.p99, own.max, wait.p50, wait.p99, wait.max
+    );
+    if lag.fell_behind {
+        format!(
+            "{line}\nWARNING: the generator fell behind its own schedule (own lateness p99 {} µs > {} µs): part of \
+             this latency is the generator's; knees and compare leave this run out (give it more CPU, \
+             --gen-threads, or a lower --load)",
+            own.p99,
+            worker::FELL_BEHIND_P99_US
+        )
+    } else {
+        line
+    }
 }
 
 /// Generator flags shared by `run` and `load`.
@@ -435,23 +472,83 @@ mod tests {
         addr
     }
 
-    #[test]
-    fn timed_out_requests_are_in_the_latency_at_no_less_than_the_timeout() {
-        let timeout = Duration::from_millis(200);
-        let spec = LoadSpec {
-            targets: vec![Target { addr: silent_server(), name: None }],
-            connections: 2,
-            load: Load::Rate(40.0),
+    /// An echo server that answers one `size`-byte message every `every`, through a small receive
+    /// buffer: far below what the generator offers, so the generator's sockets fill.
+    fn slow_echo_server(size: usize, every: Duration) -> SocketAddr {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let small: libc::c_int = 4096;
+        // SAFETY: a valid socket, an int option of the right size.
+        let set = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const small).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "SO_RCVBUF");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut message = vec![0; size];
+                    while std::io::Read::read_exact(&mut &stream, &mut message).is_ok() {
+                        std::thread::sleep(every);
+                        if (&stream).write_all(&message).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn echo_spec(addr: SocketAddr, rate: f64, duration: Duration, timeout: Duration) -> LoadSpec {
+        LoadSpec {
+            targets: vec![Target { addr, name: None }],
+            connections: 1,
+            load: Load::Rate(rate),
             arrival: Arrival::Uniform,
             pipeline: 1,
             warmup: Duration::ZERO,
-            duration: Duration::from_secs(1),
+            duration,
             timeout,
             threads: 1,
             seed: 1,
             workload: Workload::load("echo").expect("the echo workload"),
             show_errors: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_server_that_cannot_keep_up_shows_as_socket_wait_not_as_generator_lateness() {
+        // 32 KiB messages: 400 of them are more than the kernel's socket buffers hold (4 MiB at most).
+        let server = slow_echo_server(32 * 1024, Duration::from_millis(4));
+        let mut spec = echo_spec(server, 1000.0, Duration::from_millis(400), Duration::from_secs(10));
+        spec.workload.message_bytes = 32 * 1024;
+        let outcome = generate(&spec, &Progress::default(), &AtomicBool::new(false), None).expect("runs");
+        assert_eq!(outcome.summary.errors, 0, "{:?}", outcome.errors);
+        let lag = outcome.send_lag.expect("an open loop records its send lag");
+        let (own, wait) = (lag.own_us.percentiles_us, lag.socket_wait_us.percentiles_us);
+        assert_eq!(lag.own_us.count, 400, "every request intended in the window");
+        assert_eq!(lag.socket_wait_us.count, 400, "every request's bytes left, late or not");
+        // The server takes 250 messages/s of the 1,000/s offered: by the window's end, requests
+        // wait hundreds of milliseconds for the socket. The generator itself was on time.
+        assert!(wait.p99 >= 100_000, "socket wait p99 {} µs: the back-pressure was not seen", wait.p99);
+        assert!(own.p99 * 10 < wait.p99, "own lateness p99 {} µs against socket wait {} µs", own.p99, wait.p99);
+        assert_eq!(lag.fell_behind, own.p99 > worker::FELL_BEHIND_P99_US);
+        let connects = outcome.connect_us.expect("the connect is timed");
+        assert_eq!(connects.count, 1);
+    }
+
+    #[test]
+    fn timed_out_requests_are_in_the_latency_at_no_less_than_the_timeout() {
+        let timeout = Duration::from_millis(200);
+        let mut spec = echo_spec(silent_server(), 40.0, Duration::from_secs(1), timeout);
+        spec.connections = 2;
         let outcome = generate(&spec, &Progress::default(), &AtomicBool::new(false), None).expect("runs");
         let timeouts = outcome.errors.get("timeout").copied().unwrap_or(0);
         assert!(timeouts > 0, "nothing timed out: {:?}", outcome.errors);

@@ -7,6 +7,19 @@
 //!
 //! Replies come back in order on each connection, so each connection keeps a FIFO of what it is
 //! waiting for; every reply is checked against the head of that FIFO.
+//!
+//! # Did the generator keep up?
+//! In an open loop every request sent inside the window leaves two numbers (`send_lag` in the
+//! result): its **own lateness**, how long after its intended time the loop got to it (a timer
+//! that woke late, a loop busy with replies, a starved CPU: the generator's fault), and its
+//! **socket wait**, how long its bytes then waited for a socket that would not take them (the
+//! server not reading: back-pressure, the server's doing, and part of its latency). A run whose own
+//! lateness has a p99 above [`FELL_BEHIND_P99_US`] is marked: its latency is partly the generator's.
+//!
+//! # Connecting
+//! Every connect is non-blocking (a dropped SYN must not stall the loop) and timed from
+//! `connect(2)` to established; the initial connections are opened [`CONNECT_IN_FLIGHT`] at a time
+//! (a server's accept backlog is finite), before the clock starts.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -29,6 +42,14 @@ const TIMER: Token = Token(usize::MAX);
 const HOUSEKEEPING: Duration = Duration::from_millis(20);
 const RECONNECT_AFTER: Duration = Duration::from_millis(100);
 const MAX_REPLY: usize = 8 * 1024 * 1024;
+/// A connect not established after this is abandoned (retried later, or an error at start-up).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Initial connects in flight at once.
+pub const CONNECT_IN_FLIGHT: usize = 32;
+/// Own lateness above this at p99 means the generator fell behind its schedule. A millisecond: ten
+/// times what a timer wake-up costs on an idle core, and below the latencies herdbench reports
+/// (it would show in any of them).
+pub const FELL_BEHIND_P99_US: u64 = 1_000;
 
 /// A server the generator talks to.
 #[derive(Debug, Clone)]
@@ -129,6 +150,12 @@ pub struct ThreadReport {
     pub warmup_errors: u64,
     /// Replies received inside the measured window.
     pub completed_in_window: u64,
+    /// Open loop, requests intended in the window: how late the loop got to each (µs).
+    pub own_lag: Histogram<u64>,
+    /// Open loop, requests intended in the window: how long each then waited for its socket (µs).
+    pub socket_wait: Histogram<u64>,
+    /// Every established connect, from `connect(2)` to established (µs).
+    pub connect: Histogram<u64>,
 }
 
 struct Pending {
@@ -137,8 +164,25 @@ struct Pending {
     intended: Instant,
 }
 
+/// A request whose bytes have not all left. `attempt`: when the generator first tried to send it
+/// (when it flushed, or when it queued it behind a socket that was refusing bytes or still
+/// connecting): lateness before it is the generator's own, waiting after it is the socket's.
+struct Unwritten {
+    end: usize,
+    intended: Instant,
+    attempt: Option<Instant>,
+    /// Intended inside the window of an open loop: its send lag is recorded.
+    measured: bool,
+}
+
 struct Conn {
     stream: Option<TcpStream>,
+    /// Since when `stream` is connecting (non-blocking connect, not yet established).
+    connecting: Option<Instant>,
+    /// Requests whose bytes are still (partly) in `out`, oldest first.
+    unwritten: VecDeque<Unwritten>,
+    /// The socket refused bytes (`WouldBlock`) and has not taken them all since.
+    blocked: bool,
     target: usize,
     out: Vec<u8>,
     out_pos: usize,
@@ -153,9 +197,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: Option<TcpStream>, target: usize, source: RequestSource, retry_at: Instant) -> Self {
+    fn new(target: usize, source: RequestSource, retry_at: Instant) -> Self {
         Self {
-            stream,
+            stream: None,
+            connecting: None,
+            unwritten: VecDeque::new(),
+            blocked: false,
             target,
             out: Vec::with_capacity(4096),
             out_pos: 0,
@@ -195,31 +242,89 @@ pub fn run(
     let connected = connect_all(plan);
     // Every thread reaches the start line, even one that failed, so none waits forever.
     let window = start_line.wait();
-    let (poll, conns) = connected?;
+    let (poll, conns, connects) = connected?;
     let mut generator = Generator::new(plan, progress, window, poll, conns);
+    generator.report.connect = connects;
     generator.event_loop(stop)?;
     Ok(generator.report)
 }
 
-/// Opens this thread's connections (before the clock starts).
-fn connect_all(plan: &ThreadPlan) -> io::Result<(Poll, Vec<Conn>)> {
-    let poll = Poll::new()?;
-    let mut conns = Vec::with_capacity(plan.conns.len());
-    for (i, &(target, number)) in plan.conns.iter().enumerate() {
-        let addr = plan.targets[target].addr;
-        let mut stream = connect(addr).map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
-        poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number));
-        conns.push(Conn::new(Some(stream), target, source, Instant::now()));
+/// The generator tries to send `u` at `at`: its own lateness is over.
+fn record_attempt(u: &mut Unwritten, at: Instant, own_lag: &mut Histogram<u64>) {
+    u.attempt = Some(at);
+    if u.measured {
+        own_lag.saturating_record((at.saturating_duration_since(u.intended).as_micros() as u64).max(1));
     }
-    Ok((poll, conns))
 }
 
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_nodelay(true)?;
-    s.set_nonblocking(true)?;
-    Ok(TcpStream::from_std(s))
+/// Opens this thread's connections before the clock starts, [`CONNECT_IN_FLIGHT`] at a time.
+/// Returns them established, with the time each connect took.
+fn connect_all(plan: &ThreadPlan) -> io::Result<(Poll, Vec<Conn>, Histogram<u64>)> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut connects = herd_core::stats::new_histogram();
+    let mut conns: Vec<Conn> = Vec::with_capacity(plan.conns.len());
+    let failed = |addr: SocketAddr, e: io::Error| io::Error::new(e.kind(), format!("connecting to {addr}: {e}"));
+    let mut established = 0;
+    while established < plan.conns.len() {
+        while conns.len() < plan.conns.len() && conns.len() - established < CONNECT_IN_FLIGHT {
+            let (target, number) = plan.conns[conns.len()];
+            let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number));
+            let mut conn = Conn::new(target, source, Instant::now());
+            let addr = plan.targets[target].addr;
+            conn.start_connect(&poll, Token(conns.len()), addr).map_err(|e| failed(addr, e))?;
+            conns.push(conn);
+        }
+        poll.poll(&mut events, Some(HOUSEKEEPING))?;
+        for event in &events {
+            let conn = &mut conns[event.token().0];
+            let addr = plan.targets[conn.target].addr;
+            if let Some(took) = conn.finish_connect().map_err(|e| failed(addr, e))? {
+                connects.saturating_record(took.as_micros().max(1) as u64);
+                established += 1;
+            }
+        }
+        let now = Instant::now();
+        if let Some(late) = conns.iter().find(|c| c.connecting.is_some_and(|t| now - t > CONNECT_TIMEOUT)) {
+            return Err(failed(plan.targets[late.target].addr, io::ErrorKind::TimedOut.into()));
+        }
+    }
+    Ok((poll, conns, connects))
+}
+
+impl Conn {
+    /// Starts a non-blocking connect; the stream is writable once it is established or failed.
+    fn start_connect(&mut self, poll: &Poll, token: Token, addr: SocketAddr) -> io::Result<()> {
+        let mut stream = TcpStream::connect(addr)?;
+        poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.stream = Some(stream);
+        self.connecting = Some(Instant::now());
+        self.sent_here = 0;
+        Ok(())
+    }
+
+    /// After an event on a connecting stream: `Some(time it took)` once established, `None` while
+    /// still connecting (or not connecting at all), an error if the connect failed.
+    fn finish_connect(&mut self) -> io::Result<Option<Duration>> {
+        let (Some(stream), Some(since)) = (&self.stream, self.connecting) else { return Ok(None) };
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        match stream.peer_addr() {
+            Ok(_) => {
+                stream.set_nodelay(true)?;
+                self.connecting = None;
+                Ok(Some(since.elapsed()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Connected, not connecting, and under its request allowance when connections churn.
+    fn ready(&self, cap: u32) -> bool {
+        self.stream.is_some() && self.connecting.is_none() && (cap == 0 || self.sent_here < cap)
+    }
 }
 
 impl<'a> Generator<'a> {
@@ -232,6 +337,9 @@ impl<'a> Generator<'a> {
             errors: [0; Failure::ALL.len()],
             warmup_errors: 0,
             completed_in_window: 0,
+            own_lag: herd_core::stats::new_histogram(),
+            socket_wait: herd_core::stats::new_histogram(),
+            connect: herd_core::stats::new_histogram(),
         };
         let message = RequestSource::new(&plan.workload, SplitMix64::new(0)).message().to_vec();
         Self { plan, window, poll, conns, report, cursor: 0, unreported: (0, 0), progress, message, shown_errors: 0 }
@@ -264,6 +372,8 @@ impl<'a> Generator<'a> {
         }
         let mut end = self.window.end;
         let mut events = Events::with_capacity(1024);
+        // Connections given requests by this round of the schedule, flushed together after it.
+        let mut to_flush = Vec::new();
         let mut next_housekeeping = Instant::now();
         loop {
             let now = Instant::now();
@@ -271,22 +381,20 @@ impl<'a> Generator<'a> {
                 end = now;
             }
             if let Some(schedule) = &mut schedule {
-                let mut sent_any = false;
                 while schedule.peek() <= now && schedule.peek() < end {
                     let intended = schedule.advance();
                     if let Some(c) = self.next_conn().or_else(|| self.add_churn_conn(now)) {
+                        let idle = self.conns[c].out_pos == self.conns[c].out.len();
                         self.send(c, intended);
-                        sent_any = true;
+                        if idle {
+                            to_flush.push(c);
+                        }
                     } else {
                         self.fail(Failure::NotSent, intended, now);
                     }
                 }
-                if sent_any {
-                    for c in 0..self.conns.len() {
-                        if self.conns[c].out.len() > self.conns[c].out_pos {
-                            self.flush(c);
-                        }
-                    }
+                for c in to_flush.drain(..) {
+                    self.flush(c);
                 }
                 if schedule.peek() < end {
                     timer.arm(schedule.peek())?;
@@ -311,6 +419,7 @@ impl<'a> Generator<'a> {
             for event in &events {
                 match event.token() {
                     TIMER => timer.clear(),
+                    Token(c) if self.conns[c].connecting.is_some() => self.connect_event(c),
                     Token(c) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(c, end);
@@ -332,16 +441,34 @@ impl<'a> Generator<'a> {
         for _ in 0..n {
             let c = self.cursor;
             self.cursor = (self.cursor + 1) % n;
-            let conn = &self.conns[c];
-            if conn.stream.is_some() && (cap == 0 || conn.sent_here < cap) {
+            if self.conns[c].ready(cap) {
                 return Some(c);
             }
         }
         None
     }
 
+    /// An event on a connecting stream: established (a closed loop fills its pipeline; anything
+    /// queued goes out), still connecting, or failed (what was queued on it was never sent).
+    fn connect_event(&mut self, c: usize) {
+        match self.conns[c].finish_connect() {
+            Ok(Some(took)) => {
+                self.report.connect.saturating_record(took.as_micros().max(1) as u64);
+                if self.plan.rate.is_none() {
+                    for _ in 0..self.plan.pipeline {
+                        self.send(c, Instant::now());
+                    }
+                }
+                self.flush(c);
+            }
+            Ok(None) => {}
+            Err(_) => self.disconnect(c, Failure::NotSent, Instant::now()),
+        }
+    }
+
     /// Connection churn in an open loop: when every connection is busy, arrivals do not wait for
-    /// one (that would be coordinated omission); a new connection is opened, up to 16× the plan.
+    /// one (that would be coordinated omission); a new connection is opened, up to 16× the plan,
+    /// and the request waits on it until it is established (a new client connects, then asks).
     fn add_churn_conn(&mut self, now: Instant) -> Option<usize> {
         let plan = self.plan;
         if plan.workload.requests_per_connection == 0 || self.conns.len() >= plan.conns.len() * 16 {
@@ -351,7 +478,7 @@ impl<'a> Generator<'a> {
         let target = c % plan.targets.len();
         let stream_number = (plan.index as u64) << 32 | c as u64;
         let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed ^ 0xC0FFEE, stream_number));
-        self.conns.push(Conn::new(None, target, source, now));
+        self.conns.push(Conn::new(target, source, now));
         self.reconnect(c, now);
         self.conns[c].stream.is_some().then_some(c)
     }
@@ -371,6 +498,8 @@ impl<'a> Generator<'a> {
         conn.in_end = 0;
         conn.out.clear();
         conn.out_pos = 0;
+        conn.unwritten.clear();
+        conn.blocked = false;
         if now < self.window.end {
             self.reconnect(c, now);
         }
@@ -383,19 +512,47 @@ impl<'a> Generator<'a> {
         let wall = Timestamp::from_system_time(SystemTime::now());
         let (kind, expect) = conn.source.write_next(&mut conn.out, wall);
         conn.pending.push_back(Pending { kind, expect, intended });
+        let measured = self.plan.rate.is_some() && intended >= self.window.measure_start && intended < self.window.end;
+        let mut u = Unwritten { end: conn.out.len(), intended, attempt: None, measured };
+        if conn.blocked || conn.connecting.is_some() {
+            // The generator is ready; the socket is not.
+            record_attempt(&mut u, Instant::now(), &mut self.report.own_lag);
+        }
+        conn.unwritten.push_back(u);
     }
 
+    /// Writes what the socket takes. Send lag: requests not tried before are tried now (their own
+    /// lateness ends here); each request whose last byte leaves has its socket wait recorded.
     fn flush(&mut self, c: usize) {
         let conn = &mut self.conns[c];
         let Some(stream) = &mut conn.stream else { return };
+        if conn.connecting.is_some() {
+            return; // written once established
+        }
+        let start = Instant::now();
+        for u in conn.unwritten.iter_mut().rev().take_while(|u| u.attempt.is_none()) {
+            record_attempt(u, start, &mut self.report.own_lag);
+        }
         while conn.out_pos < conn.out.len() {
             match stream.write(&conn.out[conn.out_pos..]) {
                 Ok(n) => conn.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.blocked = true;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.disconnect(c, Failure::Disconnect, Instant::now()),
             }
+            let now = Instant::now();
+            while let Some(u) = conn.unwritten.front().filter(|u| u.end <= conn.out_pos) {
+                if let (true, Some(attempt)) = (u.measured, u.attempt) {
+                    let waited = now.saturating_duration_since(attempt).as_micros() as u64;
+                    self.report.socket_wait.saturating_record(waited.max(1));
+                }
+                conn.unwritten.pop_front();
+            }
         }
+        conn.blocked = false;
         conn.out.clear();
         conn.out_pos = 0;
     }
@@ -535,6 +692,9 @@ impl<'a> Generator<'a> {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         let lost: Vec<Pending> = conn.pending.drain(..).collect();
+        conn.connecting = None;
+        conn.unwritten.clear();
+        conn.blocked = false;
         conn.out.clear();
         conn.out_pos = 0;
         conn.in_start = 0;
@@ -545,7 +705,8 @@ impl<'a> Generator<'a> {
             // The first request failed as `failure`; the others lost their connection, except
             // those that had also waited past the timeout themselves.
             let timed_out = failure == Failure::Timeout && now.saturating_duration_since(p.intended) > timeout;
-            let f = if i == 0 || timed_out { failure } else { Failure::Disconnect };
+            // (A connect that failed sent nothing: all of them were not sent.)
+            let f = if i == 0 || timed_out || failure == Failure::NotSent { failure } else { Failure::Disconnect };
             if f == Failure::Timeout {
                 // A client waited at least this long: the percentiles must say so, not skip it.
                 self.record_latency(p.kind, p.intended, now.max(p.intended + timeout));
@@ -554,21 +715,17 @@ impl<'a> Generator<'a> {
         }
     }
 
-    /// One attempt to bring connection `c` back; a closed loop refills its pipeline.
+    /// One attempt to bring connection `c` back: a non-blocking connect, finished by
+    /// [`Self::connect_event`] (a closed loop refills its pipeline there).
     fn reconnect(&mut self, c: usize, now: Instant) {
         let conn = &mut self.conns[c];
         conn.retry_at = now + RECONNECT_AFTER;
-        let Ok(mut stream) = connect(self.plan.targets[conn.target].addr) else { return };
-        if self.poll.registry().register(&mut stream, Token(c), Interest::READABLE | Interest::WRITABLE).is_err() {
-            return;
-        }
-        conn.stream = Some(stream);
-        conn.sent_here = 0;
-        if self.plan.rate.is_none() {
-            for _ in 0..self.plan.pipeline {
-                self.send(c, now);
+        let addr = self.plan.targets[conn.target].addr;
+        if conn.start_connect(&self.poll, Token(c), addr).is_err() {
+            if let Some(mut stream) = conn.stream.take() {
+                let _ = self.poll.registry().deregister(&mut stream);
             }
-            self.flush(c);
+            conn.connecting = None;
         }
     }
 
@@ -579,6 +736,8 @@ impl<'a> Generator<'a> {
             let conn = &self.conns[c];
             if conn.pending.front().is_some_and(|p| now.saturating_duration_since(p.intended) > timeout) {
                 self.disconnect(c, Failure::Timeout, now);
+            } else if conn.connecting.is_some_and(|since| now - since > CONNECT_TIMEOUT) {
+                self.disconnect(c, Failure::NotSent, now); // a connect that never completed
             }
             if self.conns[c].stream.is_none() && now >= self.conns[c].retry_at && now < self.window.end {
                 self.reconnect(c, now);
