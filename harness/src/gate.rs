@@ -23,7 +23,9 @@
 //!
 //! Each run of the baseline is a separate invocation of the same light experiment, so the band
 //! covers what changes between invocations (ports, thread placement, a busier machine), not just
-//! between rounds of one. The experiment itself is recorded, and a check against a baseline of a
+//! between rounds of one; and it takes many: a band drawn from five runs was crossed by one of the
+//! next ten (async-std's voluntary switches, +3.2 % against ±3.0 %), so the committed baseline is
+//! drawn from fifteen. The experiment itself is recorded, and a check against a baseline of a
 //! different experiment is refused.
 
 use std::collections::BTreeMap;

@@ -269,6 +269,10 @@ pub struct LoadArgs {
     /// Override the workload's mode (`echo` switches to the echo workload).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+    /// Also measure this process (the server under load, e.g. the C reference) over the measured
+    /// window only: its CPU and context switches per reply, printed as a `probe` line. Repeatable.
+    #[arg(long = "probe-pid")]
+    pub probe_pids: Vec<i32>,
     #[command(flatten)]
     pub common: GeneratorArgs,
 }
@@ -285,7 +289,8 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, std::sync::Arc::clone(&stop))?;
     let progress = Progress::default();
-    let outcome = generate(&spec, &progress, &stop, None)?;
+    let probe = (!args.probe_pids.is_empty()).then(|| WindowProbe::new(args.probe_pids.clone()));
+    let outcome = generate(&spec, &progress, &stop, probe.as_ref())?;
     let s = &outcome.summary;
     println!(
         "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",
@@ -302,6 +307,18 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     }
     if let Some(lag) = &outcome.send_lag {
         println!("{}", send_lag_line(lag));
+    }
+    for (pid, window) in args.probe_pids.iter().zip(probe.map(|p| p.deltas()).unwrap_or_default()) {
+        let Some(w) = window else { bail!("could not read process {pid} at both edges of the window") };
+        let per = |v: f64| v / s.requests.max(1) as f64;
+        println!(
+            "probe pid={pid} cpu_us_per_reply={:.3} user_s={:.2} sys_s={:.2} voluntary_switches_per_reply={:.3} involuntary_switches_per_reply={:.3}",
+            per(w.cpu_s() * 1e6),
+            w.cpu_user_s,
+            w.cpu_sys_s,
+            per(w.voluntary_switches as f64),
+            per(w.involuntary_switches as f64)
+        );
     }
     Ok(())
 }

@@ -108,13 +108,14 @@ impl RequestSource {
         Self { rng, workload: workload.clone(), message, fresh }
     }
 
-    /// Appends the next request to `out` and says how to check its reply. `now` is the wall clock
-    /// at sending, used as the IAMAT client time.
-    pub fn write_next(&mut self, out: &mut Vec<u8>, now: Timestamp) -> (Kind, Expect) {
+    /// Appends the next request to `out` and says how to check its reply. `now` reads the wall
+    /// clock at sending, the IAMAT client time (an echo never asks).
+    pub fn write_next(&mut self, out: &mut Vec<u8>, now: impl FnOnce() -> Timestamp) -> (Kind, Expect) {
         if self.workload.mode == Mode::Echo {
             out.extend_from_slice(&self.message);
             return (Kind::Echo, Expect::Echo);
         }
+        let now = now();
         let w = &self.workload;
         let client = self.rng.range(0, u64::from(w.clients) - 1) as u32;
         let pick = self.rng.range(1, u64::from(w.iamat + w.whatsat));
@@ -259,7 +260,7 @@ mod tests {
             let mut src = RequestSource::new(&w, SplitMix64::new(seed));
             let mut out = Vec::new();
             for _ in 0..100 {
-                src.write_next(&mut out, Timestamp::from_nanos(1));
+                src.write_next(&mut out, || Timestamp::from_nanos(1));
             }
             out
         };

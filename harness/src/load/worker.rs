@@ -509,10 +509,13 @@ impl<'a> Generator<'a> {
     fn send(&mut self, c: usize, intended: Instant) {
         let conn = &mut self.conns[c];
         conn.sent_here += 1;
-        let wall = Timestamp::from_system_time(SystemTime::now());
+        let wall = || Timestamp::from_system_time(SystemTime::now());
         let (kind, expect) = conn.source.write_next(&mut conn.out, wall);
         conn.pending.push_back(Pending { kind, expect, intended });
-        let measured = self.plan.rate.is_some() && intended >= self.window.measure_start && intended < self.window.end;
+        if self.plan.rate.is_none() {
+            return; // a closed loop has no schedule to keep
+        }
+        let measured = intended >= self.window.measure_start && intended < self.window.end;
         let mut u = Unwritten { end: conn.out.len(), intended, attempt: None, measured };
         if conn.blocked || conn.connecting.is_some() {
             // The generator is ready; the socket is not.
@@ -529,9 +532,11 @@ impl<'a> Generator<'a> {
         if conn.connecting.is_some() {
             return; // written once established
         }
-        let start = Instant::now();
-        for u in conn.unwritten.iter_mut().rev().take_while(|u| u.attempt.is_none()) {
-            record_attempt(u, start, &mut self.report.own_lag);
+        if conn.unwritten.back().is_some_and(|u| u.attempt.is_none()) {
+            let start = Instant::now();
+            for u in conn.unwritten.iter_mut().rev().take_while(|u| u.attempt.is_none()) {
+                record_attempt(u, start, &mut self.report.own_lag);
+            }
         }
         while conn.out_pos < conn.out.len() {
             match stream.write(&conn.out[conn.out_pos..]) {
@@ -543,7 +548,7 @@ impl<'a> Generator<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.disconnect(c, Failure::Disconnect, Instant::now()),
             }
-            let now = Instant::now();
+            let now = if conn.unwritten.is_empty() { continue } else { Instant::now() };
             while let Some(u) = conn.unwritten.front().filter(|u| u.end <= conn.out_pos) {
                 if let (true, Some(attempt)) = (u.measured, u.attempt) {
                     let waited = now.saturating_duration_since(attempt).as_micros() as u64;
