@@ -30,6 +30,8 @@ out=${OUT:-target/cpu-at-rate/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 rows="$out/rows.tsv"
 : > "$rows"
+server=
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null' EXIT
 for i in $(seq "$rounds"); do
   port=$(( 20000 + RANDOM % 20000 ))
   taskset -c "$last" "$ref/echo_epoll" "$port" &
@@ -38,6 +40,7 @@ for i in $(seq "$rounds"); do
   taskset -c 0 target/release/harness load --addr "127.0.0.1:$port" --workload echo --load "$rate" \
     --connections 256 --warmup 1s --duration "${secs}s" --probe-pid "$server" > "$out/echo_epoll-$i.txt"
   kill "$server"; wait "$server" 2>/dev/null || true
+  server=
   python3 - "$out/echo_epoll-$i.txt" "$i" >> "$rows" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
@@ -50,7 +53,8 @@ PY
     target/release/harness run --impl "$style" --mode echo --threads 1 --load "$rate" --connections 256 \
       --warmup 1s --duration "${secs}s" --pin --output "$out/$style-$i.json" >/dev/null 2>&1 \
       || echo "cpu-at-rate: $style failed in round $i (see $out/$style-$i.json if written)" >&2
-    python3 - "$out/$style-$i.json" "$i" "$style" >> "$rows" <<'PY' || true
+    python3 - "$out/$style-$i.json" "$i" "$style" >> "$rows" <<'PY' \
+      || echo "cpu-at-rate: no row for $style in round $i (no result, or no window counters)" >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
 cpu = sum(s["window"]["cpu_user_s"] + s["window"]["cpu_sys_s"] for s in r["servers"])
@@ -69,7 +73,8 @@ by = {}
 for rnd, name, cpu, p50, p99, errors, behind in rows:
     e = ref[rnd]
     met = int(errors) == 0 and behind == "0" and e[6] == "0" and float(p99) <= 2 * float(e[4])
-    by.setdefault(name, []).append((float(cpu), float(cpu) / float(e[2]), int(p50), int(p99), met))
+    ratio = float(cpu) / float(e[2]) if float(e[2]) > 0 else float("nan")
+    by.setdefault(name, []).append((float(cpu), ratio, int(p50), int(p99), met))
 print(f"\nServer CPU per request at {sys.argv[2]} requests/s (echo, 1 thread, pinned; medians over rounds)\n")
 print("| server | CPU µs/request | ratio to echo_epoll (per round) | p50 µs | p99 µs | latency met |")
 print("|---|---|---|---|---|---|")

@@ -88,9 +88,6 @@ impl GateMetric {
     /// This metric of one result, or `None` if the result does not have it.
     pub fn of(self, r: &RunResult) -> Option<f64> {
         let requests = r.summary.requests as f64;
-        if requests == 0.0 {
-            return None;
-        }
         let total = match self {
             GateMetric::Syscalls => *r.server_syscalls.as_ref()?.get("all")? as f64,
             GateMetric::VoluntarySwitches => {
@@ -98,6 +95,13 @@ impl GateMetric {
             }
         };
         Some(total / requests)
+    }
+
+    const fn key(self) -> &'static str {
+        match self {
+            GateMetric::Syscalls => "syscalls",
+            GateMetric::VoluntarySwitches => "voluntary-switches",
+        }
     }
 
     fn label(self) -> &'static str {
@@ -153,6 +157,9 @@ fn run_medians(loaded: &[Loaded]) -> Result<(String, Medians)> {
         if experiment(&l.result) != exp {
             bail!("{} is {}, not {exp}: a gate run holds one experiment", l.path.display(), experiment(&l.result));
         }
+        if l.result.summary.requests == 0 {
+            bail!("{} answered no request: nothing to count per request", l.path.display());
+        }
         for metric in GateMetric::ALL {
             let value = metric.of(&l.result).with_context(|| {
                 format!(
@@ -174,6 +181,13 @@ fn run_medians(loaded: &[Loaded]) -> Result<(String, Medians)> {
 /// Builds a baseline from several runs' medians.
 pub fn record(runs: &[(String, Medians)], k: f64, floor: f64, git_commit: Option<String>) -> Result<Baseline> {
     let Some((exp, first)) = runs.first() else { bail!("no runs") };
+    if let Some((_, other)) = runs.iter().find(|(_, r)| !r.keys().eq(first.keys())) {
+        bail!(
+            "the runs do not hold the same styles ({} and {}): every run of a baseline runs every style",
+            first.keys().cloned().collect::<Vec<_>>().join(", "),
+            other.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let mut styles: BTreeMap<String, BTreeMap<GateMetric, Band>> = BTreeMap::new();
     for (style, metrics) in first {
         for metric in metrics.keys() {
@@ -187,6 +201,9 @@ pub fn record(runs: &[(String, Medians)], k: f64, floor: f64, git_commit: Option
                 })
                 .collect::<Result<_>>()?;
             let mid = median(&per_run);
+            if mid <= 0.0 || !mid.is_finite() {
+                bail!("{style}'s {} is {mid} per request: no band can be drawn around it", metric.key());
+            }
             let widest = per_run.iter().map(|v| (v / mid - 1.0).abs()).fold(0.0, f64::max);
             let band = Band { median: mid, band: (k * widest).max(floor), runs: per_run };
             styles.entry(style.clone()).or_default().insert(*metric, band);
@@ -227,6 +244,11 @@ pub fn check(
         bail!(
             "the baseline was recorded for {}, this run is {exp}: run scripts/gate.sh (or record a baseline for it)",
             baseline.experiment
+        );
+    }
+    if let Some(new) = current.keys().find(|s| !baseline.styles.contains_key(*s)) {
+        bail!(
+            "the gate run has {new}, which the baseline does not: record a baseline with it (scripts/gate.sh --record)"
         );
     }
     let mut rows = Vec::new();
@@ -361,6 +383,11 @@ mod tests {
         let b = record(&runs, 2.0, 0.03, None).expect("a baseline");
         let (exp, only_a) = run_of("herd-mixed 300", &[("a", 10.0, 1.0)]);
         assert!(check(&b, &exp, &only_a).expect_err("b is missing").to_string().contains("no b"));
+        let (exp, more) = run_of("herd-mixed 300", &[("a", 10.0, 1.0), ("b", 5.0, 1.0), ("c", 1.0, 1.0)]);
+        assert!(check(&b, &exp, &more).expect_err("c is new").to_string().contains("has c"));
+        let mut uneven = runs.clone();
+        uneven.push(run_of("herd-mixed 300", &[("a", 10.0, 1.0)]));
+        assert!(record(&uneven, 2.0, 0.03, None).is_err(), "a run without b");
         let (exp, other) = run_of("echo max", &[("a", 10.0, 1.0), ("b", 5.0, 1.0)]);
         assert!(
             check(&b, &exp, &other)

@@ -71,11 +71,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let rows = rows(&loaded);
-    let knees = knees(&self::rows(&collection::on_schedule(&loaded, args.include_behind)), args.slo_ms * 1000.0);
+    let on_schedule = collection::on_schedule(&loaded, args.include_behind);
+    let left_out = loaded.len() - on_schedule.len();
+    let knees = knees(&self::rows(&on_schedule), args.slo_ms * 1000.0);
     let figures = plots::write_all(&loaded, &rows, &out)?;
     let report_md = out.join("report.md");
     // Figure links are relative to the markdown file they appear in: the last section is per file.
-    let mut sections = sections(&loaded, &rows, &knees, args.slo_ms);
+    let mut sections = sections(&loaded, &rows, &knees, left_out, args.slo_ms);
     sections.push(figures_section(&figures, &report_md));
     let mut md = String::from("# herdbench results\n\n");
     for (name, text) in &sections {
@@ -151,7 +153,8 @@ fn fmt_us(v: f64) -> String {
 }
 
 /// The generated sections but the figures, by marker name, in order.
-fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], slo_ms: f64) -> Vec<(String, String)> {
+/// `left_out`: runs whose generator fell behind, left out of the knees.
+fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], left_out: usize, slo_ms: f64) -> Vec<(String, String)> {
     let mut out = Vec::new();
     out.push(("environment".to_owned(), environment(loaded)));
 
@@ -207,6 +210,13 @@ fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], slo_ms: f64) -> Vec
             k,
             "Capacity knee: the highest offered rate L such that every rate measured up to L had achieved ≥ 99 % of offered, no errors, no dropped floods and p99 ≤ {slo_ms} ms.\n"
         );
+        if left_out > 0 {
+            let _ = writeln!(
+                k,
+                "{left_out} of the {} runs are left out of the knees: their generator fell behind its schedule (own lateness p99 > 1 ms), so their latency is partly the generator's. The tables above still include them.\n",
+                loaded.len()
+            );
+        }
         let _ = writeln!(k, "| workload | style | threads | knee (requests/s) | loads tried |");
         let _ = writeln!(k, "|---|---|---|---:|---:|");
         for knee in knees {

@@ -104,6 +104,9 @@ pub struct Parameters {
     /// `--threads` passed to the servers; null means each style's own default.
     pub threads: Option<usize>,
     pub generator_threads: usize,
+    /// The generator threads' nice value, if set (`--gen-nice`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_nice: Option<i32>,
     /// Requests each connection keeps in flight in a closed loop.
     pub pipeline: usize,
     /// CPU sets when `--pin` was given.
@@ -251,6 +254,8 @@ pub struct SendLag {
     pub socket_wait_us: Latency,
     /// `own_us` p99 above 1 ms: the generator fell behind its schedule by its own fault, so the
     /// latency is partly its own. Knees and compare verdicts leave such runs out unless asked.
+    /// (A request lost to a disconnect after its attempt has an own lateness and no socket wait,
+    /// so the two counts can differ by the requests lost.)
     pub fell_behind: bool,
 }
 

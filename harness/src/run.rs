@@ -439,6 +439,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         seed: spec.seed,
         threads: point.threads,
         generator_threads: spec.threads,
+        generator_nice: spec.nice,
         pipeline: spec.pipeline,
         pinning,
         servers: herd.names(),

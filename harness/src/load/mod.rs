@@ -47,6 +47,8 @@ pub struct LoadSpec {
     pub duration: Duration,
     pub timeout: Duration,
     pub threads: usize,
+    /// Nice value of the generator threads (`None`: inherited).
+    pub nice: Option<i32>,
     pub seed: u64,
     pub workload: Workload,
     pub show_errors: usize,
@@ -121,6 +123,7 @@ pub fn generate(
             pipeline: spec.pipeline.max(1),
             timeout: spec.timeout,
             seed: spec.seed,
+            nice: spec.nice,
             show_errors: spec.show_errors,
         })
         .collect();
@@ -367,6 +370,12 @@ pub struct GeneratorArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     pub gen_threads: usize,
+    /// Nice value for the generator threads, -20 to 19 (below 0 needs root). On a machine the
+    /// servers saturate, a generator that waits for a CPU when its timer fires sends late and
+    /// reports its own lateness as the servers' latency (`send_lag` says how much); a negative
+    /// value lets it preempt them when it wakes.
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub gen_nice: Option<i32>,
     /// Seed for request contents and Poisson arrivals.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -408,6 +417,7 @@ impl GeneratorArgs {
             duration: self.duration,
             timeout: self.timeout,
             threads: self.gen_threads,
+            nice: self.gen_nice,
             seed: self.seed,
             workload,
             show_errors: self.show_errors,
@@ -534,6 +544,7 @@ mod tests {
             duration,
             timeout,
             threads: 1,
+            nice: None,
             seed: 1,
             workload: Workload::load("echo").expect("the echo workload"),
             show_errors: 0,

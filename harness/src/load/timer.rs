@@ -51,6 +51,17 @@ impl AsRawFd for Timer {
 }
 
 /// Asks the kernel to wake this thread's timers on time (the default slack is 50 µs).
+/// Sets the calling thread's nice value (Linux: per thread).
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no arguments; setpriority(PRIO_PROCESS, tid, n) changes only that thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("--gen-nice {nice}: {e} (a value below 0 needs root)")));
+    }
+    Ok(())
+}
+
 pub fn tighten_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK takes an integer argument and affects only the calling thread.
     unsafe {
