@@ -177,6 +177,15 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     std::fs::create_dir_all(&base_dir).expect("dir");
     std::fs::create_dir_all(&slow_dir).expect("dir");
     let mut result = run_into(&base_dir, &["--load", "300", "--connections", "4"]);
+    // Whether this run's generator kept its schedule depends on how busy the machine is, and this
+    // test is about verdicts: every variant below says it did, but `behind`, which says it did not.
+    result["send_lag"]["fell_behind"] = serde_json::json!(false);
+    std::fs::write(base_dir.join("result.json"), serde_json::to_vec(&result).expect("json")).expect("write");
+    let behind_dir = dir.join("behind");
+    std::fs::create_dir_all(&behind_dir).expect("dir");
+    let mut behind = result.clone();
+    behind["send_lag"]["fell_behind"] = serde_json::json!(true);
+    std::fs::write(behind_dir.join("result.json"), serde_json::to_vec(&behind).expect("json")).expect("write");
     // The same run with one server dropping flood lines: latency unchanged, the herd not.
     let lossy_dir = dir.join("lossy");
     std::fs::create_dir_all(&lossy_dir).expect("dir");
@@ -201,6 +210,14 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     let text = String::from_utf8_lossy(&worse.stdout);
     assert!(!worse.status.success(), "a tripled latency must fail the comparison:\n{text}");
     assert!(text.contains("regressed"), "{text}");
+
+    // A run whose generator fell behind is left out of verdicts, unless asked for.
+    let behind = behind_dir.to_str().expect("utf8");
+    let left_out = harness(&["compare", "--baseline", base, "--current", behind]);
+    let stderr = String::from_utf8_lossy(&left_out.stderr);
+    assert!(!left_out.status.success() && stderr.contains("leaving out"), "{stderr}");
+    let kept = harness(&["compare", "--baseline", base, "--current", behind, "--include-behind"]);
+    assert!(kept.status.success(), "{}", String::from_utf8_lossy(&kept.stderr));
 
     let lossy = harness(&["compare", "--baseline", base, "--current", lossy_dir.to_str().expect("utf8")]);
     let text = String::from_utf8_lossy(&lossy.stdout);
