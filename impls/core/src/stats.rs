@@ -29,7 +29,7 @@ pub struct ServerStats {
     pub upstream_connects: Arc<AtomicU64>,
     /// Kept-alive upstream connections found closed and retried once on a fresh one.
     pub upstream_stale_retries: Arc<AtomicU64>,
-    pub connections: AtomicU64,
+    pub connections: Arc<AtomicU64>,
     /// Connections closed at accept because the server held `max_connections` already.
     pub connections_refused: Arc<AtomicU64>,
     /// Clients evicted from the location store to make room (it held `max_clients`).
@@ -69,7 +69,7 @@ impl Default for ServerStats {
             upstream_errors: AtomicU64::new(0),
             upstream_connects: Arc::new(AtomicU64::new(0)),
             upstream_stale_retries: Arc::new(AtomicU64::new(0)),
-            connections: AtomicU64::new(0),
+            connections: Arc::new(AtomicU64::new(0)),
             connections_refused: Arc::new(AtomicU64::new(0)),
             store_evictions: AtomicU64::new(0),
             unauthenticated_at: AtomicU64::new(0),

@@ -8,9 +8,9 @@
 //! ```text
 //!  serve thread: task::block_on(accept loop) ──task::spawn──► connection task (one per client)
 //!                                                               loop {
-//!                                                                 read.await ──► LineFramer ──► Service::handle
-//!  async-std global executor: ASYNC_STD_THREAD_COUNT                ├─ reply bytes ──────────► OutputBuffer::push
-//!  threads, each block_on(run the shared executor)                  ├─ WHATSAT: write, PlacesCall driven .await ──► push
+//!                                                                 read.await ──► Session::poll: each line ──► Service::handle
+//!  async-std global executor: ASYNC_STD_THREAD_COUNT                ├─ reply ──► OutputBuffer, one poll_write at flush_at
+//!  threads, each block_on(run the shared executor)                  ├─ WHATSAT: upstream::fetch(..).await ──► Session::complete
 //!  async-io reactor: driven by an idle block_on thread              └─ flood ──FloodLinks::send──► channel(1) ──► link task
 //!                                                                 write what the socket takes; while bytes are owed,
 //!                                                                 race { write, read if may_read, stall deadline }
@@ -25,25 +25,28 @@
 //! `async_std::io::{ReadExt, WriteExt}`, `task::spawn`, `task::sleep`, `future::timeout`, so the
 //! code reads like the thread-per-request style with `.await` added.
 //!
-//! Order comes for free. A connection task handles its lines one after another and awaits a
-//! WHATSAT's upstream call inline, so the requests of one connection take effect in order (a
-//! WHATSAT sees the IAMAT before it) and replies leave in order: the task uses
-//! [`OutputBuffer::push`], never the reordering half of the buffer.
+//! Order comes for free. A connection task hands what it reads to herd-core's [`Session`], which
+//! handles the lines one after another and stops at a WHATSAT until the task has awaited the
+//! upstream answer inline, so the requests of one connection take effect in order (a WHATSAT sees
+//! the IAMAT before it) and replies leave in order.
 //!
-//! Every rule around the protocol is herd-core's policy layer, driven from here:
-//! [`OutputBuffer`] decides when replies are written (`flush_at`, and after each read), when the
-//! task stops reading a client that leaves its replies unread (`pause_output`), and when it gives
-//! up on one (`max_output` owed while the socket is full, or `write_stall` without progress);
-//! [`herd_core::policy::FloodLinks`] and [`herd_core::policy::PlacesCall`] /
-//! [`herd_core::policy::PlacesPool`] own the links and the places client (see [`links`],
-//! [`upstream`]); [`AcceptBackoff`] paces the accept loop after errors.
+//! Every rule around the protocol is herd-core's policy layer, driven from here: the [`Session`]
+//! and its [`herd_core::policy::OutputBuffer`] decide when replies are written (`flush_at`, and
+//! after each read), when the task stops reading a client that leaves its replies unread
+//! (`pause_output`), and when it gives up on one (`max_output` owed while the socket is full, or
+//! `write_stall` without progress); [`herd_core::policy::FloodLinks`] with
+//! [`herd_core::policy::LinkSocket`], and [`herd_core::policy::PlacesBackend`], own the links and
+//! the places client (see [`links`], [`upstream`]); [`herd_core::policy::Acceptor`] caps the
+//! connections and paces the accept loop after errors.
 //!
 //! async-std's sockets cannot wait for readiness without reading or writing, so the waiting is
-//! done with the operations themselves. "Write what the socket takes now" is one poll of a write
-//! (`futures_lite::future::poll_once`): `None` means the socket is full, which the buffer hears
-//! as [`OutputBuffer::blocked`]. While bytes are owed, the task races a write of them, a read of
-//! more input (while [`OutputBuffer::may_read`]) and `task::sleep` to the buffer's stall deadline
-//! with futures-lite's `future::or` (async-std's own `race` is behind its `unstable` feature).
+//! done with the operations themselves. "Write what the socket takes now" is one poll of
+//! async-std's write with the task's own context (`poll_write` inside `std::future::poll_fn`):
+//! `Pending` means the socket is full — the buffer hears it as `WouldBlock`, then `blocked` — and
+//! has registered the task for writability. While bytes are owed, the task races a write of them,
+//! a read of more input (while the buffer allows reading) and `task::sleep` to the buffer's stall
+//! deadline with futures-lite's `future::or` (async-std's own `race` is behind its `unstable`
+//! feature).
 //! Both I/O futures are cancel-safe: one that lost the race has moved no bytes.
 //!
 //! Reads are optimistic: async-std's sockets are async-io's `Async`, whose read calls `read(2)`
@@ -65,26 +68,28 @@
 //!
 //! # Layout
 //! - [`serve`]: configure the runtime, start the links, accept.
-//! - `Connection`: one client's task: read, frame, handle, write.
+//! - `Connection`: one client's task: read into its [`Session`], fetch, write, wait.
 //! - [`links`]: one task per neighbour driving its [`herd_core::policy::FloodLink`].
 //! - [`upstream`]: one WHATSAT's [`herd_core::policy::PlacesCall`] on a shared pool of connections.
 
 pub mod links;
 pub mod upstream;
 
-use std::future::pending;
+use std::future::{pending, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use async_std::io::{self, ReadExt, WriteExt};
+use async_std::io::{self, ReadExt, Write, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
+use async_std::stream::StreamExt;
 use async_std::task;
 use futures_lite::future;
-use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, OutputBuffer};
-use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use herd_core::policy::{Accepted, Session};
+use herd_core::{PlacesLookup, ServeOptions, Service, Timestamp};
 
 use crate::links::LinkBell;
-use crate::upstream::Upstream;
 
 /// Read once, by async-std's runtime when it starts: the executor's thread count.
 pub const THREAD_COUNT_VAR: &str = "ASYNC_STD_THREAD_COUNT";
@@ -104,52 +109,31 @@ pub fn serve<S: Service>(
     listener.set_nonblocking(true)?;
     task::block_on(async {
         let listener = TcpListener::from(listener);
-        let shared = Arc::new(Shared {
-            links: links::spawn(options, &*service),
-            upstream: options.places.map(|addr| Upstream::new(addr, &options.limits, service.stats())),
-            service,
-            limits: options.limits.clone(),
-        });
+        let links = links::spawn(options, &*service);
+        let shared = Arc::new(Shared::new(service, links, options));
         accept_loop(listener, shared).await
     })
 }
 
 /// What every connection task shares.
-#[derive(Debug)]
-struct Shared<S> {
-    service: Arc<S>,
-    links: Arc<FloodLinks<LinkBell>>,
-    /// `None` in echo mode, or with no places backend configured.
-    upstream: Option<Upstream>,
-    limits: Limits,
-}
+type Shared<S> = herd_core::policy::Shared<S, LinkBell, TcpStream>;
 
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) -> io::Result<()> {
-    let mut backoff = AcceptBackoff::new(&shared.limits);
-    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.on_accepted();
-                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
-                ServerStats::bump(&shared.service.stats().connections);
+    let mut acceptor = shared.acceptor();
+    let mut incoming = listener.incoming();
+    while let Some(accepted) = incoming.next().await {
+        match acceptor.on_accept(accepted, Instant::now()) {
+            Accepted::Serve(stream, admitted) => {
                 let _ = stream.set_nodelay(true);
-                let conn = Connection {
-                    stream,
-                    framer: LineFramer::new(shared.limits.max_line),
-                    link: Link::default(),
-                    out: OutputBuffer::new(&shared.limits),
-                    shared: Arc::clone(&shared),
-                    _admitted: admitted,
-                };
-                task::spawn(conn.run());
+                let mut conn = Connection { stream, session: Session::new(&shared.limits, admitted) };
+                let shared = Arc::clone(&shared);
+                task::spawn(async move { shared.ended(conn.serve(&shared).await) });
             }
-            Err(e) => {
-                shared.service.log().error("accept", e);
-                until(Some(backoff.on_error(Instant::now()))).await;
-            }
+            Accepted::Refused => {}
+            Accepted::Pause(resume) => until(Some(resume)).await,
         }
     }
+    Ok(())
 }
 
 /// Sleeps until `deadline` (`task::sleep`, async-std has no sleep-until); never without one.
@@ -157,6 +141,15 @@ pub(crate) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => task::sleep(deadline.saturating_duration_since(Instant::now())).await,
         None => pending().await,
+    }
+}
+
+/// One write as this style makes it: a poll of async-std's write with the task's context, so a
+/// full socket registers the task for writability; a write that would wait reads as `WouldBlock`.
+pub(crate) fn poll_write(stream: &TcpStream, cx: &mut Context<'_>, bytes: &[u8]) -> io::Result<usize> {
+    match Pin::new(&mut &*stream).poll_write(cx, bytes) {
+        Poll::Ready(written) => written,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 
@@ -168,119 +161,74 @@ enum Wake {
 }
 
 /// One client connection, owned by its task.
-struct Connection<S> {
+struct Connection {
     stream: TcpStream,
-    framer: LineFramer,
-    link: Link,
-    out: OutputBuffer,
-    shared: Arc<Shared<S>>,
-    /// Its place under the connection cap, given back when the task ends.
-    _admitted: Admitted,
+    session: Session,
 }
 
-impl<S: Service> Connection<S> {
-    /// Runs the connection to its end; write failures and policy closes are logged, read failures
-    /// just end it.
-    async fn run(mut self) {
-        if let Err(e) = self.serve().await {
-            self.shared.service.log().error("write", e);
-        }
-    }
-
-    async fn serve(&mut self) -> io::Result<()> {
-        loop {
-            let n = match self.settle(true).await? {
-                // End of stream: what is owed still goes out (a half-closed client reads it).
-                Some(Ok(0)) => return self.settle(false).await.map(drop),
-                Some(Ok(n)) => n,
+impl Connection {
+    async fn serve<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<()> {
+        let service = &*shared.service;
+        while self.session.may_read() {
+            match self.settle(true).await? {
+                Some(Ok(0)) => break, // end of stream: what is owed still goes out (a half-closed client reads it)
+                Some(Ok(n)) => self.session.filled(n, Timestamp::from_system_time(SystemTime::now())),
                 Some(Err(_)) | None => return Ok(()), // reset: nothing more to answer
-            };
-            self.framer.filled(n);
-            while let Some(frame) = self.framer.next_frame() {
-                let line = match frame {
-                    Frame::Line(line) => line,
-                    Frame::Oversized(quote) => {
-                        let reply = self.shared.service.oversized(quote);
-                        self.out.push(&reply);
-                        self.settle(false).await?;
-                        return self.stream.shutdown(std::net::Shutdown::Write);
-                    }
-                };
-                let now = Timestamp::from_system_time(SystemTime::now());
-                let service = &*self.shared.service;
-                let outcome = service.handle(line, &mut self.link, now);
-                if let Some(flood) = &outcome.flood {
-                    self.shared.links.send(flood, Instant::now());
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.push(&bytes),
-                    Reply::Nothing => {}
-                    Reply::Places(lookup) => {
-                        // What is already answered goes out before the task waits upstream.
-                        write(&self.stream, &mut self.out).await?;
-                        let result = match &self.shared.upstream {
-                            Some(upstream) => upstream.fetch(&lookup.query, service.stats()).await,
-                            None => Err(UpstreamError::NotConfigured),
-                        };
-                        let reply = self.shared.service.complete(lookup, result);
-                        self.out.push(&reply);
-                    }
-                }
-                if self.out.should_flush() {
-                    write(&self.stream, &mut self.out).await?;
-                }
+            }
+            while let Some(lookup) = self.handle(shared).await? {
+                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+                self.session.complete(service, lookup, answer);
             }
         }
+        self.settle(false).await?;
+        if self.session.is_closing() {
+            self.stream.shutdown(std::net::Shutdown::Write)?;
+        }
+        Ok(())
+    }
+
+    /// The session's handling of what was read, each of its writes one poll of async-std's write.
+    async fn handle<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<Option<PlacesLookup>> {
+        let (stream, session) = (&self.stream, &mut self.session);
+        let (service, links) = (&*shared.service, &shared.links);
+        poll_fn(|cx| Poll::Ready(session.poll(service, links, Instant::now(), |b| poll_write(stream, cx, b)))).await
     }
 
     /// Writes until nothing is owed (`None`) or, if `read` and the buffer allows reading, a read
-    /// into the framer finished (its result). Waits for the socket to take more no longer than
+    /// into the session finished (its result). Waits for the socket to take more no longer than
     /// the buffer's stall deadline.
     async fn settle(&mut self, read: bool) -> io::Result<Option<io::Result<usize>>> {
+        let stream = &self.stream;
         loop {
-            write(&self.stream, &mut self.out).await?;
-            let read = read && self.out.may_read();
-            if self.out.owed() == 0 && !read {
+            poll_fn(|cx| Poll::Ready(self.session.output().write_with(Instant::now(), |b| poll_write(stream, cx, b))))
+                .await?;
+            let read = read && self.session.may_read();
+            let deadline = self.session.output().poll_timeout();
+            let (read_buf, owed) = self.session.read_buf_and_owed();
+            if owed.is_empty() && !read {
                 return Ok(None);
             }
-            let (stream, out, framer) = (&self.stream, &self.out, &mut self.framer);
-            let deadline = out.poll_timeout();
             let wrote = async {
-                if out.owed() == 0 {
+                if owed.is_empty() {
                     pending().await
                 }
-                Wake::Wrote((&*stream).write(out.poll_transmit()).await)
+                Wake::Wrote((&*stream).write(owed).await)
             };
             let input = async {
                 if !read {
                     pending().await
                 }
-                Wake::Read((&*stream).read(framer.read_buf()).await)
+                Wake::Read((&*stream).read(read_buf).await)
             };
             let stalled = async {
                 until(deadline).await;
                 Wake::Stalled
             };
-            let wake = future::or(input, future::or(wrote, stalled)).await;
-            match wake {
+            match future::or(input, future::or(wrote, stalled)).await {
                 Wake::Read(result) => return Ok(Some(result)),
-                Wake::Wrote(n) => self.out.consumed(n?, Instant::now()),
-                Wake::Stalled => self.out.on_timeout(Instant::now()).map_err(io::Error::other)?,
+                Wake::Wrote(n) => self.session.output().consumed(n?, Instant::now()),
+                Wake::Stalled => self.session.output().on_timeout(Instant::now()).map_err(io::Error::other)?,
             }
         }
     }
-}
-
-/// Writes what the socket takes now (one poll of a write at a time), each write reported to the
-/// buffer; a full socket with bytes owed starts the stall clock (or closes a client owed too much).
-async fn write(stream: &TcpStream, out: &mut OutputBuffer) -> io::Result<()> {
-    while out.owed() > 0 {
-        match future::poll_once((&*stream).write(out.poll_transmit())).await {
-            Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Some(Ok(n)) => out.consumed(n, Instant::now()),
-            Some(Err(e)) => return Err(e),
-            None => return out.blocked(Instant::now()).map_err(io::Error::other),
-        }
-    }
-    Ok(())
 }

@@ -22,44 +22,42 @@
 //! write of the bytes left (it completing is progress, reported with `consumed`). The machine's
 //! lock is taken for a call or two and never held across an `.await`.
 
-use std::future::pending;
+use std::future::{pending, poll_fn};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use async_std::channel::{Receiver, Sender, bounded};
-use async_std::io::{self, ReadExt, WriteExt};
+use async_std::io::{self, ReadExt};
 use async_std::net::TcpStream;
 use async_std::task;
 use futures_lite::future;
-use herd_core::policy::link::SharedLink;
-use herd_core::policy::{FloodLinks, LinkState, LinkWaker};
+use herd_core::policy::{FloodLinks, LinkSocket, LinkWaker};
 use herd_core::{ServeOptions, Service};
 
-use crate::until;
+use crate::{poll_write, until};
 
-/// The link task's wake-up: [`FloodLinks::send`] rings it when the task may be idle.
+/// The link task's wake-up: [`FloodLinks::send`] rings it when the task may be idle. A channel of
+/// one: a ring while the task is busy stays until it listens (the task holds the receiving end).
 #[derive(Debug)]
-pub struct LinkBell {
-    ring: Sender<()>,
-    heard: Receiver<()>,
-}
+pub struct LinkBell(Sender<()>);
 
 impl LinkWaker for LinkBell {
     fn wake(&self) {
         // Full: a ring is already waiting to be heard.
-        let _ = self.ring.try_send(());
+        let _ = self.0.try_send(());
     }
 }
 
 /// Builds the server's links and spawns one task per neighbour on the global executor.
 pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> Arc<FloodLinks<LinkBell>> {
-    let links = Arc::new(FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |_| {
-        let (ring, heard) = bounded(1);
-        LinkBell { ring, heard }
+    let (bells, heard): (Vec<_>, Vec<_>) = options.neighbours.iter().map(|_| bounded(1)).unzip();
+    let links = Arc::new(FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |i| {
+        LinkBell(bells[i].clone())
     }));
-    for (i, (_, addr)) in options.neighbours.iter().enumerate() {
-        task::spawn(drive(Arc::clone(&links), i, *addr));
+    for ((i, (_, addr)), heard) in options.neighbours.iter().enumerate().zip(heard) {
+        task::spawn(drive(Arc::clone(&links), i, *addr, heard));
     }
     links
 }
@@ -68,98 +66,52 @@ pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> Arc<FloodLinks<
 enum Wake {
     Rung,
     Timer,
-    Wrote(io::Result<usize>),
+    /// A write failed: the link closed.
+    Failed,
     /// A read of the link finished: the machine decides what it means (`FloodLink::on_read`).
     Read(io::Result<usize>),
 }
 
 /// One neighbour's link task: owns the socket, follows the machine.
-async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
+async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr, heard: Receiver<()>) {
     let Some(link) = links.get(i) else { return };
-    let mut conn: Option<TcpStream> = None;
-    // Bytes taken from the machine and not yet by the socket.
-    let mut buf = Vec::new();
+    let mut socket = LinkSocket::<TcpStream>::default();
     // What the peer sends: its handshake answer, then nothing (anything more closes the link).
     let mut received = [0u8; 256];
     loop {
-        let (connect, deadline) = {
-            let mut machine = link.lock();
-            machine.on_timeout(Instant::now());
-            if machine.state() == LinkState::Down {
-                conn = None;
-                buf.clear();
-            }
-            (machine.poll_connect(), machine.poll_timeout())
-        };
-        if connect {
+        if let Some(deadline) = socket.poll(link, Instant::now()) {
             let attempt = async { TcpStream::connect(addr).await.and_then(|s| s.set_nodelay(true).map(|()| s)).ok() };
             let expired = async {
-                until(deadline).await;
+                until(Some(deadline)).await;
                 None
             };
-            let stream = future::or(attempt, expired).await;
-            let mut machine = link.lock();
-            match stream {
-                Some(stream) => {
-                    machine.on_connected(Instant::now());
-                    conn = Some(stream);
-                }
-                None => machine.on_connect_failed(Instant::now()),
-            }
-        }
-        if let Some(stream) = &conn {
-            link.lock().poll_transmit(&mut buf);
-            if let Err(e) = write(stream, &mut buf, link).await {
-                link.lock().on_closed(Instant::now(), &e.to_string());
-                continue;
-            }
+            socket.connected(link, Instant::now(), future::or(attempt, expired).await);
         }
         let deadline = link.lock().poll_timeout();
         let rung = async {
-            let _ = link.waker.heard.recv().await;
+            let _ = heard.recv().await;
             Wake::Rung
         };
         let timer = async {
             until(deadline).await;
             Wake::Timer
         };
-        let socket = async {
-            let Some(stream) = &conn else { return pending().await };
+        // A clone of the socket (async-std's are shared handles) reads while the link writes.
+        let reader = socket.socket().cloned();
+        let connected = async {
+            let Some(stream) = &reader else { return pending().await };
             let gone = async { Wake::Read((&*stream).read(&mut received).await) };
-            let wrote = async {
-                if buf.is_empty() {
-                    pending().await
-                }
-                Wake::Wrote((&*stream).write(&buf).await)
-            };
-            future::or(gone, wrote).await
+            // Every poll writes what the machine has, as far as the socket takes it (a full socket
+            // registers the task for writability); ends only when a write failed.
+            let transmit = poll_fn(|cx| {
+                socket.transmit(link, Instant::now(), |s, b| poll_write(s, cx, b));
+                if socket.socket().is_some() { Poll::Pending } else { Poll::Ready(Wake::Failed) }
+            });
+            future::or(gone, transmit).await
         };
-        let wake = future::or(rung, future::or(socket, timer)).await;
-        match wake {
-            Wake::Rung | Wake::Timer => {}
-            Wake::Wrote(Ok(n)) => {
-                buf.drain(..n);
-                link.lock().consumed(n, Instant::now());
-            }
-            Wake::Wrote(Err(e)) => link.lock().on_closed(Instant::now(), &e.to_string()),
+        match future::or(rung, future::or(connected, timer)).await {
+            Wake::Rung | Wake::Timer | Wake::Failed => {}
             Wake::Read(read) => link.lock().on_read(Instant::now(), read.map(|n| &received[..n])),
         }
     }
-}
-
-/// Writes what the socket takes now (one poll of a write at a time), telling the machine after
-/// each write.
-async fn write(stream: &TcpStream, buf: &mut Vec<u8>, link: &SharedLink<LinkBell>) -> io::Result<()> {
-    while !buf.is_empty() {
-        match future::poll_once((&*stream).write(buf)).await {
-            Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Some(Ok(n)) => {
-                buf.drain(..n);
-                link.lock().consumed(n, Instant::now());
-            }
-            Some(Err(e)) => return Err(e),
-            None => break,
-        }
-    }
-    Ok(())
 }

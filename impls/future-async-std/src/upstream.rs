@@ -1,11 +1,11 @@
-//! The places client: herd-core's [`PlacesCall`] driven over async-std `TcpStream`s drawn from
-//! one [`PlacesPool`] per server.
+//! The places client: herd-core's [`PlacesCall`] driven over async-std `TcpStream`s
+//! drawn from the server's [`PlacesBackend`] (its address and its kept-alive connections).
 //!
 //! ```text
-//!  connection task ── fetch: PlacesCall::new ── future::timeout(to call.poll_timeout(), exchange) ─┐
-//!    exchange: pool.checkout() or connect ── on_attached ── write request() ── read ── on_bytes
-//!      Step::Continue ─► read again   Step::Reconnect ─► fresh connection   Step::Done ─► checkin
-//!  deadline passed: the exchange and its socket are dropped ── call.on_timeout ◄─────────────────────┘
+//!  connection task ── fetch: backend.call(query) ── future::timeout(to call.poll_timeout(), exchange) ─┐
+//!    exchange: pool.reuse(call) or connect + pool.attach ── write request() ── on_written
+//!      read ── on_read: Step::Continue ─► read again   Step::Reconnect / Done ─► pool.finish
+//!  deadline passed: the exchange and its socket are dropped: Timeout ◄─────────────────────┘
 //! ```
 //!
 //! The machine owns every rule: one deadline for the whole exchange (`upstream_timeout`), the one
@@ -20,77 +20,46 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_std::future;
-use async_std::io::{ReadExt, WriteExt};
+use async_std::io::{self, ReadExt, WriteExt};
 use async_std::net::TcpStream;
-use herd_core::policy::{PlacesCall, PlacesPool, Step};
-use herd_core::{HttpResponse, Limits, PlacesQuery, ServerStats, UpstreamError};
+use herd_core::policy::{PlacesBackend, PlacesCall, Step};
+use herd_core::{HttpResponse, PlacesQuery, UpstreamError};
 
-/// The places backend as the server sees it: an address and its kept-alive connections.
-#[derive(Debug)]
-pub struct Upstream {
-    addr: SocketAddr,
-    host: String,
-    pool: PlacesPool<TcpStream>,
-    limits: Limits,
+/// The places backend, over async-std sockets.
+pub type Upstream = PlacesBackend<TcpStream>;
+
+/// One WHATSAT's request and response, by the machine's deadline (dropping the exchange there drops
+/// its socket).
+pub async fn fetch(upstream: Option<&Upstream>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
+    let Some(upstream) = upstream else { return Err(UpstreamError::NotConfigured) };
+    let mut call = upstream.call(query, Instant::now());
+    let left = call.poll_timeout().saturating_duration_since(Instant::now());
+    future::timeout(left, exchange(upstream, &mut call)).await.unwrap_or(Err(UpstreamError::Timeout))
 }
 
-impl Upstream {
-    pub fn new(addr: SocketAddr, limits: &Limits, stats: &ServerStats) -> Self {
-        Self { addr, host: addr.to_string(), pool: PlacesPool::new(limits, stats), limits: limits.clone() }
-    }
-
-    /// One WHATSAT's request and response, by the machine's deadline.
-    pub async fn fetch(&self, query: &PlacesQuery, stats: &ServerStats) -> Result<HttpResponse, UpstreamError> {
-        let mut call = PlacesCall::new(query, &self.host, Instant::now(), &self.limits, stats);
-        let left = call.poll_timeout().saturating_duration_since(Instant::now());
-        let step = future::timeout(left, self.exchange(&mut call)).await.ok();
-        match step.or_else(|| call.on_timeout(Instant::now())) {
-            Some(Step::Done { result, .. }) => result,
-            _ => Err(UpstreamError::Timeout),
-        }
-    }
-
-    /// Attaches connections to the call until it is done: an idle one first, a fresh one after a
-    /// [`Step::Reconnect`].
-    async fn exchange(&self, call: &mut PlacesCall) -> Step {
-        let mut idle = self.pool.checkout();
-        loop {
-            let reused = idle.is_some();
-            let mut conn = match idle.take() {
-                Some(conn) => conn,
-                None => match TcpStream::connect(self.addr).await {
-                    Ok(conn) => {
-                        self.pool.opened();
-                        let _ = conn.set_nodelay(true);
-                        conn
-                    }
-                    Err(e) => return call.on_connect_failed(&e.to_string()),
-                },
-            };
-            call.on_attached(reused);
-            let step = round_trip(&mut conn, call).await;
-            if let Step::Done { keep, .. } = step {
-                self.pool.checkin(conn, keep);
-                return step;
-            }
-        }
-    }
-}
-
-/// Sends the request and feeds the answer to the call until it says more than `Continue`.
-async fn round_trip(conn: &mut TcpStream, call: &mut PlacesCall) -> Step {
-    if let Err(e) = conn.write_all(call.request()).await {
-        return call.on_closed(&e.to_string());
-    }
+/// Attaches connections to the call until it is done: an idle one first, a fresh one after a
+/// [`Step::Reconnect`]; on each, the request, then reads until the answer is complete.
+async fn exchange(upstream: &Upstream, call: &mut PlacesCall) -> Result<HttpResponse, UpstreamError> {
     let mut buf = vec![0; 16 * 1024];
     loop {
-        let step = match conn.read(&mut buf).await {
-            Ok(0) => call.on_closed("end of stream"),
-            Ok(n) => call.on_bytes(&buf[..n]),
-            Err(e) => call.on_closed(&e.to_string()),
+        let idle = upstream.pool().reuse(call);
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => upstream.pool().attach(call, connect(upstream.addr()).await)?,
         };
-        if step != Step::Continue {
-            return step;
+        let mut step = call.on_written(conn.write_all(call.request()).await);
+        while step == Step::Continue {
+            step = call.on_read(conn.read(&mut buf).await, &buf);
+        }
+        if let Some(result) = upstream.pool().finish(conn, step) {
+            return result;
         }
     }
+}
+
+/// A fresh connection to the backend, with Nagle off.
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let conn = TcpStream::connect(addr).await?;
+    conn.set_nodelay(true)?;
+    Ok(conn)
 }

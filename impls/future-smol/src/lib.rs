@@ -3,9 +3,9 @@
 //! ```text
 //!  serve thread: block_on(ex.run(accept loop)) ──ex.spawn──► connection task (one per client)
 //!                                                      loop {
-//!                                                        read.await ──► LineFramer ──► Service::handle
-//!  one shared Executor, run by the serve thread            ├─ reply bytes ─────────────► OutputBuffer::push
-//!  + (--threads − 1) threads: block_on(ex.run(pending()))  ├─ WHATSAT: write, PlacesCall driven .await ──► push
+//!                                                        read.await ──► Session::poll: each line ──► Service::handle
+//!  one shared Executor, run by the serve thread            ├─ reply ──► OutputBuffer, write(2) at flush_at
+//!  + (--threads − 1) threads: block_on(ex.run(pending()))  ├─ WHATSAT: upstream::fetch(..).await ──► Session::complete
 //!  async-io reactor: driven by an idle block_on thread     └─ flood ──FloodLinks::send──► channel(1) ──► link task
 //!                                                        write what the socket takes; while bytes are owed,
 //!                                                        or { writable, readable if may_read, Timer::at(stall) }
@@ -25,18 +25,19 @@
 //! what the socket takes now"), a deadline is a `Timer::at` raced with `future::or`, and the
 //! executor is a value the program creates and runs on threads of its own.
 //!
-//! Order comes for free. A connection task handles its lines one after another and awaits a
-//! WHATSAT's upstream call inline, so the requests of one connection take effect in order (a
-//! WHATSAT sees the IAMAT before it) and replies leave in order: the task uses
-//! [`OutputBuffer::push`], never the reordering half of the buffer.
+//! Order comes for free. A connection task hands what it reads to herd-core's [`Session`], which
+//! handles the lines one after another and stops at a WHATSAT until the task has awaited the
+//! upstream answer inline, so the requests of one connection take effect in order (a WHATSAT sees
+//! the IAMAT before it) and replies leave in order.
 //!
-//! Every rule around the protocol is herd-core's policy layer, driven from here:
-//! [`OutputBuffer`] decides when replies are written (`flush_at`, and after each read), when the
-//! task stops reading a client that leaves its replies unread (`pause_output`), and when it gives
-//! up on one (`max_output` owed while the socket is full, or `write_stall` without progress);
-//! [`herd_core::policy::FloodLinks`] and [`herd_core::policy::PlacesCall`] /
-//! [`herd_core::policy::PlacesPool`] own the links and the places client (see [`links`],
-//! [`upstream`]); [`AcceptBackoff`] paces the accept loop after errors.
+//! Every rule around the protocol is herd-core's policy layer, driven from here: the [`Session`]
+//! and its [`herd_core::policy::OutputBuffer`] decide when replies are written (`flush_at`, and
+//! after each read), when the task stops reading a client that leaves its replies unread
+//! (`pause_output`), and when it gives up on one (`max_output` owed while the socket is full, or
+//! `write_stall` without progress); [`herd_core::policy::FloodLinks`] with
+//! [`herd_core::policy::LinkSocket`], and [`herd_core::policy::PlacesBackend`], own the links and
+//! the places client (see [`links`], [`upstream`]); [`herd_core::policy::Acceptor`] caps the
+//! connections and paces the accept loop after errors.
 //!
 //! Reads are optimistic: `Async`'s read calls `read(2)` first and registers interest with the
 //! reactor only when it returns `WouldBlock`. After a short read the socket is known to be
@@ -71,7 +72,7 @@
 //!
 //! # Layout
 //! - [`serve`]: start the executor threads and the links, accept.
-//! - `Connection`: one client's task: read, frame, handle, write.
+//! - `Connection`: one client's task: read into its [`Session`], fetch, write, wait.
 //! - [`links`]: one task per neighbour driving its [`herd_core::policy::FloodLink`].
 //! - [`upstream`]: one WHATSAT's [`herd_core::policy::PlacesCall`] on a shared pool of connections.
 
@@ -86,13 +87,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, OutputBuffer};
-use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use herd_core::policy::{Accepted, Session};
+use herd_core::{ServeOptions, Service, Timestamp};
 use smol::io::AsyncReadExt;
 use smol::{Async, Executor, Timer, future};
 
 use crate::links::LinkBell;
-use crate::upstream::Upstream;
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
@@ -114,54 +114,30 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
         })?;
     }
     let listener = Async::new(listener)?;
-    let shared = Arc::new(Shared {
-        links: links::spawn(&ex, options, &*service),
-        upstream: options.places.map(|addr| Upstream::new(addr, &options.limits, service.stats())),
-        service,
-        limits: options.limits.clone(),
-    });
+    let links = links::spawn(&ex, options, &*service);
+    let shared = Arc::new(Shared::new(service, links, options));
     smol::block_on(ex.run(accept_loop(&ex, listener, shared)))
 }
 
 /// What every connection task shares.
-#[derive(Debug)]
-struct Shared<S> {
-    service: Arc<S>,
-    links: Arc<FloodLinks<LinkBell>>,
-    /// `None` in echo mode, or with no places backend configured.
-    upstream: Option<Upstream>,
-    limits: Limits,
-}
+type Shared<S> = herd_core::policy::Shared<S, LinkBell, Async<TcpStream>>;
 
 async fn accept_loop<S: Service>(
     ex: &Executor<'static>,
     listener: Async<TcpListener>,
     shared: Arc<Shared<S>>,
 ) -> io::Result<()> {
-    let mut backoff = AcceptBackoff::new(&shared.limits);
-    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
+    let mut acceptor = shared.acceptor();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.on_accepted();
-                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
-                ServerStats::bump(&shared.service.stats().connections);
+        match acceptor.on_accept(listener.accept().await, Instant::now()) {
+            Accepted::Serve((stream, _), admitted) => {
                 let _ = stream.get_ref().set_nodelay(true);
-                let conn = Connection {
-                    stream,
-                    reads: Reads::default(),
-                    framer: LineFramer::new(shared.limits.max_line),
-                    link: Link::default(),
-                    out: OutputBuffer::new(&shared.limits),
-                    shared: Arc::clone(&shared),
-                    _admitted: admitted,
-                };
-                ex.spawn(conn.run()).detach();
+                let session = Session::new(&shared.limits, admitted);
+                let (mut conn, shared) = (Connection { stream, reads: Reads::default(), session }, Arc::clone(&shared));
+                ex.spawn(async move { shared.ended(conn.serve(&shared).await) }).detach();
             }
-            Err(e) => {
-                shared.service.log().error("accept", e);
-                Timer::at(backoff.on_error(Instant::now())).await;
-            }
+            Accepted::Refused => {}
+            Accepted::Pause(resume) => drop(Timer::at(resume).await),
         }
     }
 }
@@ -179,83 +155,51 @@ enum Wake {
 }
 
 /// One client connection, owned by its task.
-struct Connection<S> {
+struct Connection {
     stream: Async<TcpStream>,
     reads: Reads,
-    framer: LineFramer,
-    link: Link,
-    out: OutputBuffer,
-    shared: Arc<Shared<S>>,
-    /// Its place under the connection cap, given back when the task ends.
-    _admitted: Admitted,
+    session: Session,
 }
 
-impl<S: Service> Connection<S> {
-    /// Runs the connection to its end; write failures and policy closes are logged, read failures
-    /// just end it.
-    async fn run(mut self) {
-        if let Err(e) = self.serve().await {
-            self.shared.service.log().error("write", e);
-        }
-    }
-
-    async fn serve(&mut self) -> io::Result<()> {
-        loop {
+impl Connection {
+    async fn serve<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<()> {
+        let service = &*shared.service;
+        while self.session.may_read() {
             self.settle(true).await?;
-            let n = match self.reads.read(&mut self.stream, self.framer.read_buf()).await {
-                // End of stream: what is owed still goes out (a half-closed client reads it).
-                Ok(0) => return self.settle(false).await,
+            let n = match self.reads.read(&mut self.stream, self.session.read_buf()).await {
+                Ok(0) => break, // end of stream: what is owed still goes out (a half-closed client reads it)
                 Ok(n) => n,
                 Err(_) => return Ok(()), // reset: nothing more to answer
             };
-            self.framer.filled(n);
-            while let Some(frame) = self.framer.next_frame() {
-                let line = match frame {
-                    Frame::Line(line) => line,
-                    Frame::Oversized(quote) => {
-                        let reply = self.shared.service.oversized(quote);
-                        self.out.push(&reply);
-                        self.settle(false).await?;
-                        return self.stream.get_ref().shutdown(std::net::Shutdown::Write);
-                    }
-                };
-                let now = Timestamp::from_system_time(SystemTime::now());
-                let service = &*self.shared.service;
-                let outcome = service.handle(line, &mut self.link, now);
-                if let Some(flood) = &outcome.flood {
-                    self.shared.links.send(flood, Instant::now());
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.push(&bytes),
-                    Reply::Nothing => {}
-                    Reply::Places(lookup) => {
-                        // What is already answered goes out before the task waits upstream.
-                        write(&self.stream, &mut self.out)?;
-                        let result = match &self.shared.upstream {
-                            Some(upstream) => upstream.fetch(&lookup.query, service.stats()).await,
-                            None => Err(UpstreamError::NotConfigured),
-                        };
-                        let reply = self.shared.service.complete(lookup, result);
-                        self.out.push(&reply);
-                    }
-                }
-                if self.out.should_flush() {
-                    write(&self.stream, &mut self.out)?;
-                }
+            self.session.filled(n, Timestamp::from_system_time(SystemTime::now()));
+            let stream = self.stream.get_ref();
+            while let Some(lookup) =
+                self.session.poll(service, &shared.links, Instant::now(), |b| (&*stream).write(b))?
+            {
+                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+                self.session.complete(service, lookup, answer);
             }
         }
+        self.settle(false).await?;
+        if self.session.is_closing() {
+            self.stream.get_ref().shutdown(std::net::Shutdown::Write)?;
+        }
+        Ok(())
     }
 
     /// Writes until nothing is owed or, if `read` and the buffer allows reading, input is there.
     /// Waits for the socket to take more no longer than the buffer's stall deadline.
     async fn settle(&mut self, read: bool) -> io::Result<()> {
         loop {
-            write(&self.stream, &mut self.out)?;
-            if self.out.owed() == 0 {
+            let stream = &self.stream;
+            let out = self.session.output();
+            // `write(2)` on the non-blocking socket: what it takes now.
+            out.write_with(Instant::now(), |b| stream.get_ref().write(b))?;
+            if out.owed() == 0 {
                 return Ok(());
             }
-            let (stream, read) = (&self.stream, read && self.out.may_read());
-            let stalled = timer(self.out.poll_timeout());
+            let read = read && out.may_read();
+            let stalled = timer(out.poll_timeout());
             let writable = async { stream.writable().await.map(|()| Wake::Writable) };
             let readable = async {
                 if !read {
@@ -273,27 +217,10 @@ impl<S: Service> Connection<S> {
                     self.reads = Reads::default();
                     return Ok(());
                 }
-                Wake::Stalled => self.out.on_timeout(Instant::now()).map_err(io::Error::other)?,
+                Wake::Stalled => out.on_timeout(Instant::now()).map_err(io::Error::other)?,
             }
         }
     }
-}
-
-/// Writes what the socket takes now (`write(2)` on the non-blocking socket), each write reported
-/// to the buffer; a full socket with bytes owed starts the stall clock (or closes a client owed
-/// too much).
-fn write(stream: &Async<TcpStream>, out: &mut OutputBuffer) -> io::Result<()> {
-    while out.owed() > 0 {
-        match stream.get_ref().write(out.poll_transmit()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => out.consumed(n, Instant::now()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return out.blocked(Instant::now()).map_err(io::Error::other);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Reads from one socket, waiting for readiness first once a read has found it drained.

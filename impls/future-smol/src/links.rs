@@ -20,13 +20,12 @@
 //! `Timer` at the machine's next deadline. The machine's lock is taken for a call or two and
 //! never held across an `.await`.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use herd_core::policy::link::SharedLink;
-use herd_core::policy::{FloodLinks, LinkState, LinkWaker};
+use herd_core::policy::{FloodLinks, LinkSocket, LinkWaker};
 use herd_core::{ServeOptions, Service};
 use smol::channel::{Receiver, Sender, bounded};
 use smol::{Async, Executor, future};
@@ -62,88 +61,47 @@ pub fn spawn<S: Service>(ex: &Executor<'static>, options: &ServeOptions, service
 /// One neighbour's link task: owns the socket, follows the machine.
 async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr) {
     let Some(link) = links.get(i) else { return };
-    let mut conn: Option<Async<TcpStream>> = None;
-    // Bytes taken from the machine and not yet by the socket.
-    let mut buf = Vec::new();
+    let mut socket = LinkSocket::<Async<TcpStream>>::default();
     loop {
-        let (connect, deadline) = {
-            let mut machine = link.lock();
-            machine.on_timeout(Instant::now());
-            if machine.state() == LinkState::Down {
-                conn = None;
-                buf.clear();
-            }
-            (machine.poll_connect(), machine.poll_timeout())
-        };
-        if connect {
+        if let Some(deadline) = socket.poll(link, Instant::now()) {
             let attempt = async { Async::<TcpStream>::connect(addr).await.ok() };
             let expired = async {
-                timer(deadline).await;
+                timer(Some(deadline)).await;
                 None
             };
-            let stream = future::or(attempt, expired).await;
-            let mut machine = link.lock();
-            match stream {
-                Some(stream) if stream.get_ref().set_nodelay(true).is_ok() => {
-                    machine.on_connected(Instant::now());
-                    conn = Some(stream);
-                }
-                _ => machine.on_connect_failed(Instant::now()),
-            }
+            let stream = future::or(attempt, expired).await.filter(|s| s.get_ref().set_nodelay(true).is_ok());
+            socket.connected(link, Instant::now(), stream);
         }
-        if let Some(stream) = &conn {
-            link.lock().poll_transmit(&mut buf);
-            if let Err(e) = write(stream, &mut buf, link) {
-                link.lock().on_closed(Instant::now(), &e.to_string());
-                continue;
-            }
-        }
+        // `write(2)` on the non-blocking socket: what it takes now.
+        socket.transmit(link, Instant::now(), |stream, bytes| stream.get_ref().write(bytes));
         let deadline = link.lock().poll_timeout();
         // Each wait says whether the socket became readable (the peer may have closed or sent).
         let rung = async {
             let _ = link.waker.heard.recv().await;
-            Ok(false)
+            false
         };
         let expired = async {
             timer(deadline).await;
-            Ok(false)
+            false
         };
-        let socket = async {
-            let Some(stream) = &conn else { return std::future::pending().await };
-            let readable = async { stream.readable().await.map(|()| true) };
+        let socket_ready = async {
+            let Some(stream) = socket.socket() else { return std::future::pending().await };
+            // An error here is the read's to report.
+            let readable = async {
+                let _ = stream.readable().await;
+                true
+            };
             let writable = async {
-                if buf.is_empty() {
+                if !socket.has_unsent() {
                     std::future::pending::<()>().await;
                 }
-                stream.writable().await.map(|()| false)
+                let _ = stream.writable().await;
+                false
             };
             future::or(readable, writable).await
         };
-        match (future::or(rung, future::or(socket, expired)).await, &conn) {
-            (Err(e), _) => link.lock().on_read(Instant::now(), Err(e)),
-            (Ok(true), Some(stream)) => {
-                let mut bytes = [0_u8; 256];
-                let read = stream.get_ref().read(&mut bytes);
-                link.lock().on_read(Instant::now(), read.map(|n| &bytes[..n]));
-            }
-            _ => {}
+        if future::or(rung, future::or(socket_ready, expired)).await {
+            socket.on_readable(link, Instant::now(), |stream, buf| stream.get_ref().read(buf));
         }
     }
-}
-
-/// Writes what the socket takes now (`write(2)` on the non-blocking socket), telling the machine
-/// after each write.
-fn write(stream: &Async<TcpStream>, buf: &mut Vec<u8>, link: &SharedLink<LinkBell>) -> io::Result<()> {
-    while !buf.is_empty() {
-        match stream.get_ref().write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf.drain(..n);
-                link.lock().consumed(n, Instant::now());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -1,11 +1,11 @@
-//! The places client: herd-core's [`PlacesCall`] driven over smol `Async<TcpStream>`s drawn from
-//! one [`PlacesPool`] per server.
+//! The places client: herd-core's [`PlacesCall`] driven over smol `Async<TcpStream>`s
+//! drawn from the server's [`PlacesBackend`] (its address and its kept-alive connections).
 //!
 //! ```text
-//!  connection task ── fetch: PlacesCall::new ── or(exchange, Timer::at(call.poll_timeout())) ─┐
-//!    exchange: pool.checkout() or connect ── on_attached ── write request() ── read ── on_bytes
-//!      Step::Continue ─► read again   Step::Reconnect ─► fresh connection   Step::Done ─► checkin
-//!  the Timer won: the exchange and its socket are dropped ── call.on_timeout ◄─────────────────┘
+//!  connection task ── fetch: backend.call(query) ── or(exchange, Timer::at(call.poll_timeout())) ─┐
+//!    exchange: pool.reuse(call) or connect + pool.attach ── write request() ── on_written
+//!      read ── on_read: Step::Continue ─► read again   Step::Reconnect / Done ─► pool.finish
+//!  the Timer won: the exchange and its socket are dropped: Timeout ◄─────────────────┘
 //! ```
 //!
 //! The machine owns every rule: one deadline for the whole exchange (`upstream_timeout`), the one
@@ -17,87 +17,50 @@
 //! never read as the answer to a later request. After sending a request the first read waits for
 //! readiness ([`Reads`]): the response cannot be there yet.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Instant;
 
-use herd_core::policy::{PlacesCall, PlacesPool, Step};
-use herd_core::{HttpResponse, Limits, PlacesQuery, ServerStats, UpstreamError};
+use herd_core::policy::{PlacesBackend, PlacesCall, Step};
+use herd_core::{HttpResponse, PlacesQuery, UpstreamError};
 use smol::io::AsyncWriteExt;
 use smol::{Async, Timer, future};
 
 use crate::Reads;
 
-/// The places backend as the server sees it: an address and its kept-alive connections.
-#[derive(Debug)]
-pub struct Upstream {
-    addr: SocketAddr,
-    host: String,
-    pool: PlacesPool<Async<TcpStream>>,
-    limits: Limits,
+/// The places backend, over smol's `Async` sockets.
+pub type Upstream = PlacesBackend<Async<TcpStream>>;
+
+/// One WHATSAT's request and response, by the machine's deadline (dropping the exchange there drops
+/// its socket).
+pub async fn fetch(upstream: Option<&Upstream>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
+    let Some(upstream) = upstream else { return Err(UpstreamError::NotConfigured) };
+    let mut call = upstream.call(query, Instant::now());
+    let expired = Timer::at(call.poll_timeout());
+    let expired = async {
+        expired.await;
+        Err(UpstreamError::Timeout)
+    };
+    future::or(exchange(upstream, &mut call), expired).await
 }
 
-impl Upstream {
-    pub fn new(addr: SocketAddr, limits: &Limits, stats: &ServerStats) -> Self {
-        Self { addr, host: addr.to_string(), pool: PlacesPool::new(limits, stats), limits: limits.clone() }
-    }
-
-    /// One WHATSAT's request and response, by the machine's deadline.
-    pub async fn fetch(&self, query: &PlacesQuery, stats: &ServerStats) -> Result<HttpResponse, UpstreamError> {
-        let mut call = PlacesCall::new(query, &self.host, Instant::now(), &self.limits, stats);
-        let expired = Timer::at(call.poll_timeout());
-        let expired = async {
-            expired.await;
-            None
-        };
-        let step = future::or(async { Some(self.exchange(&mut call).await) }, expired).await;
-        match step.or_else(|| call.on_timeout(Instant::now())) {
-            Some(Step::Done { result, .. }) => result,
-            _ => Err(UpstreamError::Timeout),
-        }
-    }
-
-    /// Attaches connections to the call until it is done: an idle one first, a fresh one after a
-    /// [`Step::Reconnect`].
-    async fn exchange(&self, call: &mut PlacesCall) -> Step {
-        let mut idle = self.pool.checkout();
-        loop {
-            let reused = idle.is_some();
-            let mut conn = match idle.take() {
-                Some(conn) => conn,
-                None => match Async::<TcpStream>::connect(self.addr).await {
-                    Ok(conn) => {
-                        self.pool.opened();
-                        let _ = conn.get_ref().set_nodelay(true);
-                        conn
-                    }
-                    Err(e) => return call.on_connect_failed(&e.to_string()),
-                },
-            };
-            call.on_attached(reused);
-            let step = round_trip(&mut conn, call).await;
-            if let Step::Done { keep, .. } = step {
-                self.pool.checkin(conn, keep);
-                return step;
-            }
-        }
-    }
-}
-
-/// Sends the request and feeds the answer to the call until it says more than `Continue`.
-async fn round_trip(conn: &mut Async<TcpStream>, call: &mut PlacesCall) -> Step {
-    if let Err(e) = conn.write_all(call.request()).await {
-        return call.on_closed(&e.to_string());
-    }
+/// Attaches connections to the call until it is done: an idle one first, a fresh one after a
+/// [`Step::Reconnect`]; on each, the request, then reads until the answer is complete.
+async fn exchange(upstream: &Upstream, call: &mut PlacesCall) -> Result<HttpResponse, UpstreamError> {
     let mut buf = vec![0; 16 * 1024];
-    let mut reads = Reads { drained: true };
     loop {
-        let step = match reads.read(conn, &mut buf).await {
-            Ok(0) => call.on_closed("end of stream"),
-            Ok(n) => call.on_bytes(&buf[..n]),
-            Err(e) => call.on_closed(&e.to_string()),
+        let mut conn = if let Some(idle) = upstream.pool().reuse(call) {
+            idle
+        } else {
+            let fresh = Async::<TcpStream>::connect(upstream.addr()).await;
+            upstream.pool().attach(call, fresh.and_then(|c| c.get_ref().set_nodelay(true).map(|()| c)))?
         };
-        if step != Step::Continue {
-            return step;
+        let mut step = call.on_written(conn.write_all(call.request()).await);
+        let mut reads = Reads { drained: true };
+        while step == Step::Continue {
+            step = call.on_read(reads.read(&mut conn, &mut buf).await, &buf);
+        }
+        if let Some(result) = upstream.pool().finish(conn, step) {
+            return result;
         }
     }
 }

@@ -3,9 +3,9 @@
 //! ```text
 //!  serve thread: block_on(accept loop) ──spawn──► connection task (one per client, on any worker)
 //!                                                   loop {
-//!                                                     read.await ──► LineFramer ──► Service::handle
-//!  tokio multi-thread runtime                           ├─ reply bytes ──────────────► OutputBuffer::push
-//!  (--threads workers, work-stealing,                   ├─ WHATSAT: write, PlacesCall driven .await ──► push
+//!                                                     read.await ──► Session::poll: each line ──► Service::handle
+//!  tokio multi-thread runtime                           ├─ reply ──► OutputBuffer, try_write at flush_at
+//!  (--threads workers, work-stealing,                   ├─ WHATSAT: upstream::fetch(..).await ──► Session::complete
 //!   one I/O driver + timer wheel)                       └─ flood ──FloodLinks::send──► Notify ──► link task
 //!                                                     write what the socket takes; while bytes are owed,
 //!                                                     select! { writable, readable if may_read, stall }
@@ -19,19 +19,19 @@
 //! or the timer fired. The code reads like the thread-per-request style; the waiting costs a few
 //! hundred bytes of task state instead of a thread.
 //!
-//! Order comes for free. A connection task handles its lines one after another and awaits a
-//! WHATSAT's upstream call inline, so the requests of one connection take effect in order (a
-//! WHATSAT sees the IAMAT before it) and replies leave in order: the task uses
-//! [`OutputBuffer::push`], never the reordering half of the buffer.
+//! Order comes for free. A connection task hands what it reads to herd-core's [`Session`], which
+//! handles the lines one after another and stops at a WHATSAT until the task has awaited the
+//! upstream answer inline, so the requests of one connection take effect in order (a WHATSAT sees
+//! the IAMAT before it) and replies leave in order.
 //!
-//! Every rule around the protocol is herd-core's policy layer, driven from here:
-//! [`OutputBuffer`] decides when replies are written (`flush_at`, and after each read), when the
-//! task stops reading a client that leaves its replies unread (`pause_output`), and when it gives
-//! up on one (`max_output` owed while the socket is full, or `write_stall` without progress);
-//! [`herd_core::policy::FloodLinks`] and [`herd_core::policy::PlacesCall`] /
-//! [`herd_core::policy::PlacesPool`] own the links and the places client (see [`links`],
-//! [`upstream`]); [`AcceptBackoff`] paces the accept loop after errors. This crate keeps only the
-//! tokio parts: sockets, `tokio::spawn`, `Notify`, `select!` and `sleep_until`.
+//! Every rule around the protocol is herd-core's policy layer, driven from here: the [`Session`]
+//! and its [`herd_core::policy::OutputBuffer`] decide when replies are written (`flush_at`, and
+//! after each read), when the task stops reading a client that leaves its replies unread
+//! (`pause_output`), and when it gives up on one (`max_output` owed while the socket is full, or
+//! `write_stall` without progress); [`herd_core::policy::FloodLinks`] with
+//! [`herd_core::policy::LinkSocket`], and [`herd_core::policy::PlacesBackend`], own the links and
+//! the places client (see [`links`], [`upstream`]); [`herd_core::policy::Acceptor`] caps the
+//! connections and paces the accept loop after errors. This crate keeps only the tokio parts: sockets, `tokio::spawn`, `Notify`, `select!` and `sleep_until`.
 //!
 //! Reads are tokio's: a `read().await` tries the socket when tokio's cached readiness says it may
 //! have data and waits for the I/O driver otherwise; tokio clears the readiness on a short read or
@@ -46,7 +46,7 @@
 //!
 //! # Layout
 //! - [`serve`]: build the runtime, start the links, accept.
-//! - `Connection`: one client's task: read, frame, handle, write.
+//! - `Connection`: one client's task: read into its [`Session`], fetch, write, wait.
 //! - [`links`]: one task per neighbour driving its [`herd_core::policy::FloodLink`].
 //! - [`upstream`]: one WHATSAT's [`herd_core::policy::PlacesCall`] on a shared pool of connections.
 
@@ -58,13 +58,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, OutputBuffer};
-use herd_core::{Frame, Limits, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use herd_core::policy::{Accepted, Session};
+use herd_core::{ServeOptions, Service, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::links::LinkNotify;
-use crate::upstream::Upstream;
 
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
@@ -77,50 +76,27 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
     listener.set_nonblocking(true)?;
     runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
-        let shared = Arc::new(Shared {
-            links: links::spawn(options, &*service),
-            upstream: options.places.map(|addr| Upstream::new(addr, &options.limits, service.stats())),
-            service,
-            limits: options.limits.clone(),
-        });
+        let links = links::spawn(options, &*service);
+        let shared = Arc::new(Shared::new(service, links, options));
         accept_loop(listener, shared).await
     })
 }
 
 /// What every connection task shares.
-#[derive(Debug)]
-struct Shared<S> {
-    service: Arc<S>,
-    links: Arc<FloodLinks<LinkNotify>>,
-    /// `None` in echo mode, or with no places backend configured.
-    upstream: Option<Upstream>,
-    limits: Limits,
-}
+type Shared<S> = herd_core::policy::Shared<S, LinkNotify, TcpStream>;
 
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) -> io::Result<()> {
-    let mut backoff = AcceptBackoff::new(&shared.limits);
-    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
+    let mut acceptor = shared.acceptor();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.on_accepted();
-                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
-                ServerStats::bump(&shared.service.stats().connections);
+        match acceptor.on_accept(listener.accept().await, Instant::now()) {
+            Accepted::Serve((stream, _), admitted) => {
                 let _ = stream.set_nodelay(true);
-                let conn = Connection {
-                    stream,
-                    framer: LineFramer::new(shared.limits.max_line),
-                    link: Link::default(),
-                    out: OutputBuffer::new(&shared.limits),
-                    shared: Arc::clone(&shared),
-                    _admitted: admitted,
-                };
-                tokio::spawn(conn.run());
+                let mut conn = Connection { stream, session: Session::new(&shared.limits, admitted) };
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { shared.ended(conn.serve(&shared).await) });
             }
-            Err(e) => {
-                shared.service.log().error("accept", e);
-                until(Some(backoff.on_error(Instant::now()))).await;
-            }
+            Accepted::Refused => {}
+            Accepted::Pause(resume) => tokio::time::sleep_until(resume.into()).await,
         }
     }
 }
@@ -134,102 +110,51 @@ pub(crate) async fn until(deadline: Option<Instant>) {
 }
 
 /// One client connection, owned by its task.
-struct Connection<S> {
+struct Connection {
     stream: TcpStream,
-    framer: LineFramer,
-    link: Link,
-    out: OutputBuffer,
-    shared: Arc<Shared<S>>,
-    /// Its place under the connection cap, given back when the task ends.
-    _admitted: Admitted,
+    session: Session,
 }
 
-impl<S: Service> Connection<S> {
-    /// Runs the connection to its end; write failures and policy closes are logged, read failures
-    /// just end it.
-    async fn run(mut self) {
-        if let Err(e) = self.serve().await {
-            self.shared.service.log().error("write", e);
-        }
-    }
-
-    async fn serve(&mut self) -> io::Result<()> {
-        loop {
+impl Connection {
+    async fn serve<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<()> {
+        while self.session.may_read() {
             self.settle(true).await?;
-            let n = match self.stream.read(self.framer.read_buf()).await {
-                // End of stream: what is owed still goes out (a half-closed client reads it).
-                Ok(0) => return self.settle(false).await,
-                Ok(n) => n,
+            match self.stream.read(self.session.read_buf()).await {
+                Ok(0) => break, // end of stream: what is owed still goes out (a half-closed client reads it)
+                Ok(n) => self.session.filled(n, Timestamp::from_system_time(SystemTime::now())),
                 Err(_) => return Ok(()), // reset: nothing more to answer
-            };
-            self.framer.filled(n);
-            while let Some(frame) = self.framer.next_frame() {
-                let line = match frame {
-                    Frame::Line(line) => line,
-                    Frame::Oversized(quote) => {
-                        let reply = self.shared.service.oversized(quote);
-                        self.out.push(&reply);
-                        self.settle(false).await?;
-                        return self.stream.shutdown().await;
-                    }
-                };
-                let now = Timestamp::from_system_time(SystemTime::now());
-                let service = &*self.shared.service;
-                let outcome = service.handle(line, &mut self.link, now);
-                if let Some(flood) = &outcome.flood {
-                    self.shared.links.send(flood, Instant::now());
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.push(&bytes),
-                    Reply::Nothing => {}
-                    Reply::Places(lookup) => {
-                        // What is already answered goes out before the task waits upstream.
-                        write(&self.stream, &mut self.out)?;
-                        let result = match &self.shared.upstream {
-                            Some(upstream) => upstream.fetch(&lookup.query, service.stats()).await,
-                            None => Err(UpstreamError::NotConfigured),
-                        };
-                        let reply = self.shared.service.complete(lookup, result);
-                        self.out.push(&reply);
-                    }
-                }
-                if self.out.should_flush() {
-                    write(&self.stream, &mut self.out)?;
-                }
+            }
+            let stream = &self.stream;
+            while let Some(lookup) =
+                self.session.poll(&*shared.service, &shared.links, Instant::now(), |b| stream.try_write(b))?
+            {
+                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+                self.session.complete(&*shared.service, lookup, answer);
             }
         }
+        self.settle(false).await?;
+        if self.session.is_closing() {
+            self.stream.shutdown().await?;
+        }
+        Ok(())
     }
 
     /// Writes until nothing is owed or, if `read` and the buffer allows reading, input is there.
     /// Waits for the socket to take more no longer than the buffer's stall deadline.
     async fn settle(&mut self, read: bool) -> io::Result<()> {
+        let stream = &self.stream;
         loop {
-            write(&self.stream, &mut self.out)?;
-            if self.out.owed() == 0 {
+            let out = self.session.output();
+            out.write_with(Instant::now(), |b| stream.try_write(b))?;
+            if out.owed() == 0 {
                 return Ok(());
             }
-            let read = read && self.out.may_read();
+            let read = read && out.may_read();
             tokio::select! {
-                ready = self.stream.writable() => ready?,
-                ready = self.stream.readable(), if read => return ready,
-                () = until(self.out.poll_timeout()) => self.out.on_timeout(Instant::now()).map_err(io::Error::other)?,
+                ready = stream.writable() => ready?,
+                ready = stream.readable(), if read => return ready,
+                () = until(out.poll_timeout()) => out.on_timeout(Instant::now()).map_err(io::Error::other)?,
             }
         }
     }
-}
-
-/// Writes what the socket takes now, each write reported to the buffer; a full socket with bytes
-/// owed starts the stall clock (or closes a client owed too much).
-fn write(stream: &TcpStream, out: &mut OutputBuffer) -> io::Result<()> {
-    while out.owed() > 0 {
-        match stream.try_write(out.poll_transmit()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => out.consumed(n, Instant::now()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return out.blocked(Instant::now()).map_err(io::Error::other);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

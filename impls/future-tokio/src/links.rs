@@ -19,13 +19,11 @@
 //! one `select!` waits for it, the socket and the machine's next deadline at once. The machine's
 //! lock is taken for a call or two and never held across an `.await`.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use herd_core::policy::link::SharedLink;
-use herd_core::policy::{FloodLinks, LinkState, LinkWaker};
+use herd_core::policy::{FloodLinks, LinkSocket, LinkWaker};
 use herd_core::{ServeOptions, Service};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -55,73 +53,26 @@ pub fn spawn<S: Service>(options: &ServeOptions, service: &S) -> Arc<FloodLinks<
 /// One neighbour's link task: owns the socket, follows the machine.
 async fn drive(links: Arc<FloodLinks<LinkNotify>>, i: usize, addr: SocketAddr) {
     let Some(link) = links.get(i) else { return };
-    let mut conn: Option<TcpStream> = None;
-    // Bytes taken from the machine and not yet by the socket.
-    let mut buf = Vec::new();
+    let mut socket = LinkSocket::default();
     loop {
-        let (connect, deadline) = {
-            let mut machine = link.lock();
-            machine.on_timeout(Instant::now());
-            if machine.state() == LinkState::Down {
-                conn = None;
-                buf.clear();
-            }
-            (machine.poll_connect(), machine.poll_timeout())
-        };
-        if connect {
+        if let Some(deadline) = socket.poll(link, Instant::now()) {
             let stream = tokio::select! {
                 stream = TcpStream::connect(addr) => stream.and_then(|s| s.set_nodelay(true).map(|()| s)).ok(),
-                () = until(deadline) => None,
+                () = until(Some(deadline)) => None,
             };
-            let mut machine = link.lock();
-            match stream {
-                Some(stream) => {
-                    machine.on_connected(Instant::now());
-                    conn = Some(stream);
-                }
-                None => machine.on_connect_failed(Instant::now()),
-            }
+            socket.connected(link, Instant::now(), stream);
         }
-        if let Some(stream) = &conn {
-            link.lock().poll_transmit(&mut buf);
-            if let Err(e) = write(stream, &mut buf, link) {
-                link.lock().on_closed(Instant::now(), &e.to_string());
-                continue;
-            }
-        }
-        let deadline = link.lock().poll_timeout();
-        let notified = link.waker.0.notified();
-        match &conn {
-            None => tokio::select! {
-                () = notified => {}
-                () = until(deadline) => {}
-            },
-            Some(stream) => tokio::select! {
-                () = notified => {}
-                ready = stream.readable() => {
-                    let mut bytes = [0_u8; 256];
-                    let read = ready.and_then(|()| stream.try_read(&mut bytes));
-                    link.lock().on_read(Instant::now(), read.map(|n| &bytes[..n]));
-                }
-                _ = stream.writable(), if !buf.is_empty() => {}
-                () = until(deadline) => {}
-            },
+        socket.transmit(link, Instant::now(), |stream, bytes| stream.try_write(bytes));
+        let (notified, deadline) = (link.waker.0.notified(), link.lock().poll_timeout());
+        let Some(stream) = socket.socket() else {
+            tokio::select! { () = notified => {}, () = until(deadline) => {} }
+            continue;
+        };
+        tokio::select! {
+            () = notified => {}
+            ready = stream.readable() => socket.on_readable(link, Instant::now(), |s, buf| ready.and_then(|()| s.try_read(buf))),
+            _ = stream.writable(), if socket.has_unsent() => {}
+            () = until(deadline) => {}
         }
     }
-}
-
-/// Writes what the socket takes now, telling the machine after each write.
-fn write(stream: &TcpStream, buf: &mut Vec<u8>, link: &SharedLink<LinkNotify>) -> io::Result<()> {
-    while !buf.is_empty() {
-        match stream.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf.drain(..n);
-                link.lock().consumed(n, Instant::now());
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

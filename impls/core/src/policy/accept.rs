@@ -13,7 +13,8 @@
 //! accepting, which leaves the excess in the kernel's backlog, while here the excess is told at once.
 //!
 //! # Calling order
-//! After each accept: [`AcceptBackoff::on_accepted`] or [`AcceptBackoff::on_error`], which says
+//! A style with one accept loop hands each accept's result to [`Acceptor::on_accept`] and does what
+//! it says. Styles that accept in several places use the parts. After each accept: [`AcceptBackoff::on_accepted`] or [`AcceptBackoff::on_error`], which says
 //! until when not to accept again (the caller sleeps, or arms a timer and stops watching the
 //! listener). For each accepted connection, [`Admission::admit`]: `None` means close it now;
 //! otherwise keep the [`Admitted`] with the connection, and drop it when the connection ends.
@@ -47,6 +48,54 @@ impl AcceptBackoff {
         let pause = self.next;
         self.next = (self.next * 2).min(self.max);
         now + pause
+    }
+}
+
+/// The listener's whole policy for a style with one accept loop: the back-off after errors, the
+/// cap on connections, and the count of connections served.
+#[derive(Debug)]
+pub struct Acceptor {
+    backoff: AcceptBackoff,
+    admission: Admission,
+    served: Arc<AtomicU64>,
+    log: EventLog,
+}
+
+/// What to do with what one accept returned.
+#[derive(Debug)]
+pub enum Accepted<C> {
+    /// Serve this connection; keep the [`Admitted`] with it until it ends.
+    Serve(C, Admitted),
+    /// Past the cap: the connection was dropped (closed), counted and logged.
+    Refused,
+    /// Accepting failed (logged): accept nothing before this time.
+    Pause(Instant),
+}
+
+impl Acceptor {
+    pub fn new(limits: &Limits, stats: &ServerStats, log: &EventLog) -> Self {
+        Self {
+            backoff: AcceptBackoff::new(limits),
+            admission: Admission::new(limits, stats, log),
+            served: Arc::clone(&stats.connections),
+            log: log.clone(),
+        }
+    }
+
+    /// Judges what one accept at `now` returned.
+    pub fn on_accept<C>(&mut self, accepted: std::io::Result<C>, now: Instant) -> Accepted<C> {
+        match accepted {
+            Ok(conn) => {
+                self.backoff.on_accepted();
+                let Some(admitted) = self.admission.admit() else { return Accepted::Refused };
+                ServerStats::bump(&self.served);
+                Accepted::Serve(conn, admitted)
+            }
+            Err(e) => {
+                self.log.error("accept", e);
+                Accepted::Pause(self.backoff.on_error(now))
+            }
+        }
     }
 }
 
@@ -142,5 +191,35 @@ mod tests {
         assert_eq!(pauses, [ms(10), ms(20), ms(35), ms(35)]);
         b.on_accepted();
         assert_eq!(b.on_error(t0) - t0, ms(10));
+    }
+
+    #[test]
+    fn the_acceptor_counts_serves_refuses_past_the_cap_and_backs_off_after_errors() {
+        let stats = ServerStats::default();
+        let limits = Limits {
+            max_connections: 1,
+            accept_backoff: Duration::from_millis(10),
+            accept_backoff_max: Duration::from_millis(25),
+            ..Limits::default()
+        };
+        let mut acceptor = Acceptor::new(&limits, &stats, &EventLog::discard());
+        let t0 = Instant::now();
+        let first = acceptor.on_accept(Ok("first"), t0);
+        assert!(matches!(first, Accepted::Serve("first", _)));
+        assert!(matches!(acceptor.on_accept(Ok("second"), t0), Accepted::Refused));
+        assert_eq!((stats.connections.load(Relaxed), stats.connections_refused.load(Relaxed)), (1, 1));
+        let pauses: Vec<_> = (0..3)
+            .map(|_| match acceptor.on_accept::<&str>(Err(std::io::ErrorKind::Other.into()), t0) {
+                Accepted::Pause(until) => until - t0,
+                other => panic!("an error pauses: {other:?}"),
+            })
+            .collect();
+        assert_eq!(pauses, [10, 20, 25].map(Duration::from_millis), "doubling up to the cap");
+        drop(first);
+        assert!(matches!(acceptor.on_accept(Ok("third"), t0), Accepted::Serve("third", _)), "a place was given back");
+        assert!(
+            matches!(acceptor.on_accept::<&str>(Err(std::io::ErrorKind::Other.into()), t0), Accepted::Pause(t) if t == t0 + Duration::from_millis(10)),
+            "an accept resets the back-off"
+        );
     }
 }

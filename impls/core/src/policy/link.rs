@@ -41,8 +41,12 @@
 //!    ([`FloodLink::on_timeout`]).
 //! 4. After any call, if [`FloodLink::state`] is `Down`, drop the socket and anything left in the
 //!    buffer. Repeat from 1.
+//!
+//! [`LinkSocket`] is steps 1, 2 and 4 for a driver that holds its link in one place (a task): it
+//! keeps the socket and the buffer, and the driver keeps only how it connects and waits.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -447,6 +451,107 @@ impl<W> SharedLink<W> {
     }
 }
 
+/// The driver's half of a link: its socket, of the style's type `C`, and the bytes taken from the
+/// machine that the socket has not yet accepted (so no lock is held across a write). Steps 1, 2
+/// and 4 of the calling order, for a driver that holds the link in one place (a task, a thread);
+/// the driver keeps how it connects and waits.
+#[derive(Debug)]
+pub struct LinkSocket<C> {
+    socket: Option<C>,
+    buf: Vec<u8>,
+}
+
+impl<C> Default for LinkSocket<C> {
+    fn default() -> Self {
+        Self { socket: None, buf: Vec::new() }
+    }
+}
+
+impl<C> LinkSocket<C> {
+    /// Acts on the machine's passed deadlines, lets go of the socket and its bytes once the link
+    /// is down, and says whether to connect now: `Some(deadline)`, the attempt's last moment.
+    pub fn poll<W>(&mut self, link: &SharedLink<W>, now: Instant) -> Option<Instant> {
+        let mut machine = link.lock();
+        machine.on_timeout(now);
+        if machine.state() == LinkState::Down {
+            self.socket = None;
+            self.buf.clear();
+        }
+        if !machine.poll_connect() {
+            return None;
+        }
+        machine.poll_timeout()
+    }
+
+    /// The attempt [`Self::poll`] asked for ended: with a connected socket, or `None` (failed or
+    /// past its deadline).
+    pub fn connected<W>(&mut self, link: &SharedLink<W>, now: Instant, socket: Option<C>) {
+        let mut machine = link.lock();
+        match socket {
+            Some(socket) => {
+                machine.on_connected(now);
+                self.socket = Some(socket);
+            }
+            None => machine.on_connect_failed(now),
+        }
+    }
+
+    /// Writes what the machine has to send through `write` (one non-blocking write: what the
+    /// socket took, or `WouldBlock`) until the socket is full, telling the machine after each
+    /// write. A failed write closes the link.
+    pub fn transmit<W>(
+        &mut self,
+        link: &SharedLink<W>,
+        now: Instant,
+        mut write: impl FnMut(&C, &[u8]) -> io::Result<usize>,
+    ) {
+        let Some(socket) = &self.socket else { return };
+        link.lock().poll_transmit(&mut self.buf);
+        let failed = loop {
+            if self.buf.is_empty() {
+                return;
+            }
+            match write(socket, &self.buf) {
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    self.buf.drain(..n);
+                    link.lock().consumed(n, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => break e,
+            }
+        };
+        link.lock().on_closed(now, &failed.to_string());
+        self.socket = None;
+        self.buf.clear();
+    }
+
+    /// The socket has become readable: `read` (one non-blocking read into the buffer it is
+    /// given) is tried and what it returned handed to the machine (an answer while handshaking;
+    /// otherwise the neighbour is gone).
+    pub fn on_readable<W>(
+        &self,
+        link: &SharedLink<W>,
+        now: Instant,
+        read: impl FnOnce(&C, &mut [u8]) -> io::Result<usize>,
+    ) {
+        let Some(socket) = &self.socket else { return };
+        let mut bytes = [0_u8; 256];
+        let result = read(socket, &mut bytes);
+        link.lock().on_read(now, result.map(|n| &bytes[..n]));
+    }
+
+    /// The connected socket, to wait on.
+    pub fn socket(&self) -> Option<&C> {
+        self.socket.as_ref()
+    }
+
+    /// Bytes wait for the socket to take them: wait for it to become writable too.
+    pub fn has_unsent(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
 /// Every neighbour's link, indexed like [`Flood::to`].
 #[derive(Debug)]
 pub struct FloodLinks<W> {
@@ -782,5 +887,83 @@ mod tests {
         let woken = |i: usize| links.get(i).map(|l| l.waker.0.load(Relaxed));
         assert_eq!((woken(0), woken(1)), (Some(0), Some(1)), "once for the connect request");
         assert_eq!(links.get(1).map(|l| l.lock().queued_bytes()), Some(12 + 2 * AT.len()));
+    }
+
+    /// A fake socket: takes at most `room` bytes per write, or fails with `fail`.
+    struct FakeSocket {
+        room: usize,
+        fail: Option<std::io::ErrorKind>,
+    }
+
+    fn write_to(taken: &mut Vec<u8>) -> impl FnMut(&FakeSocket, &[u8]) -> std::io::Result<usize> + '_ {
+        |socket, bytes| {
+            if let Some(kind) = socket.fail {
+                return Err(kind.into());
+            }
+            let n = bytes.len().min(socket.room);
+            if n == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            taken.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn link_socket_connects_when_asked_writes_what_fits_and_lets_go_when_down() {
+        let f = Fixture::new();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let options = ServeOptions {
+            name: "Alford".into(),
+            neighbours: vec![("Hamilton".into(), addr)],
+            ..ServeOptions::default()
+        };
+        let links = FloodLinks::new(&options, f.t0, &f.stats, &EventLog::discard(), |_| CountingWaker::default());
+        let link = links.get(0).expect("one neighbour");
+        let mut socket = LinkSocket::default();
+        assert_eq!(socket.poll(link, f.at(1)), None, "nothing to send, no retry due: no connect");
+        links.send(&Flood { line: AT.into(), to: vec![0] }, f.at(2));
+        assert_eq!(socket.poll(link, f.at(2)), Some(f.at(502)), "connect now, by the connect timeout");
+        socket.connected(link, f.at(3), Some(FakeSocket { room: 20, fail: None }));
+        let mut taken = Vec::new();
+        socket.transmit(link, f.at(4), write_to(&mut taken));
+        // The fake takes 20 bytes a write and never fills: everything goes, in order.
+        assert_eq!(taken, [&b"PEER Alford\n"[..], AT].concat());
+        assert!(!socket.has_unsent());
+        assert_eq!(f.out(), 1);
+
+        // A full socket keeps the rest for later; a failed write closes the link and drops it all.
+        links.send(&Flood { line: AT.into(), to: vec![0] }, f.at(5));
+        socket.connected(link, f.at(5), Some(FakeSocket { room: 0, fail: None }));
+        socket.transmit(link, f.at(5), write_to(&mut taken));
+        assert!(socket.has_unsent() && socket.socket().is_some(), "would block: bytes wait, the link stays up");
+        socket.connected(link, f.at(6), Some(FakeSocket { room: 0, fail: Some(std::io::ErrorKind::BrokenPipe) }));
+        socket.transmit(link, f.at(6), write_to(&mut taken));
+        assert!(socket.socket().is_none() && !socket.has_unsent());
+        assert_eq!((link.lock().state(), f.dropped()), (LinkState::Down, 1));
+        assert_eq!(socket.poll(link, f.at(7)), None, "down: the retry waits for its interval");
+    }
+
+    #[test]
+    fn link_socket_hands_what_a_read_returned_to_the_machine() {
+        let f = Fixture::new();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let options = ServeOptions {
+            name: "Alford".into(),
+            neighbours: vec![("Hamilton".into(), addr)],
+            ..ServeOptions::default()
+        };
+        let links = FloodLinks::new(&options, f.t0, &f.stats, &EventLog::discard(), |_| CountingWaker::default());
+        let link = links.get(0).expect("one neighbour");
+        let mut socket = LinkSocket::default();
+        links.send(&Flood { line: AT.into(), to: vec![0] }, f.at(1));
+        assert!(socket.poll(link, f.at(1)).is_some());
+        socket.connected(link, f.at(2), Some(FakeSocket { room: 100, fail: None }));
+        socket.on_readable(link, f.at(3), |_, _| Err(std::io::ErrorKind::WouldBlock.into()));
+        assert_eq!(link.lock().state(), LinkState::Up, "spurious readiness changes nothing");
+        socket.on_readable(link, f.at(4), |_, _| Ok(0));
+        assert_eq!(link.lock().state(), LinkState::Down, "end of stream: the neighbour is gone");
+        assert_eq!(socket.poll(link, f.at(5)), None);
+        assert!(socket.socket().is_none(), "the next poll lets go of the socket");
     }
 }

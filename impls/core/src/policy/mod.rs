@@ -13,21 +13,24 @@
 //! - [`link`]: [`FloodLink`], one per neighbour, and [`FloodLinks`], the set a server floods through.
 //! - [`upstream`]: [`PlacesCall`] (one WHATSAT's exchange) and [`PlacesPool`] (kept-alive connections).
 //! - [`output`]: [`OutputBuffer`], a client connection's replies and back-pressure.
+//! - [`session`]: [`Session`], the order a connection that answers in order uses them in.
 //! - [`accept`]: [`AcceptBackoff`], the pause after an accept error.
 
 pub mod accept;
 pub mod link;
 pub mod output;
+pub mod session;
 pub mod upstream;
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use accept::{AcceptBackoff, Admission, Admitted};
-pub use link::{FloodLink, FloodLinks, LinkState, LinkWaker, Queued, SharedLink};
+pub use accept::{AcceptBackoff, Accepted, Acceptor, Admission, Admitted};
+pub use link::{FloodLink, FloodLinks, LinkSocket, LinkState, LinkWaker, Queued, SharedLink};
 pub use output::{Close, OutputBuffer};
-pub use upstream::{PlacesCall, PlacesPool, Step};
+pub use session::{Session, Shared};
+pub use upstream::{PlacesBackend, PlacesCall, PlacesPool, Step};
 
 /// Every constant of the policy layer, in one value. The harness fills it from `harness serve` /
 /// `harness run` flags (each field has one) and records it in the result file, so a result says

@@ -21,10 +21,12 @@
 //! [`OutputBuffer::push`] once the reply is ready); for each reply: [`OutputBuffer::complete`].
 //! Read more only while [`OutputBuffer::may_read`]. Write [`OutputBuffer::poll_transmit`] when
 //! [`OutputBuffer::should_flush`] or after the last line of a read; report every write with
-//! [`OutputBuffer::consumed`] and a full socket with [`OutputBuffer::blocked`]; wait for
+//! [`OutputBuffer::consumed`] and a full socket with [`OutputBuffer::blocked`] (or lend
+//! [`OutputBuffer::write_with`] a one-write function and it does both); wait for
 //! writability no longer than [`OutputBuffer::poll_timeout`], then call [`OutputBuffer::on_timeout`].
 //! A [`Close`] from any of them means: log it, close the connection.
 
+use std::io;
 use std::time::{Duration, Instant};
 
 use crate::order::ReplyOrder;
@@ -140,6 +142,22 @@ impl OutputBuffer {
         self.stalled_since.get_or_insert(now);
         if self.owed() > self.max_output {
             return Err(Close::Overflow { owed: self.owed() });
+        }
+        Ok(())
+    }
+
+    /// Writes what is owed through `write` (one non-blocking write of the given bytes, returning
+    /// how many the socket took) until nothing is owed or the socket is full, reporting each write
+    /// with [`Self::consumed`] and a full socket with [`Self::blocked`]. A [`Close`] comes back as
+    /// an error of kind `Other` wrapping it; a socket that took nothing, as `WriteZero`.
+    pub fn write_with(&mut self, now: Instant, mut write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
+        while self.owed() > 0 {
+            match write(self.poll_transmit()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consumed(n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.blocked(now).map_err(io::Error::other),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -29,6 +29,8 @@
 //! of stream with [`PlacesCall::on_closed`], and [`PlacesCall::on_timeout`] at
 //! [`PlacesCall::poll_timeout`], until a [`Step::Done`].
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -92,7 +94,7 @@ impl PlacesCall {
 
     /// Opening a connection failed.
     pub fn on_connect_failed(&mut self, error: &str) -> Step {
-        Step::Done { result: Err(UpstreamError::Unreachable(error.to_owned())), keep: false }
+        Step::Done { result: Err(unreachable(error)), keep: false }
     }
 
     /// Bytes of the response arrived (any amount, including a whole response at once).
@@ -126,10 +128,78 @@ impl PlacesCall {
         Step::Done { result: Err(error), keep: false }
     }
 
+    /// What one read of the attached connection returned, its bytes in `buf`: end of stream and
+    /// errors go to [`Self::on_closed`], bytes to [`Self::on_bytes`].
+    pub fn on_read(&mut self, read: io::Result<usize>, buf: &[u8]) -> Step {
+        match read {
+            Ok(0) => self.on_closed("end of stream"),
+            Ok(n) => self.on_bytes(&buf[..n]),
+            Err(e) => self.on_closed(&e.to_string()),
+        }
+    }
+
+    /// What writing [`Self::request`] returned: `Continue` (read the answer) or the failure's step.
+    pub fn on_written(&mut self, written: io::Result<()>) -> Step {
+        match written {
+            Ok(()) => Step::Continue,
+            Err(e) => self.on_closed(&e.to_string()),
+        }
+    }
+
     /// The deadline passed (calling early is a no-op: `None`).
     pub fn on_timeout(&mut self, now: Instant) -> Option<Step> {
         (now >= self.deadline).then_some(Step::Done { result: Err(UpstreamError::Timeout), keep: false })
     }
+}
+
+/// The places backend as a server sees it: where it is, and the kept-alive connections to it
+/// (of the style's socket type `C`).
+#[derive(Debug)]
+pub struct PlacesBackend<C> {
+    addr: SocketAddr,
+    /// The `Host:` header of every request.
+    host: String,
+    limits: Limits,
+    stale_retries: Arc<AtomicU64>,
+    pool: PlacesPool<C>,
+}
+
+impl<C> PlacesBackend<C> {
+    pub fn new(addr: SocketAddr, limits: &Limits, stats: &ServerStats) -> Self {
+        Self {
+            addr,
+            host: addr.to_string(),
+            limits: limits.clone(),
+            stale_retries: Arc::clone(&stats.upstream_stale_retries),
+            pool: PlacesPool::new(limits, stats),
+        }
+    }
+
+    /// Where to connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A new exchange for `query`, starting at `now`.
+    pub fn call(&self, query: &PlacesQuery, now: Instant) -> PlacesCall {
+        PlacesCall {
+            request: query.encode_request(&self.host),
+            deadline: now + self.limits.upstream_timeout,
+            reused: false,
+            retried: false,
+            received: Vec::new(),
+            stale_retries: Arc::clone(&self.stale_retries),
+        }
+    }
+
+    /// The kept-alive connections.
+    pub fn pool(&self) -> &PlacesPool<C> {
+        &self.pool
+    }
+}
+
+fn unreachable(error: &str) -> UpstreamError {
+    UpstreamError::Unreachable(error.to_owned())
 }
 
 /// Idle kept-alive connections of type `C` (the style's socket), last in first out, bounded.
@@ -159,6 +229,38 @@ impl<C> PlacesPool<C> {
     /// Counts a fresh connection.
     pub fn opened(&self) {
         ServerStats::bump(&self.connects);
+    }
+
+    /// The kept-alive connection for `call`'s first attempt, attached as reused; `None` (no idle
+    /// one, or the call is retrying a stale one): open a fresh one and hand it to [`Self::attach`].
+    pub fn reuse(&self, call: &mut PlacesCall) -> Option<C> {
+        let conn = if call.retried { None } else { self.checkout() };
+        if conn.is_some() {
+            call.on_attached(true);
+        }
+        conn
+    }
+
+    /// A fresh connection was opened for `call` (counted and attached), or opening it failed
+    /// (the call's error, as [`PlacesCall::on_connect_failed`] says).
+    pub fn attach(&self, call: &mut PlacesCall, opened: io::Result<C>) -> Result<C, UpstreamError> {
+        let conn = opened.map_err(|e| unreachable(&e.to_string()))?;
+        self.opened();
+        call.on_attached(false);
+        Ok(conn)
+    }
+
+    /// The exchange on `conn` ended with `step` (anything but [`Step::Continue`]): the call's
+    /// result, with the connection back in the pool if it may be kept; `None` after a
+    /// [`Step::Reconnect`] (the connection is dropped: attach a fresh one).
+    pub fn finish(&self, conn: C, step: Step) -> Option<Result<HttpResponse, UpstreamError>> {
+        match step {
+            Step::Done { result, keep } => {
+                self.checkin(conn, keep);
+                Some(result)
+            }
+            Step::Continue | Step::Reconnect => None,
+        }
     }
 
     /// Returns a connection after [`Step::Done`]: kept if `keep` and there is room, else dropped
@@ -266,5 +368,36 @@ mod tests {
         pool.checkin(4, false);
         assert_eq!(pool.idle(), 2);
         assert_eq!((pool.checkout(), pool.checkout(), pool.checkout()), (Some(2), Some(1), None));
+    }
+
+    #[test]
+    fn the_backend_reuses_an_idle_connection_once_then_opens_and_keeps_only_what_it_may() {
+        let stats = ServerStats::default();
+        let limits = Limits { upstream_idle_max: 1, ..Limits::default() };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        let backend = PlacesBackend::<&str>::new(addr, &limits, &stats);
+        let query =
+            PlacesQuery { location: Location::parse("+34.068930-118.445127").expect("valid"), radius_m: 10, bound: 1 };
+        let t0 = Instant::now();
+        let mut call = backend.call(&query, t0);
+        assert_eq!(call.poll_timeout(), t0 + limits.upstream_timeout);
+        assert!(String::from_utf8_lossy(call.request()).contains("\r\nHost: 127.0.0.1:9\r\n"), "the backend's Host");
+        assert_eq!(backend.pool().reuse(&mut call), None, "nothing idle yet");
+        let conn = backend.pool().attach(&mut call, Ok("fresh")).expect("opened");
+        assert_eq!(stats.upstream_connects.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let done = call.on_read(Ok(OK.len()), OK);
+        assert!(matches!(backend.pool().finish(conn, done), Some(Ok(_))));
+        assert_eq!(backend.pool().idle(), 1, "kept alive");
+
+        // The idle one is used first; it turns out stale: one retry, on a fresh connection.
+        let mut call = backend.call(&query, t0);
+        let conn = backend.pool().reuse(&mut call).expect("the idle one");
+        let step = call.on_written(Err(std::io::ErrorKind::BrokenPipe.into()));
+        assert_eq!(step, Step::Reconnect);
+        assert_eq!(backend.pool().finish(conn, step), None, "reconnect: the stale one is dropped");
+        assert_eq!(backend.pool().reuse(&mut call), None, "the retry never reuses");
+        let refused = backend.pool().attach(&mut call, Err::<&str, _>(std::io::ErrorKind::ConnectionRefused.into()));
+        assert!(matches!(refused, Err(UpstreamError::Unreachable(_))));
+        assert_eq!(backend.pool().idle(), 0);
     }
 }
