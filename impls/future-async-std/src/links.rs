@@ -87,6 +87,13 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr, hea
             };
             socket.connected(link, Instant::now(), future::or(attempt, expired).await);
         }
+        // What the machine has goes out before the deadline is read: a link whose bytes all left
+        // has none (no timer to arm).
+        poll_fn(|cx| {
+            socket.transmit(link, Instant::now(), |s, b| poll_write(s, cx, b));
+            Poll::Ready(())
+        })
+        .await;
         let deadline = link.lock().poll_timeout();
         let rung = async {
             let _ = heard.recv().await;
@@ -101,8 +108,8 @@ async fn drive(links: Arc<FloodLinks<LinkBell>>, i: usize, addr: SocketAddr, hea
         let connected = async {
             let Some(stream) = &reader else { return pending().await };
             let gone = async { Wake::Read((&*stream).read(&mut received).await) };
-            // Every poll writes what the machine has, as far as the socket takes it (a full socket
-            // registers the task for writability); ends only when a write failed.
+            // Every later poll (a full socket registered the task for writability) writes what the
+            // machine has, as far as the socket takes it; ends only when a write failed.
             let transmit = poll_fn(|cx| {
                 socket.transmit(link, Instant::now(), |s, b| poll_write(s, cx, b));
                 if socket.socket().is_some() { Poll::Pending } else { Poll::Ready(Wake::Failed) }
