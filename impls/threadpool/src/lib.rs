@@ -1,7 +1,7 @@
 //! Thread-pool style: one reader thread frames requests, a fixed pool of workers executes them.
 //!
 //! ```text
-//!   clients ──► reader thread (mio readiness, LineFramer) ──► connection's inbox ──► crossbeam channel
+//!   clients ──► reader thread (mio readiness, LineFramer) ──► connection's inbox ──► ReadyQueue
 //!                     ▲                                                               (ready connections)
 //!                     │ resume (waker)                                                      │
 //!   worker 1..N ◄─────┴──────────────────────────────────────────────────────────────────────┘
@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The reader never executes a request: it reads whatever is ready, cuts it into lines and puts
-//! them in the connection's inbox. A connection with work is queued on the channel once; a worker
+//! them in the connection's inbox. A connection with work is queued on the [`queue`] once; a worker
 //! takes it and runs its requests one after another, so a WHATSAT sees the IAMAT sent before it
 //! and replies leave in request order. Workers block freely: on the places backend, and on a
 //! client that is slow to read.
@@ -20,14 +20,18 @@
 //! requests; past that the reader stops reading that connection until a worker has drained half of
 //! it and wakes the reader. Replies gather in the connection's `OutputBuffer` and are written when
 //! it says so, or before the worker blocks on the upstream; a client that stops reading is closed
-//! by the buffer's rules. The channel is bounded by the number of connections (each is queued at
-//! most once). When every worker is blocked, ready connections wait in the channel: one slow
-//! upstream slows everyone, which is what this style is here to show.
+//! by the buffer's rules. The queue is bounded by the number of connections (each is queued at
+//! most once). When every worker is blocked, ready connections wait in the queue: one slow
+//! upstream slows everyone, which is what this style is here to show. Idle workers park at once,
+//! except one that spins briefly (the Go scheduler's rule; see [`queue`]).
 //!
 //! # Layout
 //! - [`serve`]: start links and workers, then run the reader loop on the calling thread.
 //! - `Conn` / `Inbox`: what workers share with the reader about one connection.
-//! - `worker`: run a connection's queued requests and write their replies.
+//! - `Worker`: run a connection's queued requests and write their replies.
+//! - [`queue`]: the ready connections, and how idle workers wait for them.
+
+mod queue;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -45,6 +49,7 @@ use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Servi
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use queue::ReadyQueue;
 
 /// Workers when `--threads` is not given. Workers block on the places backend, so the pool is sized
 /// by Little's law rather than by cores: 2,000 WHATSAT/s at 20 ms upstream keeps 40 requests in
@@ -76,7 +81,7 @@ struct Writer {
 #[derive(Default)]
 struct Inbox {
     requests: VecDeque<Request>,
-    /// The connection is on the channel or held by a worker.
+    /// The connection is in the ready queue or held by a worker.
     scheduled: bool,
     /// The reader stopped reading because the inbox was full; the worker that drains it resumes it.
     paused: bool,
@@ -95,12 +100,11 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (resume_tx, resume_rx) = crossbeam_channel::unbounded::<Token>();
-    let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<Arc<Conn>>();
+    let ready = Arc::new(ReadyQueue::default());
     for i in 0..options.threads.unwrap_or(DEFAULT_WORKERS).max(1) {
         let worker = Worker {
             service: Arc::clone(&service),
-            ready: ready_rx.clone(),
-            requeue: ready_tx.clone(),
+            ready: Arc::clone(&ready),
             resume: (resume_tx.clone(), Arc::clone(&waker)),
             links: Arc::clone(&links),
             upstream: upstream.clone(),
@@ -113,7 +117,7 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
         acceptor: Acceptor::new(listener, poll.registry(), &options.limits, admission)?,
         poll,
         conns: HashMap::new(),
-        ready: ready_tx,
+        ready,
         resume: resume_rx,
         service,
         limits: options.limits.clone(),
@@ -126,7 +130,7 @@ struct Reader<S> {
     poll: Poll,
     acceptor: Acceptor,
     conns: HashMap<Token, (Arc<Conn>, LineFramer)>,
-    ready: Sender<Arc<Conn>>,
+    ready: Arc<ReadyQueue<Arc<Conn>>>,
     resume: Receiver<Token>,
     service: Arc<S>,
     limits: herd_core::Limits,
@@ -208,9 +212,7 @@ impl<S: Service> Reader<S> {
                 if !inbox.scheduled {
                     inbox.scheduled = true;
                     drop(inbox);
-                    if self.ready.send(Arc::clone(conn)).is_err() {
-                        break false; // workers gone: the server is stopping
-                    }
+                    self.ready.push(Arc::clone(conn));
                 }
             }
             if oversized {
@@ -230,8 +232,8 @@ impl<S: Service> Reader<S> {
 /// One worker thread and what it owns.
 struct Worker<S> {
     service: Arc<S>,
-    ready: Receiver<Arc<Conn>>,
-    requeue: Sender<Arc<Conn>>,
+    /// Ready connections: taken from here, and put back here when more is left after a batch.
+    ready: Arc<ReadyQueue<Arc<Conn>>>,
     resume: (Sender<Token>, Arc<Waker>),
     links: Arc<FloodLinks>,
     /// The server's places client (its pool of kept-alive connections is shared by all workers).
@@ -242,14 +244,15 @@ struct Worker<S> {
 }
 
 impl<S: Service> Worker<S> {
-    fn run(mut self) {
-        while let Ok(conn) = self.ready.recv() {
+    fn run(mut self) -> ! {
+        loop {
+            let conn = self.ready.pop();
             self.serve_connection(conn);
         }
     }
 
     /// Runs up to [`BATCH`] of the connection's requests in order, then lets it go: unscheduled if
-    /// its inbox is empty, back on the channel otherwise.
+    /// its inbox is empty, back in the ready queue otherwise.
     fn serve_connection(&mut self, conn: Arc<Conn>) {
         let mut writer = lock(&conn.writer);
         for _ in 0..BATCH {
@@ -285,7 +288,7 @@ impl<S: Service> Worker<S> {
         }
         self.flush(&conn, &mut writer.out);
         drop(writer);
-        let _ = self.requeue.send(conn);
+        self.ready.push(conn);
     }
 
     fn execute(&mut self, conn: &Conn, writer: &mut Writer, line: &[u8], received: Timestamp) {
