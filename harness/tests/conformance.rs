@@ -49,6 +49,7 @@ macro_rules! conformance {
             flooding_reaches_every_server,
             whatsat_json,
             pipelined_lines_answered_in_order,
+            a_late_reader_is_paused_not_dropped,
             pipelined_whatsat_sees_preceding_iamat,
             split_line_reassembled,
             concurrent_clients,

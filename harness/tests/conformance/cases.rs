@@ -337,6 +337,37 @@ pub fn pipelined_lines_answered_in_order(style: &str) {
     }
 }
 
+/// A client that pipelines far more than the server may owe it and reads only later is paused,
+/// not dropped: once it reads, every reply comes in order, and the connection still answers.
+pub fn a_late_reader_is_paused_not_dropped(style: &str) {
+    // ~4.8 MB of requests and ~6.8 MB of replies: more than the kernel holds for an unread client
+    // (a 4 MiB send buffer at most, and a receive buffer that grows only while it is read).
+    const LINES: usize = 80_000;
+    // A small `pause_output`, so the server stops reading soon after the sockets are full.
+    let limits = Limits { flush_at: 1024, pause_output: 4 * 1024, ..Limits::default() };
+    let herd = Herd::start_with_limits(style, &limits);
+    let mut conn = herd.client("Alford");
+    let times: Vec<String> = (0..LINES).map(|i| time_text(now_nanos() + i as i128)).collect();
+    let requests: String = times.iter().map(|t| format!("IAMAT late-reader {UCLA} {t}\n")).collect();
+    let mut writer = conn.writer();
+    let sender = thread::spawn(move || writer.write_all(requests.as_bytes()));
+    // Unread, the replies fill the socket buffers and then the server's output buffer, which
+    // stops the server reading; the rest of the requests wait in the kernel.
+    thread::sleep(Duration::from_millis(500));
+    for (i, time) in times.iter().enumerate() {
+        let reply = conn.try_read_line().unwrap_or_else(|e| {
+            let errors: Vec<_> = herd.events("Alford").into_iter().filter(|e| e["event"] == "error").collect();
+            panic!("reply {i} of {LINES}: {e}; Alford's errors: {errors:?}")
+        });
+        let at = AtLine::parse(&reply).unwrap_or_else(|e| panic!("reply {i}: {e}"));
+        assert_eq!((at.client.as_str(), at.time.as_str()), ("late-reader", time.as_str()), "reply {i} in order");
+    }
+    sender.join().expect("the writer thread").expect("every request was written");
+    let time = now_text();
+    let reply = conn.iamat("late-reader", UCLA, &time);
+    assert!(AtLine::parse(&reply).is_ok_and(|at| at.time == time), "still served afterwards: {reply:?}");
+}
+
 /// A line that arrives in two writes gets one reply.
 pub fn split_line_reassembled(style: &str) {
     let herd = Herd::start(style);

@@ -48,6 +48,11 @@ impl Client {
         self.stream.write_all(bytes)
     }
 
+    /// A second handle on the same socket, for writing from another thread while this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().unwrap_or_else(|e| panic!("cloning the socket to {}: {e}", self.addr))
+    }
+
     /// Sends `line` and its newline, returns the one-line reply (newline included).
     pub fn request(&mut self, line: &str) -> String {
         self.send(format!("{line}\n").as_bytes());

@@ -169,7 +169,7 @@ struct Connection {
 impl Connection {
     async fn serve<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<()> {
         let service = &*shared.service;
-        while self.session.may_read() {
+        while !self.session.is_closing() {
             match self.settle(true).await? {
                 Some(Ok(0)) => break, // end of stream: what is owed still goes out (a half-closed client reads it)
                 Some(Ok(n)) => self.session.filled(n, Timestamp::from_system_time(SystemTime::now())),

@@ -164,7 +164,7 @@ struct Connection {
 impl Connection {
     async fn serve<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<()> {
         let service = &*shared.service;
-        while self.session.may_read() {
+        while !self.session.is_closing() {
             self.settle(true).await?;
             let n = match self.reads.read(&mut self.stream, self.session.read_buf()).await {
                 Ok(0) => break, // end of stream: what is owed still goes out (a half-closed client reads it)
