@@ -909,16 +909,18 @@ mod tests {
         }
     }
 
+    /// Alford's links, with one neighbour: Hamilton.
+    fn one_neighbour(f: &Fixture) -> FloodLinks<CountingWaker> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let neighbours = vec![("Hamilton".into(), addr)];
+        let options = ServeOptions { name: "Alford".into(), neighbours, ..ServeOptions::default() };
+        FloodLinks::new(&options, f.t0, &f.stats, &EventLog::discard(), |_| CountingWaker::default())
+    }
+
     #[test]
     fn link_socket_connects_when_asked_writes_what_fits_and_lets_go_when_down() {
         let f = Fixture::new();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        let options = ServeOptions {
-            name: "Alford".into(),
-            neighbours: vec![("Hamilton".into(), addr)],
-            ..ServeOptions::default()
-        };
-        let links = FloodLinks::new(&options, f.t0, &f.stats, &EventLog::discard(), |_| CountingWaker::default());
+        let links = one_neighbour(&f);
         let link = links.get(0).expect("one neighbour");
         let mut socket = LinkSocket::default();
         assert_eq!(socket.poll(link, f.at(1)), None, "nothing to send, no retry due: no connect");
@@ -947,13 +949,7 @@ mod tests {
     #[test]
     fn link_socket_hands_what_a_read_returned_to_the_machine() {
         let f = Fixture::new();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        let options = ServeOptions {
-            name: "Alford".into(),
-            neighbours: vec![("Hamilton".into(), addr)],
-            ..ServeOptions::default()
-        };
-        let links = FloodLinks::new(&options, f.t0, &f.stats, &EventLog::discard(), |_| CountingWaker::default());
+        let links = one_neighbour(&f);
         let link = links.get(0).expect("one neighbour");
         let mut socket = LinkSocket::default();
         links.send(&Flood { line: AT.into(), to: vec![0] }, f.at(1));
