@@ -170,7 +170,12 @@ impl WindowProbe {
 
     /// The system calls counted over the window, by name (`all` for every call), if perf counted.
     pub fn syscalls(mut self) -> Option<BTreeMap<String, u64>> {
-        self.syscalls.as_mut().and_then(|s| s.finish().map_err(|e| eprintln!("herdbench: --syscalls: {e}")).ok())
+        let counted = self.syscalls.as_mut()?.finish();
+        counted
+            .map_err(|e| {
+                eprintln!("herdbench: --syscalls: perf cannot count here ({e}); the result has no per-call counts")
+            })
+            .ok()
     }
 
     /// Per process (in the order given), its counters over the window; `None` if a reading is
