@@ -20,6 +20,11 @@ if ! command -v perf >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >/dev/null \
     || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >/dev/null; }
 fi
+# perf reads the tracepoints from tracefs. On a fresh boot it may not be mounted yet (seen here: the
+# first run of a new machine found no /sys/kernel/tracing/events and counted no system call).
+if [ ! -d /sys/kernel/tracing/events/syscalls ] && [ ! -d /sys/kernel/debug/tracing/events/syscalls ]; then
+  mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+fi
 cargo build --release -p harness
 
 gate_run() {
