@@ -29,7 +29,7 @@ enum Command {
     Keygen(serve::KeygenArgs),
     /// Run the places backend (a local Nearby Search imitation).
     Places(places::PlacesArgs),
-    /// Drive load at any loopback address (a herd server, or the reference echo server).
+    /// Drive load at any address (a herd server, or the reference echo server).
     Load(load::LoadArgs),
     /// Turn result files into Markdown tables and SVG plots; refresh REPORT.md's generated parts.
     Report(report::ReportArgs),

@@ -55,6 +55,24 @@ impl Load {
     }
 }
 
+/// Parses a server address: `IP:PORT` (`10.0.0.2:7000`, `[::1]:7000`), or `HOST:PORT`, resolved
+/// once here (the first address the resolver gives). Any address: herdbench drives what its user
+/// names (its own tests and scripts use loopback, or network namespaces they create).
+pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let hint = "expected HOST:PORT or IP:PORT, e.g. --addr 127.0.0.1:12000 or --addr [::1]:12000";
+    if let Ok(addr) = s.trim().parse() {
+        return Ok(addr);
+    }
+    // A name needs a port after its last colon; without one, say so before asking any resolver.
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return Err(format!("`{s}`: {hint}")),
+    }
+    use std::net::ToSocketAddrs;
+    let mut found = s.to_socket_addrs().map_err(|e| format!("`{s}`: {e}; {hint}"))?;
+    found.next().ok_or_else(|| format!("`{s}`: the name resolved to no address; {hint}"))
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1.5s`, `250us`, `100ns`, or a bare number of seconds; exact to the
 /// nanosecond, so what [`Interval`] prints parses back to the same value.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -158,6 +176,16 @@ impl fmt::Display for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_parse_with_a_hint_when_they_do_not() {
+        assert_eq!(parse_addr("10.0.0.2:7000"), Ok("10.0.0.2:7000".parse().expect("literal")));
+        assert_eq!(parse_addr("[::1]:80"), Ok("[::1]:80".parse().expect("literal")));
+        for bad in ["localhost", "10.0.0.2", ":80", "host:port", "1.2.3.4:99999"] {
+            let e = parse_addr(bad).expect_err(bad);
+            assert!(e.contains("HOST:PORT") && e.contains(bad), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn rates() {

@@ -153,7 +153,7 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["--impl", "nope", "--duration", "1s"], "threadpool"),
         (&["--workload", "nope", "--duration", "1s"], "herd-mixed"),
         (&["--duration", "ten"], "10s"),
-        (&["load", "--addr", "10.1.2.3:80", "--duration", "1s"], "loopback"),
+        (&["load", "--addr", "localhost", "--duration", "1s"], "--addr 127.0.0.1:12000"),
         (&["serve", "--impl", "threadpool", "--peer", "Ball"], "NAME=ADDR"),
         (&["--link-queue-bytes", "1MB", "--duration", "1s"], "1MiB"),
         (&["serve", "--impl", "threadpool", "--link-retry", "soon"], "500ms"),
