@@ -1,6 +1,6 @@
 //! When each request should be sent (open loop), and the seeded randomness behind a run.
 
-use std::time::{Duration, Instant};
+use super::clock::Nanos;
 
 /// SplitMix64: tiny, fast, and fixed forever, so a seed means the same run in every version
 /// (a library RNG may change its algorithm between releases).
@@ -55,7 +55,7 @@ pub enum Arrival {
 /// corrects for coordinated omission.
 #[derive(Debug)]
 pub struct OpenLoopSchedule {
-    start: Instant,
+    start: Nanos,
     interval_ns: f64,
     arrival: Arrival,
     rng: SplitMix64,
@@ -64,7 +64,7 @@ pub struct OpenLoopSchedule {
 }
 
 impl OpenLoopSchedule {
-    pub fn new(start: Instant, rate: f64, arrival: Arrival, rng: SplitMix64) -> Self {
+    pub fn new(start: Nanos, rate: f64, arrival: Arrival, rng: SplitMix64) -> Self {
         let mut s = Self { start, interval_ns: 1e9 / rate, arrival, rng, next_ns: 0.0 };
         if arrival == Arrival::Poisson {
             s.next_ns = s.gap();
@@ -80,12 +80,12 @@ impl OpenLoopSchedule {
     }
 
     /// The intended time of the next request.
-    pub fn peek(&self) -> Instant {
-        self.start + Duration::from_nanos(self.next_ns.round() as u64)
+    pub fn peek(&self) -> Nanos {
+        self.start + self.next_ns.round() as u64
     }
 
     /// Consumes the next intended time.
-    pub fn advance(&mut self) -> Instant {
+    pub fn advance(&mut self) -> Nanos {
         let t = self.peek();
         self.next_ns += self.gap();
         t
@@ -94,25 +94,26 @@ impl OpenLoopSchedule {
 
 #[cfg(test)]
 mod tests {
+    use super::super::clock::SECOND;
     use super::*;
 
     #[test]
     fn uniform_times_do_not_drift() {
-        let start = Instant::now();
+        let start = 7 * SECOND;
         let mut s = OpenLoopSchedule::new(start, 3.0, Arrival::Uniform, SplitMix64::new(1));
         let times: Vec<_> = (0..7).map(|_| s.advance() - start).collect();
-        assert_eq!(times[6], Duration::from_secs(2));
-        assert_eq!(times[3], Duration::from_secs(1));
+        assert_eq!(times[6], 2 * SECOND);
+        assert_eq!(times[3], SECOND);
     }
 
     #[test]
     fn poisson_has_the_requested_mean_rate_and_is_reproducible() {
-        let start = Instant::now();
+        let start = 7 * SECOND;
         let run = |seed| {
             let mut s = OpenLoopSchedule::new(start, 10_000.0, Arrival::Poisson, SplitMix64::new(seed));
             (0..100_000).map(|_| s.advance()).last().map(|t| t - start)
         };
-        let elapsed = run(7).expect("some").as_secs_f64();
+        let elapsed = run(7).expect("some") as f64 / SECOND as f64;
         assert!((elapsed - 10.0).abs() < 0.2, "100k arrivals at 10k/s took {elapsed} s");
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));

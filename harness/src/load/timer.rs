@@ -3,7 +3,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+
+use super::clock::{Nanos, SECOND};
 
 #[derive(Debug)]
 pub struct Timer {
@@ -21,18 +22,16 @@ impl Timer {
         Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
-    /// Fires once at `at` (immediately if it has passed).
-    pub fn arm(&self, at: Instant) -> io::Result<()> {
-        let wait = at.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
+    /// Fires once at `at` (a [`clock`](super::clock) time; at once if it has passed).
+    pub fn arm(&self, at: Nanos) -> io::Result<()> {
+        let at = at.max(1); // an all-zero it_value would disarm the timer
         let spec = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: libc::timespec {
-                tv_sec: wait.as_secs() as libc::time_t,
-                tv_nsec: i64::from(wait.subsec_nanos()) as _,
-            },
+            it_value: libc::timespec { tv_sec: (at / SECOND) as libc::time_t, tv_nsec: (at % SECOND) as _ },
         };
         // SAFETY: `spec` is a valid itimerspec; the old value is not wanted.
-        let rc = unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let rc =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
         if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
