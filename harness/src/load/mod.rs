@@ -592,6 +592,10 @@ mod tests {
         assert_eq!(outcome.summary.errors, outcome.errors.values().sum::<u64>());
         assert!(echo.percentiles_us.p50 >= 200_000, "p50 {} µs is below the 200 ms timeout", echo.percentiles_us.p50);
         assert!(outcome.summary.latency_us.p50 >= 200_000);
-        assert!(outcome.timeline.iter().any(|s| s.p99_us >= 200_000), "no second shows a timeout: {:?}", outcome.timeline);
+        assert!(
+            outcome.timeline.iter().any(|s| s.p99_us >= 200_000),
+            "no second shows a timeout: {:?}",
+            outcome.timeline
+        );
     }
 }
