@@ -26,7 +26,7 @@ pub mod limits;
 pub mod load;
 mod machine;
 pub mod places;
-mod plots;
+pub mod plots;
 mod procs;
 pub mod report;
 pub mod result;

@@ -1,21 +1,37 @@
-//! SVG figures for reports (plotters' SVG backend: text is left to the viewer, so no font files
-//! are needed at all).
+//! Figures for reports, each written as SVG and, beside it, PNG.
 //!
-//! - `latency-spectrum-<workload>.svg`: latency by percentile per style, x = log10(1/(1−p)), so
-//!   p50, p90, p99, p99.9 … are evenly spaced and the tail gets the room it deserves.
-//! - `p99-vs-load-<workload>.svg` and `throughput-vs-load-<workload>.svg`, for load sweeps.
-//! - `throughput-vs-threads-<workload>.svg`, for thread sweeps.
+//! - `latency-spectrum-<workload>`: latency by percentile per style from p50 on, x = log10(1/(1−p)),
+//!   so p90, p99, p99.9 … are evenly spaced and the tail gets the room it deserves.
+//! - `p99-vs-load-<workload>` and `throughput-vs-load-<workload>`, for load sweeps.
+//! - `throughput-vs-threads-<workload>`, for thread sweeps.
+//!
+//! What a reader needs to take a figure in at a glance:
+//! - each style keeps **one colour and one marker in every figure** ([`look`], by its place in the
+//!   registry of implementations), so a reader learns them once;
+//! - the legend has a column of its own right of the plot, never over the data;
+//! - axes speak the reader's units: `50 %`, `99.9 %`; `100 µs`, `1 ms`, `1 s`; `5k/s`;
+//! - runs at another connection count than the workload's usual one (the 10,000-connection
+//!   variants) get figures of their own (`…-10000-conns`), drawn only where a line has two points;
+//!   single points stay in the tables.
+//!
+//! SVG text is left to the viewer (no font needed); PNG text is drawn with a TrueType font read
+//! from the system ([`FONT_FILES`]): without one, PNGs are skipped and the report says why.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::collection::{Key, Loaded};
 use crate::report::Row;
 
-const PALETTE: [RGBColor; 9] = [
+/// Tableau 10: distinct, and readable on white.
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -23,138 +39,332 @@ const PALETTE: [RGBColor; 9] = [
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
     RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
+    RGBColor(127, 127, 127),
 ];
+const SHAPES: [Shape; 5] = [Shape::Circle, Shape::Triangle, Shape::Square, Shape::Diamond, Shape::Cross];
+
+const SIZE: (u32, u32) = (1000, 560);
+const LEGEND_WIDTH: u32 = 250;
+
+/// Fonts tried, in order, for the PNGs (Debian's fonts-dejavu-core, and where other systems keep it).
+pub const FONT_FILES: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Circle,
+    Triangle,
+    Square,
+    Diamond,
+    Cross,
+}
+
+/// How one style is drawn in every figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Look {
+    color: RGBColor,
+    shape: Shape,
+    filled: bool,
+}
+
+/// The look of `implementation`: the n-th style of the registry gets the n-th colour, and shapes
+/// cycle so that no two styles share both (a style the registry does not know is grey).
+fn look(implementation: &str) -> Look {
+    let index = crate::impls::all().ok().and_then(|all| all.iter().position(|m| m.name == implementation));
+    match index {
+        Some(i) => Look {
+            color: COLORS[i % (COLORS.len() - 1)],
+            shape: SHAPES[i % SHAPES.len()],
+            filled: (i / SHAPES.len()).is_multiple_of(2),
+        },
+        None => Look { color: COLORS[COLORS.len() - 1], shape: Shape::Cross, filled: false },
+    }
+}
+
+/// A marker of `look` at `at`, in any coordinate system (chart values, or legend pixels).
+fn marker<'a, DB: DrawingBackend + 'a, C: Clone + 'a>(look: Look, at: C) -> DynElement<'a, DB, C> {
+    let style = if look.filled { look.color.filled() } else { look.color.stroke_width(2) };
+    let r = 5;
+    let at = EmptyElement::at(at);
+    match look.shape {
+        Shape::Circle => (at + Circle::new((0, 0), r, style)).into_dyn(),
+        Shape::Triangle => (at + TriangleMarker::new((0, 0), r + 1, style)).into_dyn(),
+        Shape::Square => (at + Rectangle::new([(-r + 1, -r + 1), (r - 1, r - 1)], style)).into_dyn(),
+        Shape::Diamond if look.filled => (at + Polygon::new(vec![(0, -r), (r, 0), (0, r), (-r, 0)], style)).into_dyn(),
+        Shape::Diamond => (at + PathElement::new(vec![(0, -r), (r, 0), (0, r), (-r, 0), (0, -r)], style)).into_dyn(),
+        Shape::Cross => (at + Cross::new((0, 0), r, look.color.stroke_width(2))).into_dyn(),
+    }
+}
+
+/// What an axis measures, which decides its ticks and their labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Latency in µs, on a log scale.
+    Micros,
+    /// A rate in requests/s.
+    PerSecond,
+    /// Percentile as log10(1/(1−p)).
+    Nines,
+    /// A plain count (`--threads`).
+    Count,
+}
+
+impl Unit {
+    fn label(self, v: f64) -> String {
+        match self {
+            Unit::Micros if v >= 1e6 => format!("{} s", trim(v / 1e6)),
+            Unit::Micros if v >= 1e3 => format!("{} ms", trim(v / 1e3)),
+            Unit::Micros => format!("{} µs", trim(v)),
+            Unit::PerSecond if v >= 1e6 => format!("{}M/s", trim(v / 1e6)),
+            Unit::PerSecond if v >= 1e3 => format!("{}k/s", trim(v / 1e3)),
+            Unit::PerSecond => format!("{}/s", trim(v)),
+            Unit::Nines => {
+                let p = 100.0 * (1.0 - 10f64.powf(-v));
+                let decimals = (v.round() as i64 - 2).max(0) as usize;
+                format!("{p:.decimals$} %")
+            }
+            Unit::Count => trim(v),
+        }
+    }
+}
+
+/// `2` rather than `2.0`, `1.5` as it is; three significant digits at most.
+fn trim(v: f64) -> String {
+    let s = format!("{:.2}", v);
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Ticks at 1-2-5 steps covering `lo..hi` (about six of them).
+fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 6.0;
+    if !(raw.is_finite() && raw > 0.0) {
+        return vec![lo];
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// Ticks for a log axis: every power of ten in `lo..hi`; 2× and 5× as well when fewer than three
+/// would show, and every multiple when even those are fewer than three.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let of = |multiples: &'static [f64]| -> Vec<f64> {
+        (a..=b)
+            .flat_map(|e| multiples.iter().map(move |m| m * 10f64.powi(e)))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect()
+    };
+    let steps: [&'static [f64]; 3] = [&[1.0], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]];
+    let mut ticks = Vec::new();
+    for multiples in steps {
+        ticks = of(multiples);
+        if ticks.len() >= 3 {
+            break;
+        }
+    }
+    ticks
+}
+
+/// An axis with the ticks we chose (plotters' own choice for a log axis can be 1, 1.2, 1.5 …),
+/// labelled by the chart's formatter.
+struct Ticked<R> {
+    inner: R,
+    ticks: Vec<f64>,
+}
+
+impl<R: Ranged<ValueType = f64>> Ranged for Ticked<R> {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
 
 /// One line of a figure.
 struct Series {
     label: String,
+    look: Look,
     points: Vec<(f64, f64)>,
 }
 
-/// Writes every figure the results support; returns their paths.
+struct Figure {
+    /// File name without extension.
+    name: String,
+    title: String,
+    x: (&'static str, Unit),
+    y: (&'static str, Unit),
+    series: Vec<Series>,
+}
+
+/// Writes every figure the results support (SVG, and PNG beside it when a font is found); returns
+/// the SVGs' paths.
 pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
     let mut workloads: Vec<&str> = rows.iter().map(|r| r.key.workload.as_str()).collect();
-    workloads.dedup();
     workloads.sort();
     workloads.dedup();
+    let mut figures = Vec::new();
     for workload in workloads {
-        let spectrum = spectrum_series(loaded, workload);
-        if !spectrum.is_empty() {
-            let path = out.join(format!("latency-spectrum-{workload}.svg"));
-            let title = format!("{workload}: latency by percentile");
-            line_chart(
-                &path,
-                &title,
-                "percentile (0 = p0, 2 = p99, 3 = p99.9 …)",
-                "latency (µs, log)",
-                &spectrum,
-                true,
-            )?;
-            written.push(path);
+        for (threads, spectrum) in spectrum_series(loaded, workload) {
+            let (suffix, given) =
+                threads.map_or((String::new(), String::new()), |t| (format!("-t{t}"), format!(", --threads {t}")));
+            figures.push(Figure {
+                name: format!("latency-spectrum-{workload}{suffix}"),
+                title: format!("{workload}{given}: latency by percentile"),
+                x: ("percentile", Unit::Nines),
+                y: ("latency (log)", Unit::Micros),
+                series: spectrum,
+            });
         }
-        let by_load = series_by(rows, workload, |r| r.m.offered_rps.map(|o| (r.key.threads, o)));
-        if by_load.iter().any(|(_, pts)| pts.len() >= 2) {
-            let p99: Vec<Series> = by_load
-                .iter()
-                .map(|(label, pts)| Series {
-                    label: label.clone(),
-                    points: pts.iter().map(|(x, r)| (*x, r.m.p99_us)).collect(),
-                })
-                .collect();
-            let path = out.join(format!("p99-vs-load-{workload}.svg"));
-            line_chart(
-                &path,
-                &format!("{workload}: p99 against offered load"),
-                "offered (requests/s)",
-                "p99 (µs, log)",
-                &p99,
-                true,
-            )?;
-            written.push(path);
-            let tput: Vec<Series> = by_load
-                .iter()
-                .map(|(label, pts)| Series {
-                    label: label.clone(),
-                    points: pts.iter().map(|(x, r)| (*x, r.m.achieved_rps)).collect(),
-                })
-                .collect();
-            let path = out.join(format!("throughput-vs-load-{workload}.svg"));
-            line_chart(
-                &path,
-                &format!("{workload}: achieved against offered"),
-                "offered (requests/s)",
-                "achieved (requests/s)",
-                &tput,
-                false,
-            )?;
-            written.push(path);
+        for (suffix, lines) in series_by(rows, workload, |r| r.m.offered_rps.map(|o| (r.key.threads, o))) {
+            let of = |metric: fn(&Row) -> f64| -> Vec<Series> {
+                lines
+                    .iter()
+                    .map(|(label, look, pts)| Series {
+                        label: label.clone(),
+                        look: *look,
+                        points: pts.iter().map(|(x, r)| (*x, metric(r))).collect(),
+                    })
+                    .collect()
+            };
+            figures.push(Figure {
+                name: format!("p99-vs-load-{workload}{suffix}"),
+                title: format!("{workload}{}: p99 against offered load", suffix.replace('-', " ")),
+                x: ("offered", Unit::PerSecond),
+                y: ("p99 (log)", Unit::Micros),
+                series: of(|r| r.m.p99_us),
+            });
+            figures.push(Figure {
+                name: format!("throughput-vs-load-{workload}{suffix}"),
+                title: format!("{workload}{}: achieved against offered", suffix.replace('-', " ")),
+                x: ("offered", Unit::PerSecond),
+                y: ("achieved", Unit::PerSecond),
+                series: of(|r| r.m.achieved_rps),
+            });
         }
-        let by_threads = series_by(rows, workload, |r| r.key.threads.map(|t| (None, t as f64)));
-        if by_threads.iter().any(|(_, pts)| pts.len() >= 2) {
-            let tput: Vec<Series> = by_threads
-                .iter()
-                .map(|(label, pts)| Series {
-                    label: label.clone(),
-                    points: pts.iter().map(|(x, r)| (*x, r.m.achieved_rps)).collect(),
-                })
-                .collect();
-            let path = out.join(format!("throughput-vs-threads-{workload}.svg"));
-            line_chart(
-                &path,
-                &format!("{workload}: throughput against --threads"),
-                "--threads",
-                "achieved (requests/s)",
-                &tput,
-                false,
-            )?;
-            written.push(path);
+        for (suffix, lines) in series_by(rows, workload, |r| r.key.threads.map(|t| (None, t as f64))) {
+            figures.push(Figure {
+                name: format!("throughput-vs-threads-{workload}{suffix}"),
+                title: format!("{workload}{}: throughput against --threads", suffix.replace('-', " ")),
+                x: ("--threads", Unit::Count),
+                y: ("achieved", Unit::PerSecond),
+                series: lines
+                    .iter()
+                    .map(|(label, look, pts)| Series {
+                        label: label.clone(),
+                        look: *look,
+                        points: pts.iter().map(|(x, r)| (*x, r.m.achieved_rps)).collect(),
+                    })
+                    .collect(),
+            });
         }
+    }
+    let font = png_font();
+    if let Err(why) = &font {
+        eprintln!("figures: SVG only: {why}");
+    }
+    let mut written = Vec::new();
+    for figure in &figures {
+        let svg = out.join(format!("{}.svg", figure.name));
+        draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), figure)
+            .map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
+        if font.is_ok() {
+            let png = out.join(format!("{}.png", figure.name));
+            draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), figure)
+                .map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
+        }
+        written.push(svg);
     }
     Ok(written)
 }
 
-/// Rows of one workload as lines: one per style (and other fixed parameter), x from `x_of`.
+/// Registers the first font of [`FONT_FILES`] for PNG text, once.
+fn png_font() -> Result<(), String> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let (path, bytes) = FONT_FILES.iter().find_map(|p| std::fs::read(p).ok().map(|b| (p, b))).ok_or_else(|| {
+            format!("no TrueType font for PNG text in {FONT_FILES:?} (Debian: apt-get install fonts-dejavu-core)")
+        })?;
+        // Fonts live as long as the process: plotters keeps a `'static` reference.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("{path} is not a font plotters can read"))
+    })
+    .clone()
+}
+
+/// Lines of one workload by connection count: the usual count (the one most runs used) under no
+/// suffix, any other under `-<N>-conns`; one line per style (and fixed `--threads`), x from
+/// `x_of`. Groups where no line has two points are left out (their points are in the tables).
+#[allow(clippy::type_complexity)]
 fn series_by<'a>(
     rows: &'a [Row],
     workload: &str,
     x_of: impl Fn(&Row) -> Option<(Option<usize>, f64)>,
-) -> Vec<(String, Vec<(f64, &'a Row)>)> {
-    let mut lines: BTreeMap<String, Vec<(f64, &Row)>> = BTreeMap::new();
-    // Runs at an unusual connection count (10,000 connections, say) get lines of their own.
+) -> Vec<(String, Vec<(String, Look, Vec<(f64, &'a Row)>)>)> {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.key.workload == workload).collect();
     let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.key.workload == workload) {
+    for r in &rows {
         *counts.entry(r.key.connections).or_default() += 1;
     }
     let usual = counts.iter().max_by_key(|(_, n)| **n).map_or(0, |(c, _)| *c);
-    for r in rows.iter().filter(|r| r.key.workload == workload) {
+    let mut groups: BTreeMap<usize, BTreeMap<String, (Look, Vec<(f64, &Row)>)>> = BTreeMap::new();
+    for r in rows {
         let Some((fixed_threads, x)) = x_of(r) else { continue };
-        let mut label = match fixed_threads {
+        let label = match fixed_threads {
             Some(t) => format!("{} (t={t})", r.key.implementation),
             None if r.key.threads.is_some() && r.m.offered_rps.is_none() => format!("{} (max)", r.key.implementation),
             None => r.key.implementation.clone(),
         };
-        if r.key.connections != usual {
-            label.push_str(&format!(" ({} conns)", r.key.connections));
-        }
-        lines.entry(label).or_default().push((x, r));
+        let line = groups
+            .entry(r.key.connections)
+            .or_default()
+            .entry(label)
+            .or_insert_with(|| (look(&r.key.implementation), Vec::new()));
+        line.1.push((x, r));
     }
-    for pts in lines.values_mut() {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    lines.into_iter().collect()
+    groups
+        .into_iter()
+        .filter(|(_, lines)| lines.values().any(|(_, pts)| pts.len() >= 2))
+        .map(|(connections, lines)| {
+            let suffix = if connections == usual { String::new() } else { format!("-{connections}-conns") };
+            let lines = lines
+                .into_iter()
+                .map(|(label, (look, mut pts))| {
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (label, look, pts)
+                })
+                .collect();
+            (suffix, lines)
+        })
+        .collect()
 }
 
-/// For each style, the latency spectrum at the workload's most measured load (repeats merged).
-fn spectrum_series(loaded: &[Loaded], workload: &str) -> Vec<Series> {
+/// For each style, the latency spectrum at the workload's most measured load (repeats merged); runs
+/// with `--threads N` apart from those at each style's default (`None`).
+fn spectrum_series(loaded: &[Loaded], workload: &str) -> BTreeMap<Option<usize>, Vec<Series>> {
     let runs: Vec<&Loaded> = loaded.iter().filter(|l| l.result.workload.name == workload).collect();
     let mut load_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &runs {
         *load_counts.entry(l.result.parameters.load.as_str()).or_default() += 1;
     }
-    let Some((&load, _)) = load_counts.iter().max_by_key(|(_, n)| **n) else { return Vec::new() };
+    let Some((&load, _)) = load_counts.iter().max_by_key(|(_, n)| **n) else { return BTreeMap::new() };
     let mut merged: BTreeMap<Key, hdrhistogram::Histogram<u64>> = BTreeMap::new();
     for l in runs.iter().filter(|l| l.result.parameters.load == load) {
         for latency in l.result.commands.values() {
@@ -163,67 +373,119 @@ fn spectrum_series(loaded: &[Loaded], workload: &str) -> Vec<Series> {
             let _ = entry.add(&h);
         }
     }
-    merged
-        .into_iter()
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(key, h)| {
+    let p50 = 2f64.log10();
+    let mut figures: BTreeMap<Option<usize>, Vec<Series>> = BTreeMap::new();
+    for (key, h) in merged.into_iter().filter(|(_, h)| !h.is_empty()) {
+        let series = {
+            // As far into the tail as the sample reaches: 10^n requests show n nines.
             let max_nines = (h.len() as f64).log10().min(5.0);
-            let points = (0..=(max_nines * 20.0) as usize)
+            let steps = ((max_nines - p50) * 20.0).max(0.0) as usize;
+            let points = (0..=steps)
                 .map(|i| {
-                    let nines = i as f64 / 20.0;
-                    let q = 1.0 - 10f64.powf(-nines);
-                    (nines, h.value_at_quantile(q).max(1) as f64)
+                    let nines = p50 + i as f64 / 20.0;
+                    (nines, h.value_at_quantile(1.0 - 10f64.powf(-nines)).max(1) as f64)
                 })
                 .collect();
-            let label = match key.threads {
-                Some(t) => format!("{} (t={t}) @ {load}", key.implementation),
-                None => format!("{} @ {load}", key.implementation),
-            };
-            Series { label, points }
-        })
-        .collect()
+            Series { label: format!("{} @ {load}", key.implementation), look: look(&key.implementation), points }
+        };
+        figures.entry(key.threads).or_default().push(series);
+    }
+    figures
 }
 
-fn line_chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[Series], log_y: bool) -> Result<()> {
-    let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+/// Draws `figure` on `root`: the plot, and the legend in a column of its own at the right.
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Figure) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    for (i, s) in figure.series.iter().enumerate() {
+        let y = 56 + 22 * i as i32;
+        legend.draw(&PathElement::new(vec![(4, y), (34, y)], s.look.color.stroke_width(2))).map_err(|x| e(&x))?;
+        legend.draw(&marker(s.look, (19, y))).map_err(|x| e(&x))?;
+        legend.draw(&Text::new(s.label.clone(), (42, y - 8), ("sans-serif", 14).into_font())).map_err(|x| e(&x))?;
+    }
+    let xs = figure.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let ys = figure.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     let (x0, x1) = if x0 < x1 { (x0, x1) } else { (x0 - 1.0, x0 + 1.0) };
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.caption(title, ("sans-serif", 22)).margin(16).x_label_area_size(48).y_label_area_size(72);
+    let x_ticks = match figure.x.1 {
+        Unit::Nines => std::iter::once(2f64.log10()).chain((1..=x1.floor() as i32).map(f64::from)).collect(),
+        Unit::Count => (x0 as i64..=x1 as i64).map(|t| t as f64).collect(),
+        _ => linear_ticks(x0, x1),
+    };
+    let mut builder = ChartBuilder::on(&plot);
+    builder.caption(&figure.title, ("sans-serif", 22)).margin(16).x_label_area_size(48).y_label_area_size(80);
     macro_rules! finish {
         ($chart:expr) => {{
             let mut chart = $chart;
-            chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| err(&e))?;
-            for (i, s) in series.iter().enumerate() {
-                let color = PALETTE[i % PALETTE.len()];
-                chart
-                    .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                    .map_err(|e| err(&e))?
-                    .label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-                chart.draw_series(s.points.iter().map(|p| Circle::new(*p, 3, color.filled()))).map_err(|e| err(&e))?;
-            }
             chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
+                .configure_mesh()
+                .x_desc(figure.x.0)
+                .y_desc(figure.y.0)
+                .x_label_formatter(&|v| figure.x.1.label(*v))
+                .y_label_formatter(&|v| figure.y.1.label(*v))
                 .draw()
-                .map_err(|e| err(&e))?;
+                .map_err(|x| e(&x))?;
+            for s in &figure.series {
+                let (look, points) = (s.look, s.points.iter().copied());
+                chart.draw_series(LineSeries::new(points, look.color.stroke_width(2))).map_err(|x| e(&x))?;
+                // A dense line (a spectrum) carries a marker every tenth of its points.
+                for p in s.points.iter().step_by((s.points.len() / 10).max(1)) {
+                    chart.plotting_area().draw(&marker(look, *p)).map_err(|x| e(&x))?;
+                }
+            }
         }};
     }
-    if log_y {
+    let x = Ticked { inner: RangedCoordf64::from(x0..x1), ticks: x_ticks };
+    if figure.y.1 == Unit::Micros {
         let (lo, hi) = (y0.max(1.0) / 1.5, (y1 * 1.5).max(2.0));
-        finish!(builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(|e| err(&e))?);
+        let y: LogCoord<f64> = (lo..hi).log_scale().into();
+        finish!(builder.build_cartesian_2d(x, Ticked { inner: y, ticks: log_ticks(lo, hi) }).map_err(|x| e(&x))?);
     } else {
         let hi = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
-        finish!(builder.build_cartesian_2d(x0..x1, 0.0..hi).map_err(|e| err(&e))?);
+        let y = Ticked { inner: RangedCoordf64::from(0.0..hi), ticks: linear_ticks(0.0, hi) };
+        finish!(builder.build_cartesian_2d(x, y).map_err(|x| e(&x))?);
     }
-    root.present().map_err(|e| err(&e))?;
+    root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_speak_the_readers_units() {
+        assert_eq!(Unit::Micros.label(100.0), "100 µs");
+        assert_eq!(Unit::Micros.label(1000.0), "1 ms");
+        assert_eq!(Unit::Micros.label(2500.0), "2.5 ms");
+        assert_eq!(Unit::Micros.label(1e6), "1 s");
+        assert_eq!(Unit::PerSecond.label(5000.0), "5k/s");
+        assert_eq!(Unit::PerSecond.label(1.5e6), "1.5M/s");
+        assert_eq!(Unit::Nines.label(2f64.log10()), "50 %");
+        assert_eq!(Unit::Nines.label(1.0), "90 %");
+        assert_eq!(Unit::Nines.label(2.0), "99 %");
+        assert_eq!(Unit::Nines.label(3.0), "99.9 %");
+        assert_eq!(Unit::Nines.label(4.0), "99.99 %");
+        assert_eq!(linear_ticks(0.0, 11_000.0), [0.0, 2000.0, 4000.0, 6000.0, 8000.0, 10_000.0]);
+        assert_eq!(log_ticks(50.0, 20_000.0), [100.0, 1000.0, 10_000.0]);
+        assert_eq!(log_ticks(130.0, 45_000.0), [200.0, 500.0, 1000.0, 2000.0, 5000.0, 10_000.0, 20_000.0]);
+        assert_eq!(log_ticks(15_000.0, 75_000.0), [20_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0, 70_000.0]);
+        assert_eq!(log_ticks(150.0, 900.0), [200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0]);
+    }
+
+    #[test]
+    fn every_style_keeps_one_look_and_no_two_share_it() {
+        let all = crate::impls::all().expect("registry");
+        let looks: Vec<Look> = all.iter().map(|m| look(&m.name)).collect();
+        for (i, a) in looks.iter().enumerate() {
+            assert_eq!(*a, look(&all[i].name), "the same style, the same look");
+            for b in &looks[i + 1..] {
+                assert!(a != b, "two styles drawn alike: {a:?}");
+                assert!(a.color != b.color || all.len() > COLORS.len() - 1, "{a:?} and {b:?} share a colour");
+            }
+        }
+        assert_eq!(look("not-a-style").color, COLORS[COLORS.len() - 1]);
+    }
 }

@@ -230,6 +230,15 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     let md = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
     assert!(md.contains("| threadpool | 300 | default | 4 |"), "{md}");
     assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
+    // A PNG beside each SVG where a font for its text exists; otherwise the report says why not.
+    let font = harness::plots::FONT_FILES.iter().any(|f| std::path::Path::new(f).exists());
+    let png = report_dir.join("latency-spectrum-herd-mixed.png");
+    if font {
+        let bytes = std::fs::read(&png).expect("a PNG beside the SVG");
+        assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
+    } else {
+        assert!(!png.exists() && String::from_utf8_lossy(&report.stderr).contains("fonts-dejavu-core"));
+    }
     // Every figure link resolves from the markdown file that holds it.
     let links: Vec<&str> =
         md.lines().filter_map(|l| l.strip_prefix("![")?.split_once("](")?.1.strip_suffix(')')).collect();
