@@ -60,7 +60,8 @@ impl Load {
 /// names (its own tests and scripts use loopback, or network namespaces they create).
 pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     let hint = "expected HOST:PORT or IP:PORT, e.g. --addr 127.0.0.1:12000 or --addr [::1]:12000";
-    if let Ok(addr) = s.trim().parse() {
+    let s = s.trim();
+    if let Ok(addr) = s.parse() {
         return Ok(addr);
     }
     // A name needs a port after its last colon; without one, say so before asking any resolver.

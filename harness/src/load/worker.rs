@@ -812,11 +812,13 @@ impl<'a> Generator<'a> {
     /// hundred microseconds of work, instead of a second histogram record per reply). The last
     /// second is closed at the first look after the window.
     fn turn_seconds(&mut self, now: Nanos) {
+        // Before the window, or after its last second was closed: nothing to do.
+        let Some((open, _)) = &self.second else { return };
         if now < self.window.measure_start {
             return;
         }
         let current = ((now - self.window.measure_start) / SECOND) as usize;
-        if self.second.as_ref().is_some_and(|(open, _)| *open == current) {
+        if *open == current {
             return;
         }
         let mut total = herd_core::stats::new_histogram();
