@@ -7,6 +7,9 @@
 //!   `customBiggerIsBetter` tools, `[{ name, unit, value, range, extra }]` — latency, CPU and
 //!   counts per request in the first (lower is better), throughput in the second.
 //!
+//! - `hlog`: an HdrHistogram interval log of every run's latency histograms, for
+//!   HistogramLogProcessor and the like (see [`crate::hlog`]).
+//!
 //! A benchmark is one experiment (`workload/style/load`, and `/tN` with `--threads`), named the
 //! same in every format so that a tracker's history follows it.
 
@@ -40,6 +43,8 @@ pub enum Format {
     GithubSmaller,
     /// github-action-benchmark, tool `customBiggerIsBetter`.
     GithubBigger,
+    /// HdrHistogram interval log (`.hlog`): each run's command histograms, tagged style/command.
+    Hlog,
 }
 
 /// The measures exported, with the unit a tracker shows.
@@ -54,6 +59,13 @@ const MEASURES: [(MetricName, &str, &str); 6] = [
 
 pub fn run(args: &ExportArgs) -> Result<()> {
     let loaded = collection::load(&args.inputs)?;
+    if args.format == Format::Hlog {
+        let log = crate::hlog::write(&loaded)?;
+        return match &args.output {
+            Some(path) => std::fs::write(path, log).with_context(|| format!("writing {}", path.display())),
+            None => std::io::Write::write_all(&mut std::io::stdout(), &log).context("writing to standard output"),
+        };
+    }
     let mut groups: BTreeMap<Key, Vec<Metrics>> = BTreeMap::new();
     for l in &loaded {
         groups.entry(Key::of(&l.result)).or_default().push(Metrics::of(&l.result));
@@ -98,6 +110,8 @@ pub fn export(groups: &BTreeMap<Key, Vec<Metrics>>, format: Format) -> Value {
     match format {
         Format::Bmf => Value::Object(bmf),
         Format::GithubSmaller | Format::GithubBigger => Value::Array(list),
+        // Histograms, not metrics: `run` writes it through `crate::hlog`.
+        Format::Hlog => Value::Null,
     }
 }
 

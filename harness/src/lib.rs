@@ -21,6 +21,7 @@ pub mod export;
 pub mod findings;
 pub mod gate;
 pub mod herd;
+pub mod hlog;
 pub mod impls;
 pub mod limits;
 pub mod load;
