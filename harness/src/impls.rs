@@ -28,6 +28,22 @@ pub struct ImplMeta {
     pub modes: Vec<String>,
 }
 
+impl ImplMeta {
+    /// What `harness load` records of a server it did not start: nothing but that it is external.
+    pub fn external(mode: crate::serve::Mode) -> Self {
+        let unknown = || "not known: a server `harness load` did not start".to_owned();
+        Self {
+            name: "external".into(),
+            style: "external server".into(),
+            runtime: unknown(),
+            mechanism: unknown(),
+            upstream_wait: unknown(),
+            threads: unknown(),
+            modes: vec![format!("{mode:?}").to_lowercase()],
+        }
+    }
+}
+
 const METADATA: &[&str] = &[
     include_str!("../../impls/threadpool/impl.toml"),
     include_str!("../../impls/thread-per-request/impl.toml"),

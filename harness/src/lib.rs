@@ -26,6 +26,7 @@ pub mod impls;
 pub mod limits;
 pub mod load;
 mod machine;
+pub mod merge;
 pub mod places;
 pub mod plots;
 mod procs;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{compare, export, gate, load, places, report, result, run, serve};
+use harness::{compare, export, gate, load, merge, places, report, result, run, serve};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]
@@ -37,8 +37,11 @@ enum Command {
     Compare(compare::CompareArgs),
     /// The per-style CI gate: counts per request against a committed baseline.
     Gate(gate::GateArgs),
-    /// Write results as Bencher Metric Format or github-action-benchmark JSON, for CI trackers.
+    /// Write results as Bencher Metric Format or github-action-benchmark JSON, for CI trackers,
+    /// or as an HdrHistogram interval log.
     Export(export::ExportArgs),
+    /// Add up several generators' results of one load into one result.
+    Merge(merge::MergeArgs),
     /// Print the JSON Schema of result files.
     Schema,
 }
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(&args),
         Command::Gate(args) => gate::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Merge(args) => merge::run(&args),
         Command::Schema => {
             print!("{}", result::schema_json());
             Ok(())

@@ -63,6 +63,21 @@ pub struct RunResult {
     /// The run was cut short (Ctrl-C): reports and comparisons skip it.
     #[serde(default)]
     pub interrupted: bool,
+    /// Set by `harness merge`: this result adds up the runs of several generators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<Merged>,
+}
+
+/// Where a merged result came from, and what the merge assumed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Merged {
+    /// The result files added up, as given.
+    pub files: Vec<String>,
+    /// Latest minus earliest `started_at` of those files: how far apart their windows opened.
+    pub start_spread_s: f64,
+    /// How the runs' clocks were assumed to agree.
+    pub clocks: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -290,6 +305,7 @@ pub struct TimelinePoint {
     pub second: u32,
     pub completed: u64,
     pub errors: u64,
+    /// The second's p99; in a merged result, the highest of the merged runs' (an upper bound).
     pub p99_us: u64,
 }
 

@@ -483,6 +483,7 @@ fn build_result(
         send_lag: outcome.send_lag,
         connect_us: outcome.connect_us,
         interrupted,
+        merged: None,
     })
 }
 

@@ -277,3 +277,85 @@ fn committed_result_files_match_the_schema() {
     }
     assert!(checked > 0, "no committed result files found under {}", root.display());
 }
+
+/// An echo server on a loopback port, a thread per connection, for as long as the test runs.
+fn echo_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let _ = std::io::copy(&mut &stream, &mut &stream);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn merge_adds_two_generators_histograms_and_says_what_it_assumed() {
+    use harness::result::{Percentiles, RunResult};
+    let dir = temp_dir("merge");
+    let addr = echo_server().to_string();
+    let file = |name: &str| dir.join(name).to_str().expect("utf8").to_owned();
+    // Two generators at once against one server, as two machines' would be.
+    let generator = |load: &str, seed: &str, out: String| {
+        let args = ["load", "--addr", &addr, "--workload", "echo", "--connections", "8", "--load", load];
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(args)
+            .args(["--duration", "2s", "--warmup", "0s", "--seed", seed, "--output", &out])
+            .output()
+    };
+    let (a, b) = (file("a.json"), file("b.json"));
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| generator("300", "1", a.clone()));
+        let second = generator("500", "2", b.clone());
+        (first.join().expect("thread").expect("runs"), second.expect("runs"))
+    });
+    for out in [&first, &second] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let merged_file = file("merged.json");
+    let out = harness(&["merge", &a, &b, "--output", &merged_file]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let read = |f: &str| -> (serde_json::Value, RunResult) {
+        let text = std::fs::read_to_string(f).expect("result");
+        (serde_json::from_str(&text).expect("JSON"), serde_json::from_str(&text).expect("a result"))
+    };
+    let ((va, ra), (vb, rb), (vm, m)) = (read(&a), read(&b), read(&merged_file));
+    for (v, name) in [(&va, "a"), (&vb, "b"), (&vm, "merged")] {
+        let errors: Vec<String> = schema().iter_errors(v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name} breaks the schema: {errors:?}");
+    }
+    assert_eq!(ra.implementation.name, "external");
+    assert_eq!(ra.summary.errors + rb.summary.errors, 0);
+    let (ha, hb) = (ra.commands["echo"].histogram().expect("a"), rb.commands["echo"].histogram().expect("b"));
+    let mut both = ha.clone();
+    both.add(&hb).expect("same bounds");
+    // The merged percentiles are those of all requests together, not some mix of the two runs'.
+    assert_eq!(m.commands["echo"].count, ha.len() + hb.len());
+    assert_eq!(m.commands["echo"].percentiles_us, Percentiles::of(&both));
+    assert_eq!(m.summary.latency_us, Percentiles::of(&both));
+    assert_eq!(m.summary.requests, ra.summary.requests + rb.summary.requests);
+    assert_eq!(m.summary.offered_rps, Some(800.0));
+    assert_eq!(m.parameters.connections, 16);
+    let merged = m.merged.expect("says it is merged");
+    assert_eq!(merged.files, [a.clone(), b.clone()]);
+    assert!(merged.start_spread_s < 2.0 && merged.clocks.contains("assumed"), "{merged:?}");
+
+    // Runs of different experiments are refused with what differs.
+    let other = file("other.json");
+    let mut different: serde_json::Value = va.clone();
+    different["parameters"]["duration_s"] = serde_json::json!(5.0);
+    std::fs::write(&other, different.to_string()).expect("write");
+    let refused = harness(&["merge", &a, &other, "--output", &file("no.json")]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("window"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

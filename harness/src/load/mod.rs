@@ -287,6 +287,10 @@ pub struct LoadArgs {
     /// window only: its CPU and context switches per reply, printed as a `probe` line. Repeatable.
     #[arg(long = "probe-pid")]
     pub probe_pids: Vec<i32>,
+    /// Also write a result file (histograms included), e.g. for `harness merge` of several
+    /// generators' runs.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: GeneratorArgs,
 }
@@ -302,6 +306,11 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let progress = Progress::default();
     let probe = (!args.probe_pids.is_empty()).then(|| WindowProbe::new(args.probe_pids.clone()));
     let outcome = generate(&spec, &progress, &stop, probe.as_ref())?;
+    if let Some(path) = &args.output {
+        let result = load_result(args, &spec, &outcome, stop.load(Relaxed));
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let s = &outcome.summary;
     println!(
         "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",
@@ -332,6 +341,57 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The result file of a `harness load`: what the generator measured; of the server, only its
+/// addresses (`implementation` is `external`, `servers` empty).
+fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrupted: bool) -> crate::result::RunResult {
+    use crate::result::{Parameters, RunResult, SCHEMA_VERSION};
+    let mode = spec.workload.mode;
+    RunResult {
+        schema_version: SCHEMA_VERSION,
+        tool: crate::machine::tool(),
+        started_at: outcome.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        machine: crate::machine::machine(),
+        implementation: crate::impls::ImplMeta::external(mode),
+        parameters: Parameters {
+            mode,
+            load: spec.load.to_string(),
+            arrival: match spec.load {
+                Load::Max => "closed".into(),
+                _ => format!("{:?}", spec.arrival).to_lowercase(),
+            },
+            connections: spec.connections,
+            duration_s: spec.duration.as_secs_f64(),
+            warmup_s: spec.warmup.as_secs_f64(),
+            timeout_s: spec.timeout.as_secs_f64(),
+            seed: spec.seed,
+            threads: None,
+            generator_threads: spec.threads,
+            generator_nice: spec.nice,
+            pipeline: spec.pipeline,
+            pinning: None,
+            servers: args.addrs.iter().map(SocketAddr::to_string).collect(),
+            topology_links: Vec::new(),
+            limits: None,
+            round: None,
+            herd_auth: None,
+        },
+        workload: spec.workload.clone(),
+        summary: outcome.summary.clone(),
+        commands: outcome.commands.clone(),
+        errors: outcome.errors.clone(),
+        timeline: outcome.timeline.clone(),
+        servers: Vec::new(),
+        places: None,
+        generator_window: None,
+        server_syscalls: None,
+        propagation_us: None,
+        send_lag: outcome.send_lag.clone(),
+        connect_us: outcome.connect_us.clone(),
+        interrupted,
+        merged: None,
+    }
 }
 
 /// One line on how the generator kept its schedule, with a warning when it fell behind.
