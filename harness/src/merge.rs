@@ -125,6 +125,13 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
     merged.parameters.load = offered.map_or_else(|| Load::Max.to_string(), |o| Load::Rate(o).to_string());
     merged.parameters.connections = runs.iter().map(|(_, r)| r.parameters.connections).sum();
     merged.parameters.generator_threads = runs.iter().map(|(_, r)| r.parameters.generator_threads).sum();
+    for (_, r) in &runs[1..] {
+        for server in &r.parameters.servers {
+            if !merged.parameters.servers.contains(server) {
+                merged.parameters.servers.push(server.clone());
+            }
+        }
+    }
     merged.timeline = merge_timelines(runs.iter().map(|(_, r)| r.timeline.as_slice()));
     merged.servers = runs.iter().flat_map(|(_, r)| r.servers.iter().cloned()).collect();
     merged.places = runs.iter().find_map(|(_, r)| r.places.clone());

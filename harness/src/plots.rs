@@ -243,20 +243,20 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
                     })
                     .collect()
             };
-            figures.push(Figure {
-                name: format!("p99-vs-load-{workload}{suffix}"),
-                title: format!("{workload}{}: p99 against offered load", suffix.replace('-', " ")),
-                x: ("offered", Unit::PerSecond),
-                y: ("p99 (log)", Unit::Micros),
-                series: of(|r| r.m.p99_us),
-            });
-            figures.push(Figure {
-                name: format!("throughput-vs-load-{workload}{suffix}"),
-                title: format!("{workload}{}: achieved against offered", suffix.replace('-', " ")),
-                x: ("offered", Unit::PerSecond),
-                y: ("achieved", Unit::PerSecond),
-                series: of(|r| r.m.achieved_rps),
-            });
+            type Metric = fn(&Row) -> f64;
+            let against_load: [(&str, &str, (&'static str, Unit), Metric); 2] = [
+                ("p99-vs-load", "p99 against offered load", ("p99 (log)", Unit::Micros), |r| r.m.p99_us),
+                ("throughput-vs-load", "achieved against offered", ("achieved", Unit::PerSecond), |r| r.m.achieved_rps),
+            ];
+            for (name, what, y, metric) in against_load {
+                figures.push(Figure {
+                    name: format!("{name}-{workload}{suffix}"),
+                    title: format!("{workload}{}: {what}", suffix.replace('-', " ")),
+                    x: ("offered", Unit::PerSecond),
+                    y,
+                    series: of(metric),
+                });
+            }
         }
         for (suffix, lines) in series_by(rows, workload, |r| r.key.threads.map(|t| (None, t as f64))) {
             figures.push(Figure {

@@ -425,32 +425,17 @@ fn stop_and_collect(herd: &mut Herd, grace: Duration, logs: &Path, mut windows: 
 
 /// The run's parameters as the result file records them.
 fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning: Option<Pinning>) -> Parameters {
+    let herd_mode = plan.mode() == Mode::Herd;
     Parameters {
         mode: plan.mode(),
-        load: spec.load.to_string(),
-        arrival: match spec.load {
-            Load::Max => "closed".into(),
-            _ => format!("{:?}", spec.arrival).to_lowercase(),
-        },
-        connections: spec.connections,
-        duration_s: spec.duration.as_secs_f64(),
-        warmup_s: spec.warmup.as_secs_f64(),
-        timeout_s: spec.timeout.as_secs_f64(),
-        seed: spec.seed,
         threads: point.threads,
-        generator_threads: spec.threads,
-        generator_nice: spec.nice,
-        pipeline: spec.pipeline,
         pinning,
         servers: herd.names(),
-        topology_links: if plan.mode() == Mode::Herd { plan.topology.links.clone() } else { Vec::new() },
+        topology_links: if herd_mode { plan.topology.links.clone() } else { Vec::new() },
         limits: Some(LimitsRecord::from(herd.limits())),
         round: point.round,
-        herd_auth: (plan.mode() == Mode::Herd).then_some(if herd.spec().insecure_herd {
-            HerdAuth::Insecure
-        } else {
-            HerdAuth::Key
-        }),
+        herd_auth: herd_mode.then_some(if herd.spec().insecure_herd { HerdAuth::Insecure } else { HerdAuth::Key }),
+        ..crate::load::parameters(spec)
     }
 }
 

@@ -343,40 +343,45 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     Ok(())
 }
 
+/// A result's parameters as the load defines them; what the servers ran with (threads, pinning,
+/// servers, topology, limits, round, herd keys) is left empty for the caller to fill in.
+pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
+    crate::result::Parameters {
+        mode: spec.workload.mode,
+        load: spec.load.to_string(),
+        arrival: match spec.load {
+            Load::Max => "closed".into(),
+            _ => format!("{:?}", spec.arrival).to_lowercase(),
+        },
+        connections: spec.connections,
+        duration_s: spec.duration.as_secs_f64(),
+        warmup_s: spec.warmup.as_secs_f64(),
+        timeout_s: spec.timeout.as_secs_f64(),
+        seed: spec.seed,
+        threads: None,
+        generator_threads: spec.threads,
+        generator_nice: spec.nice,
+        pipeline: spec.pipeline,
+        pinning: None,
+        servers: Vec::new(),
+        topology_links: Vec::new(),
+        limits: None,
+        round: None,
+        herd_auth: None,
+    }
+}
+
 /// The result file of a `harness load`: what the generator measured; of the server, only its
 /// addresses (`implementation` is `external`, `servers` empty).
 fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrupted: bool) -> crate::result::RunResult {
     use crate::result::{Parameters, RunResult, SCHEMA_VERSION};
-    let mode = spec.workload.mode;
     RunResult {
         schema_version: SCHEMA_VERSION,
         tool: crate::machine::tool(),
         started_at: outcome.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         machine: crate::machine::machine(),
-        implementation: crate::impls::ImplMeta::external(mode),
-        parameters: Parameters {
-            mode,
-            load: spec.load.to_string(),
-            arrival: match spec.load {
-                Load::Max => "closed".into(),
-                _ => format!("{:?}", spec.arrival).to_lowercase(),
-            },
-            connections: spec.connections,
-            duration_s: spec.duration.as_secs_f64(),
-            warmup_s: spec.warmup.as_secs_f64(),
-            timeout_s: spec.timeout.as_secs_f64(),
-            seed: spec.seed,
-            threads: None,
-            generator_threads: spec.threads,
-            generator_nice: spec.nice,
-            pipeline: spec.pipeline,
-            pinning: None,
-            servers: args.addrs.iter().map(SocketAddr::to_string).collect(),
-            topology_links: Vec::new(),
-            limits: None,
-            round: None,
-            herd_auth: None,
-        },
+        implementation: crate::impls::ImplMeta::external(spec.workload.mode),
+        parameters: Parameters { servers: args.addrs.iter().map(SocketAddr::to_string).collect(), ..parameters(spec) },
         workload: spec.workload.clone(),
         summary: outcome.summary.clone(),
         commands: outcome.commands.clone(),
