@@ -187,13 +187,23 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
 }
 
 /// The runs whose generator kept its schedule (see [`crate::result::SendLag`]), or all of them with
-/// `include_behind`; each run left out is named on stderr. Knees and compare verdicts use this: a run
-/// whose generator fell behind measured partly the generator.
+/// `include_behind`; the runs left out are counted on stderr, the first few named. Knees and
+/// compare verdicts use this: a run whose generator fell behind measured partly the generator.
 pub fn on_schedule(loaded: &[Loaded], include_behind: bool) -> Vec<Loaded> {
+    const NAMED: usize = 5;
     let behind = |l: &Loaded| l.result.send_lag.as_ref().is_some_and(|s| s.fell_behind);
-    for l in loaded.iter().filter(|l| behind(l)) {
-        let verb = if include_behind { "keeping (--include-behind)" } else { "leaving out" };
-        eprintln!("{verb} {}: its generator fell behind its schedule", l.path.display());
+    let late: Vec<String> = loaded.iter().filter(|l| behind(l)).map(|l| l.path.display().to_string()).collect();
+    if !late.is_empty() {
+        let verb =
+            if include_behind { "keeping (--include-behind)" } else { "leaving out (--include-behind keeps them)" };
+        let more = late.len().saturating_sub(NAMED);
+        let and_more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        eprintln!(
+            "{verb} {} of {} runs whose generator fell behind its schedule: {}{and_more}",
+            late.len(),
+            loaded.len(),
+            late[..late.len().min(NAMED)].join(", ")
+        );
     }
     loaded.iter().filter(|l| include_behind || !behind(l)).cloned().collect()
 }
