@@ -125,6 +125,15 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
     merged.parameters.load = offered.map_or_else(|| Load::Max.to_string(), |o| Load::Rate(o).to_string());
     merged.parameters.connections = runs.iter().map(|(_, r)| r.parameters.connections).sum();
     merged.parameters.generator_threads = runs.iter().map(|(_, r)| r.parameters.generator_threads).sum();
+    // Slices that make up the whole schedule merge into the whole; anything else says which.
+    let slices: Vec<Option<&str>> = runs.iter().map(|(_, r)| r.parameters.slice.as_deref()).collect();
+    let n = runs.len();
+    let whole = (0..n).all(|k| slices.contains(&Some(format!("{k}/{n}").as_str())));
+    merged.parameters.slice = if whole || slices.iter().all(Option::is_none) {
+        None
+    } else {
+        Some(slices.iter().flatten().copied().collect::<Vec<_>>().join("+"))
+    };
     for (_, r) in &runs[1..] {
         for server in &r.parameters.servers {
             if !merged.parameters.servers.contains(server) {

@@ -141,6 +141,12 @@ pub struct Parameters {
     /// written before herds had keys (those herds accepted `AT` lines from anyone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub herd_auth: Option<HerdAuth>,
+    /// `--slice K/N`: this generator sent share K of N of the load's schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    /// `--start-at`: the wall-clock time the load was asked to start at (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
 }
 
 /// How a herd's members recognised each other.

@@ -55,6 +55,39 @@ impl Load {
     }
 }
 
+/// `--slice K/N`: this generator's share of one open-loop schedule run by N generators: of the
+/// schedule's intended sends 0, 1, 2 …, it sends those numbered K, K+N, K+2N …
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Slice {
+    pub const WHOLE: Slice = Slice { k: 0, n: 1 };
+}
+
+impl FromStr for Slice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hint = "expected K/N with K below N, e.g. --slice 0/2 and --slice 1/2 for two generators sharing one load";
+        let (k, n) = s.trim().split_once('/').ok_or_else(|| format!("`{s}`: {hint}"))?;
+        let (k, n): (u32, u32) =
+            (k.parse().map_err(|_| format!("`{s}`: {hint}"))?, n.parse().map_err(|_| format!("`{s}`: {hint}"))?);
+        if n == 0 || k >= n {
+            return Err(format!("`{s}`: {hint}"));
+        }
+        Ok(Slice { k, n })
+    }
+}
+
+impl fmt::Display for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
 /// Parses a server address: `IP:PORT` (`10.0.0.2:7000`, `[::1]:7000`), or `HOST:PORT`, resolved
 /// once here (the first address the resolver gives). Any address: herdbench drives what its user
 /// names (its own tests and scripts use loopback, or network namespaces they create).
@@ -177,6 +210,16 @@ impl fmt::Display for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slices_parse_and_refuse_what_is_not_a_share() {
+        assert_eq!("1/3".parse(), Ok(Slice { k: 1, n: 3 }));
+        assert_eq!(Slice { k: 1, n: 3 }.to_string(), "1/3");
+        for bad in ["3/3", "1/0", "1", "a/2", "-1/2"] {
+            let e = bad.parse::<Slice>().expect_err(bad);
+            assert!(e.contains("--slice 0/2"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn addresses_parse_with_a_hint_when_they_do_not() {

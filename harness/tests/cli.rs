@@ -299,18 +299,21 @@ fn merge_adds_two_generators_histograms_and_says_what_it_assumed() {
     let dir = temp_dir("merge");
     let addr = echo_server().to_string();
     let file = |name: &str| dir.join(name).to_str().expect("utf8").to_owned();
-    // Two generators at once against one server, as two machines' would be.
-    let generator = |load: &str, seed: &str, out: String| {
-        let args = ["load", "--addr", &addr, "--workload", "echo", "--connections", "8", "--load", load];
+    // Two generators sharing one schedule of 800 requests/s from one start time, as two
+    // machines' would.
+    let start_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let start_at = start_at.to_rfc3339();
+    let generator = |slice: &str, out: String| {
+        let args = ["load", "--addr", &addr, "--workload", "echo", "--connections", "8", "--load", "800"];
         Command::new(env!("CARGO_BIN_EXE_harness"))
             .args(args)
-            .args(["--duration", "2s", "--warmup", "0s", "--seed", seed, "--output", &out])
+            .args(["--slice", slice, "--start-at", &start_at, "--duration", "2s", "--warmup", "0s", "--output", &out])
             .output()
     };
     let (a, b) = (file("a.json"), file("b.json"));
     let (first, second) = std::thread::scope(|scope| {
-        let first = scope.spawn(|| generator("300", "1", a.clone()));
-        let second = generator("500", "2", b.clone());
+        let first = scope.spawn(|| generator("0/2", a.clone()));
+        let second = generator("1/2", b.clone());
         (first.join().expect("thread").expect("runs"), second.expect("runs"))
     });
     for out in [&first, &second] {
@@ -339,11 +342,13 @@ fn merge_adds_two_generators_histograms_and_says_what_it_assumed() {
     assert_eq!(m.commands["echo"].percentiles_us, Percentiles::of(&both));
     assert_eq!(m.summary.latency_us, Percentiles::of(&both));
     assert_eq!(m.summary.requests, ra.summary.requests + rb.summary.requests);
-    assert_eq!(m.summary.offered_rps, Some(800.0));
-    assert_eq!(m.parameters.connections, 16);
+    assert_eq!((ra.summary.offered_rps, ra.parameters.slice.as_deref()), (Some(400.0), Some("0/2")));
+    assert_eq!(m.summary.offered_rps, Some(800.0), "the two halves make the whole load");
+    assert_eq!((m.parameters.slice.as_deref(), m.parameters.connections), (None, 16));
     let merged = m.merged.expect("says it is merged");
     assert_eq!(merged.files, [a.clone(), b.clone()]);
-    assert!(merged.start_spread_s < 2.0 && merged.clocks.contains("assumed"), "{merged:?}");
+    // Started together by the wall clock: well inside the 2 s window (typically milliseconds).
+    assert!(merged.start_spread_s < 1.0 && merged.clocks.contains("assumed"), "{merged:?}");
 
     // Runs of different experiments are refused with what differs.
     let other = file("other.json");

@@ -30,7 +30,7 @@ use herd_core::Timestamp;
 use crate::counters::WindowProbe;
 use crate::result::{Latency, Percentiles, SendLag, Summary, TimelinePoint};
 use crate::serve::Mode;
-use crate::units::Load;
+use crate::units::{Load, Slice};
 use crate::workload::Workload;
 pub use requests::{Failure, KINDS};
 pub use schedule::{Arrival, SplitMix64};
@@ -54,6 +54,17 @@ pub struct LoadSpec {
     pub seed: u64,
     pub workload: Workload,
     pub show_errors: usize,
+    /// This generator's share of the load (`--slice`).
+    pub slice: Slice,
+    /// When the load starts, by the wall clock (`--start-at`), to start several generators together.
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+impl LoadSpec {
+    /// What this generator offers: its slice of the load's rate (`None`: a closed loop).
+    pub fn offered_rps(&self) -> Option<f64> {
+        self.load.offered_rps().map(|r| r / f64::from(self.slice.n))
+    }
 }
 
 /// What a load measured, ready for the result file.
@@ -113,14 +124,18 @@ pub fn generate(
     probe: Option<&WindowProbe>,
 ) -> Result<LoadOutcome> {
     let threads = spec.threads.clamp(1, spec.connections);
-    let start_line = worker::StartLine::new(threads, spec.warmup, spec.duration);
+    let start_line = worker::StartLine::new(threads, spec.warmup, spec.duration, spec.start_at);
+    let (k, n, t) = (u64::from(spec.slice.k), u64::from(spec.slice.n), threads as u64);
     let plans: Vec<worker::ThreadPlan> = (0..threads)
-        .map(|t| worker::ThreadPlan {
-            index: t,
-            conns: (t..spec.connections).step_by(threads).map(|c| (c % spec.targets.len(), c as u64)).collect(),
+        .map(|index| worker::ThreadPlan {
+            index,
+            conns: (index..spec.connections).step_by(threads).map(|c| (c % spec.targets.len(), c as u64)).collect(),
             targets: spec.targets.clone(),
             workload: spec.workload.clone(),
-            rate: spec.load.offered_rps().map(|r| r / threads as f64),
+            rate: spec.load.offered_rps(),
+            // Slot j of the whole schedule goes to generator j mod n, then to thread (j / n) mod t.
+            part: k + n * index as u64,
+            parts: n * t,
             arrival: spec.arrival,
             pipeline: spec.pipeline.max(1),
             timeout: spec.timeout,
@@ -235,7 +250,7 @@ fn merge(
     }
     let error_total = errors.iter().sum();
     let summary = Summary {
-        offered_rps: spec.load.offered_rps(),
+        offered_rps: spec.offered_rps(),
         achieved_rps: completed as f64 / spec.duration.as_secs_f64(),
         // The histograms also hold the timeouts (at no less than the timeout); they are errors.
         requests: all.len().saturating_sub(errors[Failure::Timeout.index()]),
@@ -368,6 +383,8 @@ pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
         limits: None,
         round: None,
         herd_auth: None,
+        slice: (spec.slice != Slice::WHOLE).then(|| spec.slice.to_string()),
+        start_at: spec.start_at.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
     }
 }
 
@@ -455,6 +472,29 @@ pub struct GeneratorArgs {
     /// Print the first N rejected replies (with what was expected) to stderr, for debugging.
     #[arg(long, default_value_t = 0)]
     pub show_errors: usize,
+    /// This generator's share when N generators drive one open-loop --load together: K/N sends
+    /// the schedule's requests K, K+N, K+2N … (uniform arrivals interleave exactly; Poisson ones
+    /// are independent processes at rate/N). Merge their results with `harness merge`.
+    #[arg(long, default_value = "0/1")]
+    pub slice: Slice,
+    /// Start the load (warm-up first) at this wall-clock time, RFC 3339 (2026-12-02T14:00:00Z) or
+    /// Unix seconds, so that generators on several machines share one window; clocks are assumed
+    /// synchronised (NTP).
+    #[arg(long, value_parser = parse_wall_time)]
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// `--start-at`: RFC 3339, or seconds since the Unix epoch.
+fn parse_wall_time(s: &str) -> std::result::Result<std::time::SystemTime, String> {
+    let hint = "expected a wall-clock time such as 2026-12-02T14:00:00Z or Unix seconds such as 1796220000.5";
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.into());
+    }
+    let secs: f64 = s.trim().parse().map_err(|_| format!("`{s}`: {hint}"))?;
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("`{s}`: {hint}"));
+    }
+    Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs))
 }
 
 /// Loads workload `name`, with `mode = echo` switching to the echo workload.
@@ -480,6 +520,9 @@ impl GeneratorArgs {
         if self.gen_threads == 0 {
             bail!("--gen-threads must be at least 1");
         }
+        if self.slice != Slice::WHOLE && load == Load::Max {
+            bail!("--slice shares an open-loop schedule; give a rate, e.g. --load 10k --slice {}", self.slice);
+        }
         Ok(LoadSpec {
             targets,
             connections: self.connections.unwrap_or(workload.connections),
@@ -494,6 +537,8 @@ impl GeneratorArgs {
             seed: self.seed,
             workload,
             show_errors: self.show_errors,
+            slice: self.slice,
+            start_at: self.start_at,
         })
     }
 }
@@ -613,6 +658,8 @@ mod tests {
             seed: 1,
             workload: Workload::load("echo").expect("the echo workload"),
             show_errors: 0,
+            slice: Slice::WHOLE,
+            start_at: None,
         }
     }
 

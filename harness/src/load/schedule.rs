@@ -64,12 +64,28 @@ pub struct OpenLoopSchedule {
 }
 
 impl OpenLoopSchedule {
+    /// Sends at `rate` from `start`. Uniform arrivals begin at `start + phase_ns` (a slice of a
+    /// bigger schedule, see [`OpenLoopSchedule::slice`]); Poisson ones with a random first gap.
     pub fn new(start: Nanos, rate: f64, arrival: Arrival, rng: SplitMix64) -> Self {
-        let mut s = Self { start, interval_ns: 1e9 / rate, arrival, rng, next_ns: 0.0 };
+        Self::with_phase(start, rate, arrival, rng, 0.0)
+    }
+
+    fn with_phase(start: Nanos, rate: f64, arrival: Arrival, rng: SplitMix64, phase_ns: f64) -> Self {
+        let mut s = Self { start, interval_ns: 1e9 / rate, arrival, rng, next_ns: phase_ns };
         if arrival == Arrival::Poisson {
             s.next_ns = s.gap();
         }
         s
+    }
+
+    /// Share `part` of `parts` of a schedule at `total_rate`: of its intended sends 0, 1, 2 …, the
+    /// ones numbered `part`, `part + parts` …. Uniform: every `parts`-th slot, phase-shifted, so
+    /// the shares interleave exactly into the whole. Poisson: an independent Poisson process at
+    /// `total_rate / parts` (the union of independent Poisson processes is one at the sum of their
+    /// rates), seeded by `rng`.
+    pub fn slice(start: Nanos, total_rate: f64, arrival: Arrival, rng: SplitMix64, part: u64, parts: u64) -> Self {
+        let phase_ns = part as f64 * 1e9 / total_rate;
+        Self::with_phase(start, total_rate / parts as f64, arrival, rng, phase_ns)
     }
 
     fn gap(&mut self) -> f64 {
@@ -104,6 +120,21 @@ mod tests {
         let times: Vec<_> = (0..7).map(|_| s.advance() - start).collect();
         assert_eq!(times[6], 2 * SECOND);
         assert_eq!(times[3], SECOND);
+    }
+
+    #[test]
+    fn uniform_slices_interleave_into_the_whole_schedule() {
+        let start = 7 * SECOND;
+        let mut whole = OpenLoopSchedule::new(start, 3000.0, Arrival::Uniform, SplitMix64::new(1));
+        let whole: Vec<Nanos> = (0..300).map(|_| whole.advance()).collect();
+        let mut shares: Vec<Nanos> = (0..3)
+            .flat_map(|part| {
+                let mut s = OpenLoopSchedule::slice(start, 3000.0, Arrival::Uniform, SplitMix64::new(1), part, 3);
+                (0..100).map(move |_| s.advance())
+            })
+            .collect();
+        shares.sort_unstable();
+        assert_eq!(shares, whole);
     }
 
     #[test]

@@ -70,8 +70,13 @@ pub struct ThreadPlan {
     pub conns: Vec<(usize, u64)>,
     pub targets: Vec<Target>,
     pub workload: Workload,
-    /// Rate for this thread, or `None` for a closed loop.
+    /// Rate of the whole open-loop schedule (every generator, every thread), or `None` for a
+    /// closed loop.
     pub rate: Option<f64>,
+    /// This thread's share of that schedule: its sends `part`, `part + parts` … (see
+    /// [`OpenLoopSchedule::slice`]).
+    pub part: u64,
+    pub parts: u64,
     pub arrival: Arrival,
     pub pipeline: usize,
     pub timeout: Duration,
@@ -101,17 +106,33 @@ pub struct StartLine {
     window: OnceLock<Window>,
     warmup: Duration,
     duration: Duration,
+    /// The wall-clock time the load starts at (`--start-at`), shared with other generators.
+    start_at: Option<SystemTime>,
 }
 
 impl StartLine {
-    pub fn new(threads: usize, warmup: Duration, duration: Duration) -> Self {
-        Self { barrier: Barrier::new(threads), window: OnceLock::new(), warmup, duration }
+    pub fn new(threads: usize, warmup: Duration, duration: Duration, start_at: Option<SystemTime>) -> Self {
+        Self { barrier: Barrier::new(threads), window: OnceLock::new(), warmup, duration, start_at }
     }
 
     /// Waits for every thread, then returns the window all of them use.
     pub fn wait(&self) -> Window {
         if self.barrier.wait().is_leader() {
-            let lead = Duration::from_millis(20);
+            let soonest = Duration::from_millis(20);
+            // Another generator's clock says when: the wall-clock time is turned into this
+            // machine's monotonic clock once, here.
+            let lead = match self.start_at.map(|at| at.duration_since(SystemTime::now())) {
+                Some(Ok(wait)) => wait.max(soonest),
+                Some(Err(late)) => {
+                    eprintln!(
+                        "warning: --start-at was {:.3} s ago when the generator was ready; starting now \
+                         (the result's started_at says when)",
+                        late.duration().as_secs_f64()
+                    );
+                    soonest
+                }
+                None => soonest,
+            };
             let start = clock::now() + clock::nanos(lead);
             let started_at = chrono::Utc::now() + chrono::Duration::from_std(lead + self.warmup).unwrap_or_default();
             let measure_start = start + clock::nanos(self.warmup);
@@ -381,12 +402,8 @@ impl<'a> Generator<'a> {
         let plan = self.plan;
         let timer = Timer::new()?;
         let mut schedule = plan.rate.map(|rate| {
-            OpenLoopSchedule::new(
-                self.window.start,
-                rate,
-                plan.arrival,
-                SplitMix64::derive(plan.seed, 1 << 40 | plan.index as u64),
-            )
+            let rng = SplitMix64::derive(plan.seed, 1 << 40 | plan.part);
+            OpenLoopSchedule::slice(self.window.start, rate, plan.arrival, rng, plan.part, plan.parts)
         });
         if schedule.is_some() {
             self.poll.registry().register(
