@@ -24,9 +24,7 @@ pub fn write(runs: &[Loaded]) -> Result<Vec<u8>> {
     let mut intervals = Vec::new();
     for l in runs {
         let r = &l.result;
-        let start: SystemTime = chrono::DateTime::parse_from_rfc3339(&r.started_at)
-            .with_context(|| format!("{}: started_at {:?} is not RFC 3339", l.path.display(), r.started_at))?
-            .into();
+        let start: SystemTime = r.start_time().with_context(|| l.path.display().to_string())?.into();
         let threads = r.parameters.threads.map(|t| format!("/t{t}")).unwrap_or_default();
         for (command, latency) in &r.commands {
             let h = latency.histogram().with_context(|| format!("{}: the {command} histogram", l.path.display()))?;
@@ -83,9 +81,7 @@ mod tests {
         assert_eq!(seen.len(), expected, "one interval per run and command");
         assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "intervals in time order");
         assert_eq!(seen[0].1, Duration::ZERO, "the first interval starts at BaseTime");
-        let start = |l: &Loaded| -> SystemTime {
-            chrono::DateTime::parse_from_rfc3339(&l.result.started_at).expect("RFC 3339").into()
-        };
+        let start = |l: &Loaded| -> SystemTime { l.result.start_time().expect("RFC 3339").into() };
         let base = runs.iter().map(start).min().expect("runs");
         for l in &runs {
             let at = start(l).duration_since(base).expect("after the base");

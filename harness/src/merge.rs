@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use hdrhistogram::Histogram;
 
-use crate::result::{Latency, Merged, Percentiles, RunResult, SendLag, Summary, TimelinePoint};
+use crate::result::{Latency, Merged, RunResult, SendLag, Summary, TimelinePoint};
 use crate::units::Load;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,8 +38,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
         runs.push((path.display().to_string(), run));
     }
     let merged = merge(runs)?;
-    std::fs::write(&args.output, serde_json::to_vec_pretty(&merged)?)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    merged.write(&args.output)?;
     let s = &merged.summary;
     println!(
         "{}: {} requests, {:.0} replies/s, {} errors; latency µs p50 {} p99 {} p99.9 {} max {}",
@@ -59,13 +57,8 @@ pub fn run(args: &MergeArgs) -> Result<()> {
 /// Adds up `runs` (file name, result), checking first that they are slices of one load.
 pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
     let Some((first_file, first)) = runs.first() else { bail!("nothing to merge") };
-    let starts: Vec<chrono::DateTime<chrono::FixedOffset>> = runs
-        .iter()
-        .map(|(f, r)| {
-            chrono::DateTime::parse_from_rfc3339(&r.started_at)
-                .with_context(|| format!("{f}: started_at is not RFC 3339"))
-        })
-        .collect::<Result<_>>()?;
+    let starts: Vec<chrono::DateTime<chrono::Utc>> =
+        runs.iter().map(|(f, r)| r.start_time().with_context(|| f.clone())).collect::<Result<_>>()?;
     for (file, r) in &runs[1..] {
         let differs = |what: &str, a: String, b: String| {
             format!(
@@ -101,17 +94,13 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
     }
 
     let mut merged = first.clone();
-    merged.started_at = earliest.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    merged.started_at = RunResult::started_at_text(earliest);
     merged.commands = add_by_name(runs.iter().map(|(_, r)| &r.commands))?;
     merged.errors = BTreeMap::new();
     for (_, r) in &runs {
         for (kind, n) in &r.errors {
             *merged.errors.entry(kind.clone()).or_default() += n;
         }
-    }
-    let mut all = herd_core::stats::new_histogram();
-    for latency in merged.commands.values() {
-        all.add(latency.histogram()?).map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
     }
     let offered: Option<f64> = runs.iter().map(|(_, r)| r.summary.offered_rps).sum();
     merged.summary = Summary {
@@ -120,7 +109,7 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
         requests: runs.iter().map(|(_, r)| r.summary.requests).sum(),
         errors: runs.iter().map(|(_, r)| r.summary.errors).sum(),
         warmup_errors: runs.iter().map(|(_, r)| r.summary.warmup_errors).sum(),
-        latency_us: Percentiles::of(&all),
+        latency_us: Latency::sum(merged.commands.values())?.percentiles_us,
     };
     merged.parameters.load = offered.map_or_else(|| Load::Max.to_string(), |o| Load::Rate(o).to_string());
     merged.parameters.connections = runs.iter().map(|(_, r)| r.parameters.connections).sum();
@@ -150,14 +139,14 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
     merged.server_syscalls = None;
     merged.send_lag = match runs.iter().map(|(_, r)| r.send_lag.as_ref()).collect::<Option<Vec<&SendLag>>>() {
         Some(lags) => Some(SendLag {
-            own_us: add(lags.iter().map(|l| &l.own_us))?,
-            socket_wait_us: add(lags.iter().map(|l| &l.socket_wait_us))?,
+            own_us: Latency::sum(lags.iter().map(|l| &l.own_us))?,
+            socket_wait_us: Latency::sum(lags.iter().map(|l| &l.socket_wait_us))?,
             fell_behind: lags.iter().any(|l| l.fell_behind),
         }),
         None => None,
     };
     let connects: Vec<&Latency> = runs.iter().filter_map(|(_, r)| r.connect_us.as_ref()).collect();
-    merged.connect_us = (!connects.is_empty()).then(|| add(connects.into_iter())).transpose()?;
+    merged.connect_us = (!connects.is_empty()).then(|| Latency::sum(connects)).transpose()?;
     merged.interrupted = runs.iter().any(|(_, r)| r.interrupted);
     merged.merged = Some(Merged {
         files: runs.iter().map(|(f, _)| f.clone()).collect(),
@@ -169,15 +158,6 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
     Ok(merged)
 }
 
-/// The sum of several latency records (their histograms added).
-fn add<'a>(parts: impl Iterator<Item = &'a Latency>) -> Result<Latency> {
-    let mut sum: Histogram<u64> = herd_core::stats::new_histogram();
-    for part in parts {
-        sum.add(part.histogram()?).map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))?;
-    }
-    Ok(Latency::from_histogram(&sum))
-}
-
 /// Per command name, the sum over the runs that have it.
 fn add_by_name<'a>(runs: impl Iterator<Item = &'a BTreeMap<String, Latency>>) -> Result<BTreeMap<String, Latency>> {
     let mut by_name: BTreeMap<&str, Vec<&Latency>> = BTreeMap::new();
@@ -186,7 +166,7 @@ fn add_by_name<'a>(runs: impl Iterator<Item = &'a BTreeMap<String, Latency>>) ->
             by_name.entry(name).or_default().push(latency);
         }
     }
-    by_name.into_iter().map(|(name, parts)| Ok((name.to_owned(), add(parts.into_iter())?))).collect()
+    by_name.into_iter().map(|(name, parts)| Ok((name.to_owned(), Latency::sum(parts)?))).collect()
 }
 
 /// Second by second: completions and errors add up; p99 is the highest (an upper bound).

@@ -68,6 +68,28 @@ pub struct RunResult {
     pub merged: Option<Merged>,
 }
 
+impl RunResult {
+    /// How `started_at` is written.
+    pub fn started_at_text(t: chrono::DateTime<chrono::Utc>) -> String {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// `started_at` read back.
+    pub fn start_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        let t = chrono::DateTime::parse_from_rfc3339(&self.started_at)
+            .with_context(|| format!("started_at {:?} is not RFC 3339", self.started_at))?;
+        Ok(t.to_utc())
+    }
+
+    /// Writes the result file (its folder too, if missing).
+    pub fn write(&self, path: &std::path::Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Where a merged result came from, and what the merge assumed.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -373,6 +395,16 @@ impl Percentiles {
 impl Latency {
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
         Self { count: h.len(), percentiles_us: Percentiles::of(h), histogram: encode_histogram(h) }
+    }
+
+    /// The sum of several records, their histograms added (the percentiles of all values
+    /// together, not a mix of each record's).
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Latency>) -> Result<Latency> {
+        let mut sum = herd_core::stats::new_histogram();
+        for part in parts {
+            sum.add(part.histogram()?).map_err(|e| anyhow::anyhow!("adding latency histograms: {e:?}"))?;
+        }
+        Ok(Latency::from_histogram(&sum))
     }
 
     pub fn histogram(&self) -> Result<Histogram<u64>> {

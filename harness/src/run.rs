@@ -229,7 +229,7 @@ fn run_one(
     let collected = stop_and_collect(&mut herd, args.grace, &files.logs, windows);
     let parameters = parameters(point, &plan, &herd, &spec, pinning);
     let result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
-    write_result(&result, &files.output)?;
+    result.write(&files.output)?;
     report(args, &result, &files.output, stop.load(Relaxed))?;
     Ok(files.output)
 }
@@ -451,7 +451,7 @@ fn build_result(
     Ok(RunResult {
         schema_version: SCHEMA_VERSION,
         tool: machine::tool(),
-        started_at: outcome.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        started_at: RunResult::started_at_text(outcome.started_at),
         machine: machine::machine(),
         implementation: plan.meta,
         parameters,
@@ -470,13 +470,6 @@ fn build_result(
         interrupted,
         merged: None,
     })
-}
-
-fn write_result(result: &RunResult, output: &Path) -> Result<()> {
-    if let Some(dir) = output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(output, serde_json::to_vec_pretty(result)?).with_context(|| format!("writing {}", output.display()))
 }
 
 /// Prints the summary table; with `--fail-on-errors`, a run with a failed request is an error.
@@ -502,13 +495,8 @@ fn split_cpus() -> Result<Pinning> {
 }
 
 fn merged_propagation(servers: &[ServerResult]) -> Result<Option<Latency>> {
-    let mut all = herd_core::stats::new_histogram();
-    for s in servers {
-        if let Some(p) = s.counters.as_ref().and_then(|c| c.propagation_us.as_ref()) {
-            let _ = all.add(p.histogram()?);
-        }
-    }
-    Ok((!all.is_empty()).then(|| Latency::from_histogram(&all)))
+    let all = Latency::sum(servers.iter().filter_map(|s| s.counters.as_ref()?.propagation_us.as_ref()))?;
+    Ok((all.count > 0).then_some(all))
 }
 
 #[cfg(test)]

@@ -322,9 +322,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let probe = (!args.probe_pids.is_empty()).then(|| WindowProbe::new(args.probe_pids.clone()));
     let outcome = generate(&spec, &progress, &stop, probe.as_ref())?;
     if let Some(path) = &args.output {
-        let result = load_result(args, &spec, &outcome, stop.load(Relaxed));
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        load_result(args, &spec, &outcome, stop.load(Relaxed)).write(path)?;
     }
     let s = &outcome.summary;
     println!(
@@ -395,7 +393,7 @@ fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrup
     RunResult {
         schema_version: SCHEMA_VERSION,
         tool: crate::machine::tool(),
-        started_at: outcome.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        started_at: RunResult::started_at_text(outcome.started_at),
         machine: crate::machine::machine(),
         implementation: crate::impls::ImplMeta::external(spec.workload.mode),
         parameters: Parameters { servers: args.addrs.iter().map(SocketAddr::to_string).collect(), ..parameters(spec) },
