@@ -81,6 +81,9 @@ pub struct HerdSpec {
     pub logs: PathBuf,
     /// CPUs every child is pinned to.
     pub cpus: Option<Vec<usize>>,
+    /// Every server appends a sample of its memory and dropped floods to
+    /// `<logs>/<name>.samples.jsonl` every 100 ms (`serve --samples`), for a scenario's timeline.
+    pub samples: bool,
 }
 
 impl HerdSpec {
@@ -101,6 +104,7 @@ impl HerdSpec {
             insecure_herd: false,
             logs: logs.into(),
             cpus: None,
+            samples: false,
         }
     }
 
@@ -152,6 +156,9 @@ impl HerdSpec {
         }
         with_value(&mut args, "--log", self.logs.join(format!("{name}.log")));
         with_value(&mut args, "--stats", self.logs.join(format!("{name}.stats.json")));
+        if self.samples {
+            with_value(&mut args, "--samples", self.samples_file(name));
+        }
         Ok(args)
     }
 }
@@ -160,6 +167,11 @@ impl HerdSpec {
     /// The herd's key file, written by [`Herd::start`] (a fresh key for each start).
     pub fn key_file(&self) -> PathBuf {
         self.logs.join("herd.key")
+    }
+
+    /// Server `name`'s samples file (see [`Self::samples`]).
+    pub fn samples_file(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.samples.jsonl"))
     }
 }
 
@@ -250,6 +262,8 @@ impl Herd {
             }
         }
         for name in &names {
+            // Samples are appended (a restart goes on in the same file): none from an earlier herd.
+            let _ = std::fs::remove_file(herd.spec.samples_file(name));
             let args = herd.spec.serve_args(name, server_addrs, herd.places)?;
             herd.launch(name, &args, false)?;
             let addr = server_addrs[herd.servers.len()];
@@ -380,7 +394,8 @@ impl Herd {
     }
 
     /// Starts killed server `name` again with the same arguments (so on the same port), and waits
-    /// until it accepts. Its output is appended to what it wrote before.
+    /// until it accepts. Its output is appended to what it wrote before. Call it from a thread that
+    /// lives as long as the herd: the kernel kills a child when the thread that started it ends.
     pub fn restart(&mut self, name: &str) -> Result<()> {
         let server = self.server(name)?;
         let (addr, args) = (server.addr, server.args.clone());

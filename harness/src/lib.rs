@@ -13,6 +13,7 @@
 //! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline;
 //!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
 //! - [`counters`]: what the kernel counts for a process over the measured window.
+//! - [`scenario`]: phases of load and timed faults inside one run, and how the run recovered.
 
 mod collection;
 pub mod compare;
@@ -33,6 +34,7 @@ mod procs;
 pub mod report;
 pub mod result;
 pub mod run;
+pub mod scenario;
 pub mod serve;
 mod summary;
 pub mod sweep;

@@ -27,7 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write a fresh herd key file for `serve --herd-key` (`run` makes its own for each run).
     Keygen(serve::KeygenArgs),
-    /// Run the places backend (a local Nearby Search imitation).
+    /// Run the places backend (a local Nearby Search imitation). SIGUSR1 holds every request until
+    /// SIGHUP, SIGUSR2 answers every request 503 until SIGHUP (the scenarios' upstream outages).
     Places(places::PlacesArgs),
     /// Drive load at any address (a herd server, or the reference echo server).
     Load(load::LoadArgs),

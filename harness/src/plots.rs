@@ -4,6 +4,8 @@
 //!   so p90, p99, p99.9 … are evenly spaced and the tail gets the room it deserves.
 //! - `p99-vs-load-<workload>` and `throughput-vs-load-<workload>`, for load sweeps.
 //! - `throughput-vs-threads-<workload>`, for thread sweeps.
+//! - `scenario-<name>`: a scenario's timeline, one panel per metric (throughput, p99, failed
+//!   requests, the servers' RSS) above each other on one time axis, its disturbances shaded.
 //!
 //! What a reader needs to take a figure in at a glance:
 //! - each style keeps **one colour and one marker in every figure** ([`look`], by its place in the
@@ -112,6 +114,10 @@ enum Unit {
     Nines,
     /// A plain count (`--threads`).
     Count,
+    /// Time into the window, in seconds.
+    Seconds,
+    /// Memory in MiB.
+    Mebibytes,
 }
 
 impl Unit {
@@ -129,6 +135,8 @@ impl Unit {
                 format!("{p:.decimals$} %")
             }
             Unit::Count => trim(v),
+            Unit::Seconds => format!("{} s", trim(v)),
+            Unit::Mebibytes => format!("{} MiB", trim(v)),
         }
     }
 }
@@ -211,6 +219,14 @@ struct Figure {
     x: (&'static str, Unit),
     y: (&'static str, Unit),
     series: Vec<Series>,
+    /// Spans of x shaded behind the data (a scenario's disturbances).
+    shaded: Vec<(f64, f64)>,
+}
+
+/// Several figures on one x axis, drawn as panels above each other, with one legend.
+struct Panels {
+    name: String,
+    panels: Vec<Figure>,
 }
 
 /// Writes every figure the results support (SVG, and PNG beside it when a font is found); returns
@@ -230,6 +246,7 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
                 x: ("percentile", Unit::Nines),
                 y: ("latency (log)", Unit::Micros),
                 series: spectrum,
+                shaded: Vec::new(),
             });
         }
         for (suffix, lines) in series_by(rows, workload, |r| r.m.offered_rps.map(|o| (r.key.threads, o))) {
@@ -255,6 +272,7 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
                     x: ("offered", Unit::PerSecond),
                     y,
                     series: of(metric),
+                    shaded: Vec::new(),
                 });
             }
         }
@@ -272,6 +290,7 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
                         points: pts.iter().map(|(x, r)| (*x, r.m.achieved_rps)).collect(),
                     })
                     .collect(),
+                shaded: Vec::new(),
             });
         }
     }
@@ -292,6 +311,98 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
         written.push(svg);
     }
     Ok(written)
+}
+
+/// Writes each scenario's timeline (`scenario-<name>`, SVG and PNG) from the scenario runs among
+/// `loaded`; returns the SVGs' paths.
+pub fn write_scenarios(loaded: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
+    let font = png_font();
+    let mut written = Vec::new();
+    for p in &scenario_panels(loaded) {
+        let size = (SIZE.0, PANEL_HEIGHT * p.panels.len() as u32);
+        let svg = out.join(format!("{}.svg", p.name));
+        draw_panels(SVGBackend::new(&svg, size).into_drawing_area(), p)
+            .map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
+        if font.is_ok() {
+            let png = out.join(format!("{}.png", p.name));
+            draw_panels(BitMapBackend::new(&png, size).into_drawing_area(), p)
+                .map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
+        }
+        written.push(svg);
+    }
+    Ok(written)
+}
+
+/// Height of one panel of a scenario's timeline.
+const PANEL_HEIGHT: u32 = 300;
+
+/// For each scenario in the results, its timeline: one line per style (its first run of the
+/// scenario), one panel per metric, the disturbances of the first run shaded.
+fn scenario_panels(loaded: &[Loaded]) -> Vec<Panels> {
+    let mut by_name: BTreeMap<&str, Vec<&Loaded>> = BTreeMap::new();
+    for l in loaded {
+        if let Some(s) = &l.result.scenario {
+            by_name.entry(s.name.as_str()).or_default().push(l);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, runs) in by_name {
+        // Runs at the base load most of them share (a comparison at equal offered load), when
+        // two or more styles share one; otherwise every run.
+        let base = |l: &Loaded| l.result.scenario.as_ref().and_then(|s| s.base_rps).map(|b| b.round() as u64);
+        let mut bases: BTreeMap<Option<u64>, usize> = BTreeMap::new();
+        for l in &runs {
+            *bases.entry(base(l)).or_default() += 1;
+        }
+        let common = bases.iter().max_by_key(|(_, n)| **n).filter(|(_, n)| **n >= 2).map(|(b, _)| *b);
+        let runs: Vec<&Loaded> = runs.into_iter().filter(|l| common.is_none_or(|c| base(l) == c)).collect();
+        let mut firsts: BTreeMap<&str, &crate::scenario::ScenarioRecord> = BTreeMap::new();
+        for l in &runs {
+            if let Some(s) = &l.result.scenario {
+                firsts.entry(l.result.implementation.name.as_str()).or_insert(s);
+            }
+        }
+        let Some(first) = firsts.values().next() else { continue };
+        let shaded: Vec<(f64, f64)> =
+            first.recovery.iter().map(|r| (r.start_ms as f64 / 1000.0, r.end_ms as f64 / 1000.0)).collect();
+        type Metric = fn(&crate::scenario::ScenarioRecord, &crate::scenario::StepRecord) -> Option<f64>;
+        let metrics: [(&str, (&'static str, Unit), Metric); 4] = [
+            ("throughput", ("replies", Unit::PerSecond), |s, st| Some(st.completed as f64 * 1000.0 / s.step_ms as f64)),
+            ("p99", ("p99 (log)", Unit::Micros), |_, st| (st.completed > 0).then_some(st.p99_us.max(1) as f64)),
+            ("failed requests", ("failed", Unit::PerSecond), |s, st| {
+                Some(st.errors.values().sum::<u64>() as f64 * 1000.0 / s.step_ms as f64)
+            }),
+            ("servers' RSS", ("RSS", Unit::Mebibytes), |_, st| {
+                (!st.rss_kib.is_empty()).then(|| st.rss_kib.values().sum::<u64>() as f64 / 1024.0)
+            }),
+        ];
+        let panels = metrics
+            .iter()
+            .enumerate()
+            .map(|(i, (what, y, metric))| Figure {
+                name: String::new(),
+                title: if i == 0 { format!("scenario {name}: {what}") } else { (*what).to_owned() },
+                x: ("seconds into the window", Unit::Seconds),
+                y: *y,
+                series: firsts
+                    .iter()
+                    .map(|(style, s)| Series {
+                        label: (*style).to_owned(),
+                        look: look(style),
+                        points: s
+                            .steps
+                            .iter()
+                            // A step without a value (no reply) breaks the line.
+                            .map(|st| (st.at_ms as f64 / 1000.0, metric(s, st).unwrap_or(f64::NAN)))
+                            .collect(),
+                    })
+                    .collect(),
+                shaded: shaded.clone(),
+            })
+            .collect();
+        out.push(Panels { name: format!("scenario-{name}"), panels });
+    }
+    out
 }
 
 /// Registers the first font of [`FONT_FILES`] for PNG text, once.
@@ -398,12 +509,39 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Figure) -> Re
     let e = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
-    for (i, s) in figure.series.iter().enumerate() {
+    draw_legend(&legend, &figure.series)?;
+    draw_chart(&plot, figure)?;
+    root.present().map_err(|x| e(&x))
+}
+
+/// Draws the panels above each other, the legend (of the first) at the right.
+fn draw_panels<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &Panels) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    if let Some(first) = panels.panels.first() {
+        draw_legend(&legend, &first.series)?;
+    }
+    for (area, figure) in plot.split_evenly((panels.panels.len(), 1)).iter().zip(&panels.panels) {
+        draw_chart(area, figure)?;
+    }
+    root.present().map_err(|x| e(&x))
+}
+
+fn draw_legend<DB: DrawingBackend>(legend: &DrawingArea<DB, Shift>, series: &[Series]) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    for (i, s) in series.iter().enumerate() {
         let y = 56 + 22 * i as i32;
         legend.draw(&PathElement::new(vec![(4, y), (34, y)], s.look.color.stroke_width(2))).map_err(|x| e(&x))?;
         legend.draw(&marker(s.look, (19, y))).map_err(|x| e(&x))?;
         legend.draw(&Text::new(s.label.clone(), (42, y - 8), ("sans-serif", 14).into_font())).map_err(|x| e(&x))?;
     }
+    Ok(())
+}
+
+/// The chart of `figure` (axes, shaded spans, lines and markers) on `plot`.
+fn draw_chart<DB: DrawingBackend>(plot: &DrawingArea<DB, Shift>, figure: &Figure) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
     let xs = figure.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let ys = figure.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
@@ -414,7 +552,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Figure) -> Re
         Unit::Count => (x0 as i64..=x1 as i64).map(|t| t as f64).collect(),
         _ => linear_ticks(x0, x1),
     };
-    let mut builder = ChartBuilder::on(&plot);
+    let mut builder = ChartBuilder::on(plot);
     builder.caption(&figure.title, ("sans-serif", 22)).margin(16).x_label_area_size(48).y_label_area_size(80);
     macro_rules! finish {
         ($chart:expr) => {{
@@ -427,11 +565,23 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Figure) -> Re
                 .y_label_formatter(&|v| figure.y.1.label(*v))
                 .draw()
                 .map_err(|x| e(&x))?;
+            let (_, (y_lo, y_hi)) = (chart.x_range(), {
+                let r = chart.y_range();
+                (r.start, r.end)
+            });
+            for &(a, b) in &figure.shaded {
+                let shade = RGBColor(200, 200, 200).mix(0.35).filled();
+                chart.draw_series(std::iter::once(Rectangle::new([(a, y_lo), (b, y_hi)], shade))).map_err(|x| e(&x))?;
+            }
             for s in &figure.series {
-                let (look, points) = (s.look, s.points.iter().copied());
-                chart.draw_series(LineSeries::new(points, look.color.stroke_width(2))).map_err(|x| e(&x))?;
+                let look = s.look;
+                // A NaN value is a gap: the line stops there and starts again after it.
+                for piece in s.points.split(|p| p.1.is_nan()).filter(|piece| !piece.is_empty()) {
+                    let line = LineSeries::new(piece.iter().copied(), look.color.stroke_width(2));
+                    chart.draw_series(line).map_err(|x| e(&x))?;
+                }
                 // A dense line (a spectrum) carries a marker every tenth of its points.
-                for p in s.points.iter().step_by((s.points.len() / 10).max(1)) {
+                for p in s.points.iter().step_by((s.points.len() / 10).max(1)).filter(|p| !p.1.is_nan()) {
                     chart.plotting_area().draw(&marker(look, *p)).map_err(|x| e(&x))?;
                 }
             }
@@ -447,7 +597,6 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Figure) -> Re
         let y = Ticked { inner: RangedCoordf64::from(0.0..hi), ticks: linear_ticks(0.0, hi) };
         finish!(builder.build_cartesian_2d(x, y).map_err(|x| e(&x))?);
     }
-    root.present().map_err(|x| e(&x))?;
     Ok(())
 }
 

@@ -59,7 +59,10 @@ pub struct Knee {
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
-    let loaded = collection::load(&args.inputs)?;
+    // Scenario runs change their load and fault the herd mid-window: they have a section and
+    // figures of their own, and stay out of the steady-state tables, knees and findings.
+    let (scenarios, loaded): (Vec<Loaded>, Vec<Loaded>) =
+        collection::load(&args.inputs)?.into_iter().partition(|l| l.result.scenario.is_some());
     let out = match &args.out {
         Some(o) => o.clone(),
         None => {
@@ -74,10 +77,12 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let on_schedule = collection::on_schedule(&loaded, args.include_behind);
     let left_out = loaded.len() - on_schedule.len();
     let knees = knees(&self::rows(&on_schedule), args.slo_ms * 1000.0);
-    let figures = plots::write_all(&loaded, &rows, &out)?;
+    let mut figures = plots::write_all(&loaded, &rows, &out)?;
+    figures.extend(plots::write_scenarios(&scenarios, &out)?);
     let report_md = out.join("report.md");
     // Figure links are relative to the markdown file they appear in: the last section is per file.
     let mut sections = sections(&loaded, &rows, &knees, left_out, args.slo_ms);
+    sections.push(("scenarios".to_owned(), crate::scenario::report_section(&scenarios)));
     sections.push(figures_section(&figures, &report_md));
     let mut md = String::from("# herdbench results\n\n");
     for (name, text) in &sections {

@@ -57,6 +57,9 @@ pub struct RunResult {
     /// Whether the generator kept its schedule (open loop only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_lag: Option<SendLag>,
+    /// A scenario run's phases, events, finer timeline and recoveries (`run --scenario`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<crate::scenario::ScenarioRecord>,
     /// The generator's connects (initial and reconnects), from `connect(2)` to established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_us: Option<Latency>,

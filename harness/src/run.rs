@@ -20,6 +20,7 @@ use crate::counters::{Counters, SyscallCount, WindowProbe};
 use crate::herd::{Herd, HerdSpec, Upstream};
 use crate::impls::{self, ImplMeta};
 use crate::limits::LimitsArgs;
+use crate::load::worker::Window;
 use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
@@ -27,6 +28,7 @@ use crate::result::{
     HerdAuth, Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
     ServerResult,
 };
+use crate::scenario::{self, EventRecord, Scenario, ScenarioRecord};
 use crate::serve::Mode;
 use crate::summary;
 use crate::sweep::{self, LoadList, ThreadList};
@@ -39,9 +41,15 @@ pub struct RunArgs {
     /// Implementation (style) to measure: a name, a comma list, or `all`.
     #[arg(long = "impl", default_value = "threadpool")]
     pub implementation: String,
-    /// Workload: a name in workloads/ (or a path), or a comma list.
-    #[arg(long, default_value = "herd-mixed")]
-    pub workload: String,
+    /// Workload: a name in workloads/ (or a path), or a comma list [default: herd-mixed, or the
+    /// scenario's].
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// Scenario: phases of load and timed faults in one run (a name in workloads/scenarios/, or a
+    /// path). Its phases set the window (not --duration); phases given as multiples (`0.5x`)
+    /// scale --load; its workload is the run's.
+    #[arg(long)]
+    pub scenario: Option<String>,
     /// Offered load: 10k, 1.5M, `max` (closed loop); a list `2k,5k,max`; or a sweep `1k..20k/1k`.
     #[arg(long, default_value = "10k")]
     pub load: LoadList,
@@ -130,7 +138,16 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     for name in &implementations {
         impls::find(name)?;
     }
-    let workloads = sweep::names(&args.workload);
+    let scenario = args.scenario.as_deref().map(Scenario::load).transpose()?;
+    let workloads = match (&scenario, &args.workload) {
+        (Some(s), Some(w)) if *w != s.workload => bail!(
+            "scenario {} drives workload {}; leave out --workload {w} (or write a scenario for it)",
+            s.name,
+            s.workload
+        ),
+        (Some(s), _) => vec![s.workload.clone()],
+        (None, w) => sweep::names(w.as_deref().unwrap_or("herd-mixed")),
+    };
     for w in &workloads {
         load::workload_for(w, args.mode)?;
     }
@@ -220,15 +237,20 @@ fn run_one(
     exe: &Path,
 ) -> Result<PathBuf> {
     let plan = Plan::new(args, point)?;
+    if let Some(s) = &plan.scenario {
+        s.check_members(&plan.topology.servers)?;
+    }
     raise_open_files_limit();
     let files = RunFiles::new(&plan, output);
     let pinning = pin_generator(args)?;
     let mut herd = start_herd(args, point, &plan, &files, pinning.as_ref(), exe, stop)?;
     let spec = load_spec(args, point, &plan, &herd)?;
-    let (outcome, windows) = drive_load(&plan, &herd, &spec, stop, args.syscalls)?;
+    let (outcome, windows, events) = drive_load(&plan, &mut herd, &spec, stop, args.syscalls)?;
     let collected = stop_and_collect(&mut herd, args.grace, &files.logs, windows);
     let parameters = parameters(point, &plan, &herd, &spec, pinning);
-    let result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
+    let scenario = scenario_record(&plan, &herd, &spec, &outcome, events);
+    let mut result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
+    result.scenario = scenario;
     result.write(&files.output)?;
     report(args, &result, &files.output, stop.load(Relaxed))?;
     Ok(files.output)
@@ -240,6 +262,7 @@ struct Plan {
     meta: ImplMeta,
     workload: Workload,
     topology: Topology,
+    scenario: Option<Scenario>,
 }
 
 impl Plan {
@@ -256,7 +279,8 @@ impl Plan {
             Some(path) => Topology::load(path)?,
             None => Topology::default_herd(),
         };
-        Ok(Self { meta, workload, topology })
+        let scenario = args.scenario.as_deref().map(Scenario::load).transpose()?;
+        Ok(Self { meta, workload, topology, scenario })
     }
 
     fn mode(&self) -> Mode {
@@ -325,6 +349,7 @@ fn start_herd(
         insecure_herd: args.insecure_herd,
         logs: files.logs.clone(),
         cpus: pinning.map(|p| p.server_cpus.clone()),
+        samples: plan.scenario.is_some(),
     };
     let mut herd = Herd::start(spec, stop)?;
     herd.start_sampling();
@@ -338,19 +363,25 @@ fn load_spec(args: &RunArgs, point: &Point, plan: &Plan, herd: &Herd) -> Result<
         .iter()
         .map(|s| Target { addr: s.addr, name: (plan.mode() == Mode::Herd).then(|| s.name.clone()) })
         .collect();
-    args.generator.spec(targets, plan.workload.clone(), point.load)
+    let mut spec = args.generator.spec(targets, plan.workload.clone(), point.load)?;
+    if let Some(scenario) = &plan.scenario {
+        spec.duration = scenario.window();
+        spec.scenario = Some(scenario.offered(point.load.offered_rps(), spec.warmup)?);
+    }
+    Ok(spec)
 }
 
 /// Says what runs, waits for the flood links, announces the workload's clients, then drives the
-/// load with a live progress line until it is done or `stop` is set. Reads every server's and the
-/// generator's counters at the measured window's start and end.
+/// load with a live progress line until it is done or `stop` is set, and a scenario's events on the
+/// herd meanwhile. Reads every server's and the generator's counters at the measured window's
+/// start and end.
 fn drive_load(
     plan: &Plan,
-    herd: &Herd,
+    herd: &mut Herd,
     spec: &LoadSpec,
     stop: &AtomicBool,
     count_syscalls: bool,
-) -> Result<(LoadOutcome, Windows)> {
+) -> Result<(LoadOutcome, Windows, Option<Performed>)> {
     eprintln!(
         "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
         plan.meta.name, plan.meta.style, plan.workload.name, spec.load, spec.connections, spec.warmup, spec.duration
@@ -370,16 +401,58 @@ fn drive_load(
             }
         }
     }
-    let outcome = std::thread::scope(|scope| {
+    let (outcome, events) = std::thread::scope(|scope| {
         scope.spawn(|| load::show_progress(spec, &progress, &done));
-        let outcome = load::generate(spec, &progress, stop, Some(&probe));
-        done.store(true, Relaxed);
-        outcome
-    })?;
+        let generator = scope.spawn(|| {
+            let outcome = load::generate(spec, &progress, stop, Some(&probe));
+            done.store(true, Relaxed);
+            outcome
+        });
+        // A scenario's events run on this thread, the one that started the herd: a member it
+        // restarts is its child, and a child dies with the thread that started it (procs.rs).
+        let over = || stop.load(Relaxed) || done.load(Relaxed);
+        let events = plan.scenario.as_ref().map(|s| s.perform(herd, &progress, &over));
+        let outcome = generator.join().map_err(|_| anyhow::anyhow!("the load generator panicked"));
+        (outcome, events)
+    });
+    let outcome = outcome??;
+    let performed = events.map(|events| Performed { events, window: progress.window.get().copied() });
     let mut deltas = probe.deltas();
     let generator = deltas.pop().flatten();
     let syscalls = probe.syscalls();
-    Ok((outcome, Windows { servers: names.into_iter().zip(deltas).collect(), generator, syscalls }))
+    Ok((outcome, Windows { servers: names.into_iter().zip(deltas).collect(), generator, syscalls }, performed))
+}
+
+/// What a scenario's events did, and the window they were timed from.
+#[derive(Debug)]
+struct Performed {
+    events: Vec<EventRecord>,
+    window: Option<Window>,
+}
+
+/// A scenario run's record: its timeline, phases, events and recoveries, from the generator's finer
+/// timeline and the servers' samples.
+fn scenario_record(
+    plan: &Plan,
+    herd: &Herd,
+    spec: &LoadSpec,
+    outcome: &LoadOutcome,
+    performed: Option<Performed>,
+) -> Option<ScenarioRecord> {
+    let scenario = plan.scenario.as_ref()?;
+    let performed = performed?;
+    let fine = outcome.fine.as_ref()?;
+    let window = performed.window?;
+    let names = herd.names();
+    let samples = names.iter().map(|n| (n.clone(), scenario::read_samples(&herd.spec().samples_file(n)))).collect();
+    Some(scenario.record(scenario::Measured {
+        base_rps: spec.load.offered_rps(),
+        fine,
+        events: performed.events,
+        measure_start: window.measure_start,
+        servers: &names,
+        samples,
+    }))
 }
 
 /// Counters over the measured window: each server's by name, and the generator's.
@@ -469,6 +542,7 @@ fn build_result(
         connect_us: outcome.connect_us,
         interrupted,
         merged: None,
+        scenario: None,
     })
 }
 

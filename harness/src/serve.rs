@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// Where to write counters at shutdown (JSON).
     #[arg(long)]
     pub stats: Option<PathBuf>,
+    /// Append a sample every `--sample-every` to this file: one JSON line with the monotonic
+    /// clock, the resident memory and the dropped floods (what a scenario's timeline shows).
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+    /// How often `--samples` gets a line.
+    #[arg(long, default_value = "100ms", value_parser = crate::units::parse_duration)]
+    pub sample_every: Duration,
     /// Seconds a stored location lives.
     #[arg(long, default_value_t = herd_core::store::DEFAULT_TTL_SECS)]
     pub ttl: u64,
@@ -158,7 +165,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         limits: args.limits.limits(),
         herd_key: key.clone(),
     };
-    let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send>) = match args.mode {
+    let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send + Sync>) = match args.mode {
         Mode::Herd => {
             let config = HerdConfig {
                 name: args.name.clone(),
@@ -177,6 +184,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             (AnyService::Echo(echo), Box::new(move || ServerCounters::from_snapshot(&e.stats().snapshot())))
         }
     };
+    let stats_of: Arc<dyn Fn() -> ServerCounters + Send + Sync> = Arc::from(stats_of);
+    if let Some(path) = &args.samples {
+        start_sampling(path, args.sample_every, Arc::clone(&stats_of))?;
+    }
     let name = meta.name.clone();
     let server = std::thread::Builder::new().name("serve".into()).spawn(move || {
         let result = impls::serve(&name, listener, service, &options);
@@ -198,6 +209,45 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     drop(server);
     std::process::exit(0);
+}
+
+/// Appends a [`crate::scenario::Sample`] to `path` every `every`, from a thread of its own; each
+/// line is flushed, so a killed server's samples are all there.
+fn start_sampling(
+    path: &std::path::Path,
+    every: Duration,
+    stats_of: Arc<dyn Fn() -> ServerCounters + Send + Sync>,
+) -> Result<()> {
+    if every.is_zero() {
+        bail!("--sample-every must be above 0, e.g. 100ms");
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: sysconf has no preconditions.
+    let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024).max(1);
+    std::thread::Builder::new().name("samples".into()).spawn(move || {
+        loop {
+            let rss_kib = std::fs::read_to_string("/proc/self/statm")
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map_or(0, |pages| pages * page_kib);
+            let sample = crate::scenario::Sample {
+                t_ns: crate::load::clock::now(),
+                rss_kib,
+                floods_dropped: stats_of().counters.get("floods_dropped").copied().unwrap_or(0),
+            };
+            let Ok(mut line) = serde_json::to_vec(&sample) else { return };
+            line.push(b'\n');
+            if out.write_all(&line).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    })?;
+    Ok(())
 }
 
 /// A log that never blocks the request path: events go into a bounded queue (dropped, and counted,

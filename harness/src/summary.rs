@@ -93,4 +93,63 @@ pub fn print(r: &RunResult) {
         ]);
     }
     eprintln!("{servers}");
+    if let Some(scenario) = &r.scenario {
+        print_scenario(scenario);
+    }
+}
+
+/// A scenario's phases, what it did when, and how the run recovered from each disturbance.
+fn print_scenario(s: &crate::scenario::ScenarioRecord) {
+    let ms = |v: Option<u64>| v.map_or_else(|| "not done".to_owned(), |v| format!("{:.1} s", v as f64 / 1000.0));
+    eprintln!("scenario {}: {}", s.name, s.description);
+    for e in &s.events {
+        let failed = e.error.as_deref().map(|e| format!(" (failed: {e})")).unwrap_or_default();
+        eprintln!(
+            "  {} {}: {} … {}{failed}",
+            e.action,
+            e.member.as_deref().unwrap_or(""),
+            ms(e.done_ms[0]),
+            ms(e.done_ms[1])
+        );
+    }
+    let objective = format!("goodput (≤ {} ms)/s", s.objective_us as f64 / 1000.0);
+    let mut phases = Table::new();
+    phases.load_style(UTF8_FULL_CONDENSED);
+    phases.set_header(["phase", "from s", "offered/s", "achieved/s", objective.as_str(), "fairness"]);
+    for p in &s.phases {
+        phases.add_row([
+            p.name.clone(),
+            format!("{:.1}", p.start_ms as f64 / 1000.0),
+            format!("{:.0}", p.offered_rps),
+            format!("{:.0}", p.achieved_rps),
+            format!("{:.0}", p.goodput_rps),
+            p.fairness.map_or_else(String::new, |f| format!("{f:.3}")),
+        ]);
+    }
+    eprintln!("{phases}");
+    let mut recovery = Table::new();
+    recovery.load_style(UTF8_FULL_CONDENSED);
+    recovery.set_header([
+        "disturbance",
+        "p99 before µs",
+        "recovered after",
+        "failed",
+        "late",
+        "goodput/s",
+        "RSS before → peak MiB",
+        "converged after",
+    ]);
+    for r in &s.recovery {
+        recovery.add_row([
+            r.disturbance.clone(),
+            r.baseline_p99_us.map_or_else(String::new, |v| v.to_string()),
+            r.recovered_after_ms.map_or_else(|| "not in the window".to_owned(), |v| format!("{v} ms")),
+            r.failed.to_string(),
+            r.late.to_string(),
+            format!("{:.0}", r.goodput_rps),
+            format!("{:.1} → {:.1}", r.rss_before_kib as f64 / 1024.0, r.rss_peak_kib as f64 / 1024.0),
+            r.converged_after_ms.map_or_else(String::new, |v| format!("{v} ms")),
+        ]);
+    }
+    eprintln!("{recovery}");
 }

@@ -364,3 +364,68 @@ fn merge_adds_two_generators_histograms_and_says_what_it_assumed() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_scenario_hangs_crashes_and_fails_members_on_time_and_records_how_the_herd_recovered() {
+    let dir = temp_dir("scenario");
+    let scenario = dir.join("faults.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+description = "every kind of member fault and an upstream outage, briefly"
+workload = "herd-mixed"
+objective = "50ms"
+[[phase]]
+name = "steady"
+duration = "3500ms"
+load = "1x"
+[[event]]
+action = "hang"
+member = "Welsh"
+at = "500ms"
+for = "500ms"
+[[event]]
+action = "upstream-fail"
+at = "1100ms"
+for = "300ms"
+[[event]]
+action = "crash"
+member = "Ball"
+at = "1600ms"
+restart_after = "500ms"
+"#,
+    )
+    .expect("scenario written");
+    let file = scenario.to_str().expect("utf8");
+    let r = run_into(&dir, &["--scenario", file, "--load", "1000", "--connections", "10"]);
+    let s = &r["scenario"];
+    let steps = s["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 35, "3.5 s in 100 ms steps");
+    for e in s["events"].as_array().expect("events") {
+        assert!(e["error"].is_null(), "{e}");
+        for edge in 0..2 {
+            let (planned, done) = (e["planned_ms"][edge].as_u64(), e["done_ms"][edge].as_u64());
+            let (planned, done) = (planned.expect("planned"), done.unwrap_or_else(|| panic!("not done: {e}")));
+            assert!((planned..planned + 500).contains(&done), "done at {done} ms, planned {planned} ms: {e}");
+        }
+    }
+    let at = |step: &serde_json::Value| step["at_ms"].as_u64().expect("at_ms");
+    // The hang: requests to Welsh wait until SIGCONT, ~500 ms, and then all arrive.
+    let worst = steps.iter().map(|st| st["p99_us"].as_u64().expect("p99")).max().expect("steps");
+    assert!(worst >= 300_000, "no step shows the 500 ms hang: worst p99 {worst} µs");
+    // The upstream outage: WHATSATs fail with upstream errors then, and only then.
+    let upstream: Vec<u64> =
+        steps.iter().filter(|st| st["errors"]["upstream_error"].as_u64().unwrap_or(0) > 0).map(at).collect();
+    assert!(!upstream.is_empty(), "the outage failed no WHATSAT");
+    assert!(upstream.iter().all(|&t| (1000..1600).contains(&t)), "upstream errors outside the outage: {upstream:?}");
+    // The crash: the rest of the herd answers without a failure, and the restarted member answers.
+    let recovery = s["recovery"].as_array().expect("recovery");
+    let crash = recovery.iter().find(|r| r["disturbance"] == "crash Ball").expect("the crash's recovery");
+    assert_eq!(crash["errors_on_others"], 0, "{crash}");
+    assert!(crash["member_completed_after"].as_u64().expect("counted") > 0, "{crash}");
+    let hang = recovery.iter().find(|r| r["disturbance"] == "hang Welsh").expect("the hang's recovery");
+    assert!(hang["late"].as_u64().expect("late") > 0, "{hang}");
+    let phase = &s["phases"][0];
+    assert_eq!(phase["per_connection"].as_array().map(Vec::len), Some(10), "{phase}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -33,8 +33,8 @@ use crate::serve::Mode;
 use crate::units::{Load, Slice};
 use crate::workload::Workload;
 pub use requests::{Failure, KINDS};
-pub use schedule::{Arrival, SplitMix64};
-pub use worker::{Progress, Target};
+pub use schedule::{Arrival, RateProfile, SplitMix64};
+pub use worker::{Progress, Step, StepPlan, StepReport, Target};
 
 /// Everything that defines a load.
 #[derive(Debug, Clone)]
@@ -58,12 +58,28 @@ pub struct LoadSpec {
     pub slice: Slice,
     /// When the load starts, by the wall clock (`--start-at`), to start several generators together.
     pub start_at: Option<std::time::SystemTime>,
+    /// A scenario's changing rate and finer timeline (`run --scenario`); `load` is then its base.
+    pub scenario: Option<ScenarioLoad>,
+}
+
+/// What a scenario changes in a load: the offered rate over time, from the start of the warm-up,
+/// and the finer timeline of the window.
+#[derive(Debug, Clone)]
+pub struct ScenarioLoad {
+    pub profile: RateProfile,
+    pub steps: StepPlan,
+    /// Mean offered rate over the window, for the summary.
+    pub mean_rps: f64,
 }
 
 impl LoadSpec {
     /// What this generator offers: its slice of the load's rate (`None`: a closed loop).
     pub fn offered_rps(&self) -> Option<f64> {
-        self.load.offered_rps().map(|r| r / f64::from(self.slice.n))
+        let whole = match &self.scenario {
+            Some(s) => Some(s.mean_rps),
+            None => self.load.offered_rps(),
+        };
+        whole.map(|r| r / f64::from(self.slice.n))
     }
 }
 
@@ -78,6 +94,8 @@ pub struct LoadOutcome {
     /// Open loop only.
     pub send_lag: Option<SendLag>,
     pub connect_us: Option<Latency>,
+    /// A scenario run's finer timeline, every thread's added.
+    pub fine: Option<StepReport>,
 }
 
 /// Announces every client of a herd workload (one IAMAT each, spread over the servers) and waits for
@@ -132,7 +150,10 @@ pub fn generate(
             conns: (index..spec.connections).step_by(threads).map(|c| (c % spec.targets.len(), c as u64)).collect(),
             targets: spec.targets.clone(),
             workload: spec.workload.clone(),
-            rate: spec.load.offered_rps(),
+            rate: match &spec.scenario {
+                Some(s) => Some(s.profile.clone()),
+                None => spec.load.offered_rps().map(RateProfile::fixed),
+            },
             // Slot j of the whole schedule goes to generator j mod n, then to thread (j / n) mod t.
             part: k + n * index as u64,
             parts: n * t,
@@ -142,6 +163,7 @@ pub fn generate(
             seed: spec.seed,
             nice: spec.nice,
             show_errors: spec.show_errors,
+            steps: spec.scenario.as_ref().map(|s| s.steps.clone()),
         })
         .collect();
     if let ([plan], None) = (plans.as_slice(), probe) {
@@ -218,7 +240,21 @@ fn merge(
     let mut completed = 0;
     let mut timeline: Vec<worker::Second> = Vec::new();
     let [mut own, mut socket_wait, mut connect] = std::array::from_fn(|_| herd_core::stats::new_histogram());
-    for r in reports {
+    let mut fine: Option<worker::StepReport> = None;
+    for mut r in reports {
+        match (&mut fine, r.fine.take()) {
+            (None, f) => fine = f,
+            (Some(into), Some(from)) => {
+                for (a, b) in into.steps.iter_mut().zip(&from.steps) {
+                    a.add(b);
+                }
+                into.conns.extend(from.conns);
+                for (a, b) in into.completed_by_target.iter_mut().zip(from.completed_by_target) {
+                    *a += b;
+                }
+            }
+            (Some(_), None) => {}
+        }
         let _ = own.add(&r.own_lag);
         let _ = socket_wait.add(&r.socket_wait);
         let _ = connect.add(&r.connect);
@@ -258,7 +294,7 @@ fn merge(
         warmup_errors,
         latency_us: Percentiles::of(&all),
     };
-    let send_lag = spec.load.offered_rps().map(|_| SendLag {
+    let send_lag = spec.offered_rps().map(|_| SendLag {
         fell_behind: own.value_at_quantile(0.99) > worker::FELL_BEHIND_P99_US,
         own_us: Latency::from_histogram(&own),
         socket_wait_us: Latency::from_histogram(&socket_wait),
@@ -268,6 +304,7 @@ fn merge(
         summary,
         send_lag,
         connect_us: (!connect.is_empty()).then(|| Latency::from_histogram(&connect)),
+        fine,
         commands,
         errors: Failure::ALL.iter().map(|f| (f.name().to_owned(), errors[f.index()])).collect(),
         timeline: timeline
@@ -411,6 +448,7 @@ fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrup
         connect_us: outcome.connect_us.clone(),
         interrupted,
         merged: None,
+        scenario: None,
     }
 }
 
@@ -537,6 +575,7 @@ impl GeneratorArgs {
             show_errors: self.show_errors,
             slice: self.slice,
             start_at: self.start_at,
+            scenario: None,
         })
     }
 }
@@ -658,6 +697,7 @@ mod tests {
             show_errors: 0,
             slice: Slice::WHOLE,
             start_at: None,
+            scenario: None,
         }
     }
 

@@ -35,7 +35,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::clock::{self, MICROSECOND, MILLISECOND, Nanos, SECOND, micros_between};
 use super::requests::{Expect, Failure, KINDS, Kind, RequestSource, check, reply_len};
-use super::schedule::{Arrival, OpenLoopSchedule, SplitMix64};
+use super::schedule::{Arrival, OpenLoopSchedule, RateProfile, SplitMix64};
 use super::timer::{self, Timer};
 use crate::workload::Workload;
 
@@ -70,9 +70,9 @@ pub struct ThreadPlan {
     pub conns: Vec<(usize, u64)>,
     pub targets: Vec<Target>,
     pub workload: Workload,
-    /// Rate of the whole open-loop schedule (every generator, every thread), or `None` for a
-    /// closed loop.
-    pub rate: Option<f64>,
+    /// Rate of the whole open-loop schedule (every generator, every thread) from the load's start,
+    /// or `None` for a closed loop.
+    pub rate: Option<RateProfile>,
     /// This thread's share of that schedule: its sends `part`, `part + parts` … (see
     /// [`OpenLoopSchedule::slice`]).
     pub part: u64,
@@ -85,6 +85,65 @@ pub struct ThreadPlan {
     pub nice: Option<i32>,
     /// Rejected replies to print to stderr.
     pub show_errors: usize,
+    /// A scenario's finer timeline, if any.
+    pub steps: Option<StepPlan>,
+}
+
+/// A scenario run's finer timeline: steps of `step` ns from the window's start, and the ends of
+/// its phases (ns after the window's start), for each connection's completed replies per phase.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    pub step: Nanos,
+    pub phase_ends: Vec<Nanos>,
+}
+
+/// One step of a scenario's timeline, by the time replies and failures happened.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub completed: u64,
+    /// By [`Failure::index`].
+    pub errors: [u64; Failure::ALL.len()],
+    /// Failures and replies on connections to each target (by target index).
+    pub errors_by_target: Vec<u64>,
+    pub completed_by_target: Vec<u64>,
+    /// Every reply (and timeout) of the step, recorded as it happens.
+    pub latency: Histogram<u64>,
+}
+
+impl Step {
+    pub fn new(targets: usize) -> Self {
+        Self {
+            completed: 0,
+            errors: [0; Failure::ALL.len()],
+            errors_by_target: vec![0; targets],
+            completed_by_target: vec![0; targets],
+            latency: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds"),
+        }
+    }
+
+    pub fn add(&mut self, other: &Step) {
+        self.completed += other.completed;
+        for (a, b) in self.errors.iter_mut().zip(other.errors) {
+            *a += b;
+        }
+        for (a, b) in self.errors_by_target.iter_mut().zip(&other.errors_by_target) {
+            *a += b;
+        }
+        for (a, b) in self.completed_by_target.iter_mut().zip(&other.completed_by_target) {
+            *a += b;
+        }
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
+/// What a scenario run's thread measured beyond the usual.
+#[derive(Debug, Default)]
+pub struct StepReport {
+    pub steps: Vec<Step>,
+    /// For each connection, its target and its replies completed in each phase.
+    pub conns: Vec<(usize, Vec<u64>)>,
+    /// Replies completed on connections to each target, over the window.
+    pub completed_by_target: Vec<u64>,
 }
 
 /// When the load starts, the window opens and closes ([`clock`] times). Fixed only once every
@@ -152,11 +211,13 @@ impl StartLine {
     }
 }
 
-/// Live counters the progress display reads.
+/// Live state others read while the load runs: counters for the progress display, and the
+/// window once the threads have fixed it (a scenario times its events from it).
 #[derive(Debug, Default)]
 pub struct Progress {
     pub completed: AtomicU64,
     pub errors: AtomicU64,
+    pub window: OnceLock<Window>,
 }
 
 /// One second of the measured window.
@@ -186,6 +247,8 @@ pub struct ThreadReport {
     pub socket_wait: Histogram<u64>,
     /// Every established connect, from `connect(2)` to established (µs).
     pub connect: Histogram<u64>,
+    /// A scenario run's finer timeline ([`ThreadPlan::steps`]).
+    pub fine: Option<StepReport>,
 }
 
 struct Pending {
@@ -224,6 +287,8 @@ struct Conn {
     retry_at: Nanos,
     /// Requests sent on the current connection (for connection churn).
     sent_here: u32,
+    /// Replies completed in each phase of a scenario (empty otherwise).
+    by_phase: Vec<u64>,
 }
 
 impl Conn {
@@ -243,6 +308,7 @@ impl Conn {
             source,
             retry_at,
             sent_here: 0,
+            by_phase: Vec::new(),
         }
     }
 }
@@ -277,12 +343,17 @@ pub fn run(
     let connected = connect_all(plan);
     // Every thread reaches the start line, even one that failed, so none waits forever.
     let window = start_line.wait();
+    let _ = progress.window.set(window);
     niced?;
     let (poll, conns, connects) = connected?;
     let mut generator = Generator::new(plan, progress, window, poll, conns);
     generator.report.connect = connects;
     generator.event_loop(stop)?;
-    Ok(generator.report)
+    let Generator { mut report, conns, .. } = generator;
+    if let Some(fine) = &mut report.fine {
+        fine.conns = conns.into_iter().map(|c| (c.target, c.by_phase)).collect();
+    }
+    Ok(report)
 }
 
 /// The generator tries to send `u` at `at`: its own lateness is over.
@@ -380,7 +451,21 @@ impl<'a> Generator<'a> {
             own_lag: herd_core::stats::new_histogram(),
             socket_wait: herd_core::stats::new_histogram(),
             connect: herd_core::stats::new_histogram(),
+            fine: plan.steps.as_ref().map(|p| StepReport {
+                steps: vec![
+                    Step::new(plan.targets.len());
+                    (window.end - window.measure_start).div_ceil(p.step) as usize
+                ],
+                conns: Vec::new(),
+                completed_by_target: vec![0; plan.targets.len()],
+            }),
         };
+        let mut conns = conns;
+        if let Some(p) = &plan.steps {
+            for conn in &mut conns {
+                conn.by_phase = vec![0; p.phase_ends.len()];
+            }
+        }
         let message = RequestSource::new(&plan.workload, SplitMix64::new(0)).message().to_vec();
         Self {
             plan,
@@ -401,7 +486,7 @@ impl<'a> Generator<'a> {
     fn event_loop(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let plan = self.plan;
         let timer = Timer::new()?;
-        let mut schedule = plan.rate.map(|rate| {
+        let mut schedule = plan.rate.clone().map(|rate| {
             let rng = SplitMix64::derive(plan.seed, 1 << 40 | plan.part);
             OpenLoopSchedule::slice(self.window.start, rate, plan.arrival, rng, plan.part, plan.parts)
         });
@@ -439,7 +524,7 @@ impl<'a> Generator<'a> {
                             to_flush.push(c);
                         }
                     } else {
-                        self.fail(Failure::NotSent, intended, now);
+                        self.fail(Failure::NotSent, intended, now, None);
                     }
                 }
                 for c in to_flush.drain(..) {
@@ -671,7 +756,7 @@ impl<'a> Generator<'a> {
             }
             let Some(head) = conn.pending.front() else {
                 // Bytes nobody asked for: a reply too many. Counted, and the stream is out of step.
-                self.fail(Failure::WrongReply, now, now);
+                self.fail(Failure::WrongReply, now, now, Some(c));
                 return false;
             };
             let (len, verdict) = if matches!(head.expect, Expect::Echo) && buf.starts_with(&self.message) {
@@ -695,16 +780,16 @@ impl<'a> Generator<'a> {
             conn.in_start += len;
             let p = conn.pending.pop_front().expect("head exists");
             match verdict {
-                Ok(()) => self.record(p.kind, p.intended, now),
+                Ok(()) => self.record(c, p.kind, p.intended, now),
                 Err(Failure::WrongReply) => {
                     // A reply that does not answer its request means the stream is out of step:
                     // every later reply would be judged against the wrong request. Count this one
                     // and start the connection afresh.
-                    self.fail(Failure::WrongReply, p.intended, now);
+                    self.fail(Failure::WrongReply, p.intended, now, Some(c));
                     self.disconnect(c, Failure::Disconnect, now);
                     return true;
                 }
-                Err(f) => self.fail(f, p.intended, now),
+                Err(f) => self.fail(f, p.intended, now, Some(c)),
             }
             // A recycled connection was refilled by `reconnect` in a closed loop.
             let recycled = self.recycle_if_spent(c, now);
@@ -715,7 +800,7 @@ impl<'a> Generator<'a> {
         }
     }
 
-    fn record(&mut self, kind: Kind, intended: Nanos, now: Nanos) {
+    fn record(&mut self, c: usize, kind: Kind, intended: Nanos, now: Nanos) {
         let window = self.window;
         self.record_latency(kind, intended, now);
         if now >= window.measure_start && now < window.end {
@@ -723,6 +808,19 @@ impl<'a> Generator<'a> {
             let s = ((now - window.measure_start) / SECOND) as usize;
             if let Some(second) = self.report.timeline.get_mut(s) {
                 second.completed += 1;
+            }
+            if let (Some(fine), Some(plan)) = (&mut self.report.fine, &self.plan.steps) {
+                let since = now - window.measure_start;
+                let conn = &mut self.conns[c];
+                if let Some(step) = fine.steps.get_mut((since / plan.step) as usize) {
+                    step.completed += 1;
+                    step.completed_by_target[conn.target] += 1;
+                }
+                fine.completed_by_target[conn.target] += 1;
+                if let Some(n) = plan.phase_ends.iter().position(|&e| since < e).and_then(|p| conn.by_phase.get_mut(p))
+                {
+                    *n += 1;
+                }
             }
         }
         self.unreported.0 += 1;
@@ -733,13 +831,21 @@ impl<'a> Generator<'a> {
     /// error as well).
     fn record_latency(&mut self, kind: Kind, intended: Nanos, now: Nanos) {
         if intended >= self.window.measure_start {
-            self.report.latency[kind.index()].saturating_record(micros_between(intended, now).max(1));
+            let micros = micros_between(intended, now).max(1);
+            self.report.latency[kind.index()].saturating_record(micros);
+            if let (Some(fine), Some(plan)) = (&mut self.report.fine, &self.plan.steps)
+                && let Some(step) = now
+                    .checked_sub(self.window.measure_start)
+                    .and_then(|t| fine.steps.get_mut((t / plan.step) as usize))
+            {
+                step.latency.saturating_record(micros);
+            }
         }
     }
 
-    /// Counts a failed request. Like latency, errors belong to the window their request was
-    /// intended in: warm-up failures are counted apart, never dropped.
-    fn fail(&mut self, failure: Failure, intended: Nanos, now: Nanos) {
+    /// Counts a failed request (on connection `c`, if it had one). Like latency, errors belong to
+    /// the window their request was intended in: warm-up failures are counted apart, never dropped.
+    fn fail(&mut self, failure: Failure, intended: Nanos, now: Nanos, c: Option<usize>) {
         self.unreported.1 += 1;
         if intended < self.window.measure_start {
             self.report.warmup_errors += 1;
@@ -750,6 +856,14 @@ impl<'a> Generator<'a> {
             let s = ((now - self.window.measure_start) / SECOND) as usize;
             if let Some(second) = self.report.timeline.get_mut(s) {
                 second.errors += 1;
+            }
+            if let (Some(fine), Some(plan)) = (&mut self.report.fine, &self.plan.steps)
+                && let Some(step) = fine.steps.get_mut(((now - self.window.measure_start) / plan.step) as usize)
+            {
+                step.errors[failure.index()] += 1;
+                if let Some(c) = c {
+                    step.errors_by_target[self.conns[c].target] += 1;
+                }
             }
         }
     }
@@ -786,7 +900,7 @@ impl<'a> Generator<'a> {
                 // A client waited at least this long: the percentiles must say so, not skip it.
                 self.record_latency(p.kind, p.intended, now.max(p.intended + timeout));
             }
-            self.fail(f, p.intended, now);
+            self.fail(f, p.intended, now, Some(c));
         }
     }
 

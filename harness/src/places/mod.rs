@@ -49,6 +49,12 @@
 //! `"status": "UNKNOWN_ERROR"`, the answer's first half under a correct Content-Length, or nothing
 //! at all until the connection is closed after 60 s.
 //!
+//! # Outages
+//! Besides the per-request draws, a running backend can be put into an outage by a signal, as
+//! `harness run --scenario` does: [`OUTAGE_STALL`] (SIGUSR1) holds every request, those already
+//! waiting and those arriving, until the outage ends, then answers them; [`OUTAGE_FAIL`] (SIGUSR2)
+//! answers every request 503; [`OUTAGE_END`] (SIGHUP) ends either. The shutdown line counts them.
+//!
 //! # Layout
 //! - `mod.rs` (here): [`PlacesArgs`], the `harness places` flags; [`PlacesConfig`], what [`serve`]
 //!   needs, checked once before the first accept; [`LatencySpec`], the latency grammar.
@@ -73,6 +79,13 @@ use anyhow::ensure;
 
 pub use answers::{POLAR_LATITUDE, RESULTS_PER_QUERY, nearby_json};
 pub use server::{MAX_RADIUS_M, run, serve};
+
+/// Starts a stall outage: every request is held until [`OUTAGE_END`].
+pub const OUTAGE_STALL: libc::c_int = libc::SIGUSR1;
+/// Starts a failure outage: every request is answered 503 until [`OUTAGE_END`].
+pub const OUTAGE_FAIL: libc::c_int = libc::SIGUSR2;
+/// Ends an outage.
+pub const OUTAGE_END: libc::c_int = libc::SIGHUP;
 
 /// Longest a stalled request is held, and the longest latency accepted; past it the connection is
 /// closed without an answer.

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
@@ -65,12 +66,43 @@ pub fn run(args: &PlacesArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding the places backend to {}", args.listen))?;
         let addr = listener.local_addr().context("reading the places listener's address")?;
         let shutdown = shutdown_signal()?;
+        let outage = outage_signals()?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "places listening on {addr}").and_then(|()| out.flush()).context("writing to stdout")?;
         }
-        serve(listener, config, shutdown).await
+        serve_with_outages(listener, config, shutdown, outage).await
     })
+}
+
+/// An outage of the whole backend, started and ended by signals (see the module's docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    None,
+    Stall,
+    Fail,
+}
+
+/// Follows the outage signals, from a task of its own; registered before the address is printed.
+fn outage_signals() -> anyhow::Result<watch::Receiver<Outage>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let kind = |s: libc::c_int| signal(SignalKind::from_raw(s)).context("installing an outage signal handler");
+    let (mut stall, mut fail, mut end) =
+        (kind(super::OUTAGE_STALL)?, kind(super::OUTAGE_FAIL)?, kind(super::OUTAGE_END)?);
+    let (tx, rx) = watch::channel(Outage::None);
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = stall.recv() => Outage::Stall,
+                _ = fail.recv() => Outage::Fail,
+                _ = end.recv() => Outage::None,
+            };
+            if tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Resolves on the first SIGTERM or SIGINT; registered before the address is printed, so a signal
@@ -97,12 +129,29 @@ pub async fn serve(
     config: PlacesConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with_outages(listener, config, shutdown, watch::channel(Outage::None).1).await
+}
+
+/// [`serve`], with outages switched by `outage`.
+pub async fn serve_with_outages(
+    listener: TcpListener,
+    config: PlacesConfig,
+    shutdown: impl Future<Output = ()>,
+    outage: watch::Receiver<Outage>,
+) -> anyhow::Result<()> {
     config.check()?;
     let mut http = http1::Builder::new();
     // No timer is installed, so no header timeout; a kept-alive connection may idle indefinitely,
     // as a herd server's pooled upstream connection does between WHATSATs.
     http.keep_alive(true).header_read_timeout(None);
-    let shared = Arc::new(Shared { http, stop: watch::Sender::new(false), faults: Faults::new(config) });
+    let shared = Arc::new(Shared {
+        http,
+        stop: watch::Sender::new(false),
+        faults: Faults::new(config),
+        outage,
+        held: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -129,6 +178,10 @@ pub async fn serve(
         connections.shutdown().await;
     }
     eprintln!("places: {}", shared.faults);
+    let (held, failed) = (shared.held.load(Relaxed), shared.failed.load(Relaxed));
+    if held + failed > 0 {
+        eprintln!("places: outages held {held} requests and failed {failed}");
+    }
     Ok(())
 }
 
@@ -138,6 +191,11 @@ struct Shared {
     /// Turns true once when the server shuts down.
     stop: watch::Sender<bool>,
     faults: Faults,
+    /// The outage under way, if any.
+    outage: watch::Receiver<Outage>,
+    /// Requests held by a stall outage, and answered 503 by a failure outage.
+    held: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// One kept-alive HTTP/1.1 connection, until the peer closes it or the server shuts down.
@@ -159,7 +217,24 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
 
 /// One request: draw its fault and latency, prepare the answer, wait, answer.
 async fn respond(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Stalled> {
+    let outage = *shared.outage.borrow();
+    if outage == Outage::Stall {
+        // Held until the outage ends, then answered as usual.
+        shared.held.fetch_add(1, Relaxed);
+        let mut outage = shared.outage.clone();
+        let mut stop = shared.stop.subscribe();
+        tokio::select! {
+            _ = outage.wait_for(|o| *o != Outage::Stall) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return Err(Stalled),
+        }
+    }
     let (fault, latency) = shared.faults.draw();
+    let fault = if *shared.outage.borrow() == Outage::Fail {
+        shared.failed.fetch_add(1, Relaxed);
+        Fault::Fail
+    } else {
+        fault
+    };
     if fault == Fault::Stall {
         let mut stop = shared.stop.subscribe();
         tokio::select! {
@@ -440,5 +515,39 @@ pub(super) mod tests {
         let json: serde_json::Value = serde_json::from_slice(&polar.body).expect("json");
         assert_eq!(json["status"], "ZERO_RESULTS");
         server.shut_down().await;
+    }
+
+    #[tokio::test]
+    async fn an_outage_fails_or_holds_every_request_until_it_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (outage, outages) = watch::channel(Outage::None);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_with_outages(
+            listener,
+            PlacesConfig::default(),
+            async move {
+                let _ = stopped.await;
+            },
+            outages,
+        ));
+        let mut client = Client { stream: TcpStream::connect(addr).await.expect("connect"), buf: Vec::new() };
+        let target = format!("{NEARBY_PATH}?location=34.1,-118.4&radius=10&key=x");
+        outage.send_replace(Outage::Fail);
+        let failed = client.get(&target).await;
+        assert_eq!(failed.status, 503, "a failure outage answers 503");
+        client.take_head(&failed);
+        outage.send_replace(Outage::Stall);
+        client.send(format!("GET {target} HTTP/1.1\r\nHost: places\r\n\r\n").as_bytes()).await;
+        assert!(
+            timeout(Duration::from_millis(300), client.read_some()).await.is_err(),
+            "a stall outage holds the request"
+        );
+        outage.send_replace(Outage::None);
+        let held = client.response().await;
+        assert_eq!(held.status, 200, "answered as usual once the outage ends");
+        client.take_head(&held);
+        let _ = stop.send(());
+        timeout(Duration::from_secs(3), task).await.expect("shuts down").expect("no panic").expect("Ok");
     }
 }
