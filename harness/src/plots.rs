@@ -223,7 +223,7 @@ struct Figure {
     shaded: Vec<(f64, f64)>,
 }
 
-/// Several figures on one x axis, drawn as panels above each other, with one legend.
+/// Figures on one x axis, drawn as panels above each other with one legend (most are one panel).
 struct Panels {
     name: String,
     panels: Vec<Figure>,
@@ -294,32 +294,28 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
             });
         }
     }
-    let font = png_font();
-    if let Err(why) = &font {
-        eprintln!("figures: SVG only: {why}");
-    }
-    let mut written = Vec::new();
-    for figure in &figures {
-        let svg = out.join(format!("{}.svg", figure.name));
-        draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), figure)
-            .map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
-        if font.is_ok() {
-            let png = out.join(format!("{}.png", figure.name));
-            draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), figure)
-                .map_err(|e| anyhow!("drawing {}: {e}", png.display()))?;
-        }
-        written.push(svg);
-    }
-    Ok(written)
+    let figures: Vec<Panels> = figures.into_iter().map(|f| Panels { name: f.name.clone(), panels: vec![f] }).collect();
+    write(&figures, out)
 }
 
 /// Writes each scenario's timeline (`scenario-<name>`, SVG and PNG) from the scenario runs among
 /// `loaded`; returns the SVGs' paths.
 pub fn write_scenarios(loaded: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
+    write(&scenario_panels(loaded), out)
+}
+
+/// Writes each figure as SVG and, with a font, PNG; returns the SVGs' paths.
+fn write(figures: &[Panels], out: &Path) -> Result<Vec<PathBuf>> {
     let font = png_font();
+    if let (Err(why), false) = (&font, figures.is_empty()) {
+        eprintln!("figures: SVG only: {why}");
+    }
     let mut written = Vec::new();
-    for p in &scenario_panels(loaded) {
-        let size = (SIZE.0, PANEL_HEIGHT * p.panels.len() as u32);
+    for p in figures {
+        let size = match p.panels.len() {
+            1 => SIZE,
+            n => (SIZE.0, PANEL_HEIGHT * n as u32),
+        };
         let svg = out.join(format!("{}.svg", p.name));
         draw_panels(SVGBackend::new(&svg, size).into_drawing_area(), p)
             .map_err(|e| anyhow!("drawing {}: {e}", svg.display()))?;
@@ -504,17 +500,8 @@ fn spectrum_series(loaded: &[Loaded], workload: &str) -> BTreeMap<Option<usize>,
     figures
 }
 
-/// Draws `figure` on `root`: the plot, and the legend in a column of its own at the right.
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Figure) -> Result<(), String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
-    draw_legend(&legend, &figure.series)?;
-    draw_chart(&plot, figure)?;
-    root.present().map_err(|x| e(&x))
-}
-
-/// Draws the panels above each other, the legend (of the first) at the right.
+/// Draws the panels above each other, and the legend (of the first) in a column of its own at the
+/// right.
 fn draw_panels<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &Panels) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|x| e(&x))?;

@@ -772,7 +772,7 @@ pub fn report_section(runs: &[crate::collection::Loaded]) -> String {
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(order.len());
     let mut runs: Vec<&crate::collection::Loaded> = runs.iter().collect();
     runs.sort_by_key(|l| {
-        let s = l.result.scenario.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let s = l.result.scenario.as_ref().map(|s| (s.name.clone(), s.base_rps.map(|b| b as u64)));
         (s, rank(&l.result.implementation.name))
     });
     let mut out = String::new();
@@ -789,9 +789,9 @@ pub fn report_section(runs: &[crate::collection::Loaded]) -> String {
     );
     let _ = writeln!(
         out,
-        "| scenario | style | disturbance | offered → achieved/s | p99 before | worst p99 | recovered after | failed | late | goodput/s | fairness | RSS MiB before → peak | other members' failures | converged after | generator behind |"
+        "| scenario | style | --load | disturbance | offered → achieved/s | p99 before | worst p99 | recovered after | failed | late | goodput/s | fairness | RSS MiB before → peak | other members' failures | converged after | generator behind |"
     );
-    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let us = |v: u64| {
         if v >= 1_000_000 {
             format!("{:.2} s", v as f64 / 1e6)
@@ -811,9 +811,10 @@ pub fn report_section(runs: &[crate::collection::Loaded]) -> String {
                 s.steps.iter().filter(|st| st.at_ms >= r.start_ms && st.at_ms < until).map(|st| st.p99_us).max();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} → {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} → {:.0} | {} | {} | {} |",
                 s.name,
                 l.result.implementation.name,
+                l.result.parameters.load,
                 r.disturbance,
                 phase.map_or_else(|| "–".to_owned(), |p| format!("{:.0} → {:.0}", p.offered_rps, p.achieved_rps)),
                 r.baseline_p99_us.map_or_else(|| "–".to_owned(), us),
