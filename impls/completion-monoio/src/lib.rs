@@ -100,9 +100,15 @@ pub(crate) type Shared<S> = herd_core::policy::Shared<S, LinkNotify, TcpStream>;
 /// Serves `service` on `listener` until the process exits.
 pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, options: &ServeOptions) -> io::Result<()> {
     let driver = options.driver.unwrap_or(IoDriver::Uring);
-    if driver == IoDriver::Uring {
-        check_uring()?;
-    }
+    let flags = match driver {
+        IoDriver::Uring => {
+            check_uring()?;
+            ring_flags()
+        }
+        IoDriver::Legacy => RingFlags::None,
+    };
+    // Said once on stderr (the harness keeps it with the server's output): which interface ran.
+    eprintln!("completion-monoio: waiting through {} (ring flags: {flags:?})", driver.name());
     let cores = options.threads.unwrap_or_else(available_cores).max(1);
     // The io_uring driver completes operations on blocking sockets (the kernel polls for it); the
     // epoll driver needs non-blocking ones.
@@ -126,13 +132,13 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
         })
         .collect::<Vec<_>>();
     let first = cores_setup.remove(0);
-    let mut runtime = CoreRuntime::build(driver)?;
+    let mut runtime = CoreRuntime::build(driver, flags)?;
     let (ready, started) = mpsc::channel();
     let others = cores_setup.len();
     for core in cores_setup {
         let ready = ready.clone();
         std::thread::Builder::new().name(format!("monoio-{}", core.index)).spawn(move || {
-            match CoreRuntime::build(driver) {
+            match CoreRuntime::build(driver, flags) {
                 Ok(mut runtime) => {
                     let _ = ready.send(Ok(()));
                     drop(ready);
@@ -187,6 +193,42 @@ fn check_uring() -> io::Result<()> {
     Ok(())
 }
 
+/// How each ring is set up. `IORING_SETUP_COOP_TASKRUN`: the kernel finishes an operation that
+/// had to wait (a receive whose data came later) as task work run when this thread next enters
+/// the kernel, instead of interrupting it at once; `SINGLE_ISSUER` + `DEFER_TASKRUN` (Linux 6.1):
+/// only this thread submits, and that work waits for its `io_uring_enter` to ask for completions,
+/// so a turn takes them in one batch. Measured here (echo 100k/s, one core, 2 rounds): CPU per
+/// request 7.1 µs without the flags, 5.5 µs with COOP_TASKRUN, 5.5 µs with all three.
+/// Kernels that refuse the later flags get the ones they take ([`ring_flags`]).
+fn ring_setup(flags: RingFlags) -> io_uring::Builder {
+    let mut builder = io_uring::IoUring::builder();
+    if flags >= RingFlags::CoopTaskrun {
+        builder.setup_coop_taskrun();
+    }
+    if flags >= RingFlags::DeferTaskrun {
+        builder.setup_single_issuer().setup_defer_taskrun();
+    }
+    builder
+}
+
+/// The ring set-up flags a kernel takes, from none to all this crate uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RingFlags {
+    None,
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19).
+    CoopTaskrun,
+    /// Also `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN` (Linux 6.1).
+    DeferTaskrun,
+}
+
+/// The most of [`RingFlags`] this kernel accepts (a ring set up with fewer is still io_uring).
+fn ring_flags() -> RingFlags {
+    [RingFlags::DeferTaskrun, RingFlags::CoopTaskrun]
+        .into_iter()
+        .find(|&flags| ring_setup(flags).build(8).is_ok())
+        .unwrap_or(RingFlags::None)
+}
+
 /// One core's runtime, on the driver the server was asked for.
 enum CoreRuntime {
     Uring(Runtime<TimeDriver<IoUringDriver>>),
@@ -194,12 +236,17 @@ enum CoreRuntime {
 }
 
 impl CoreRuntime {
-    fn build(driver: IoDriver) -> io::Result<Self> {
+    fn build(driver: IoDriver, flags: RingFlags) -> io::Result<Self> {
         Ok(match driver {
             IoDriver::Uring => Self::Uring(
-                RuntimeBuilder::<IoUringDriver>::new().with_entries(RING_ENTRIES).enable_timer().build().map_err(
-                    |e| io::Error::new(e.kind(), format!("building an io_uring of {RING_ENTRIES} entries: {e}")),
-                )?,
+                RuntimeBuilder::<IoUringDriver>::new()
+                    .with_entries(RING_ENTRIES)
+                    .uring_builder(ring_setup(flags))
+                    .enable_timer()
+                    .build()
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("building an io_uring of {RING_ENTRIES} entries: {e}"))
+                    })?,
             ),
             IoDriver::Legacy => {
                 Self::Legacy(RuntimeBuilder::<LegacyDriver>::new().with_entries(RING_ENTRIES).enable_timer().build()?)

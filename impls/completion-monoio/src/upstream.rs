@@ -29,37 +29,48 @@ use monoio::net::TcpStream;
 /// The places backend, over monoio sockets (one per core).
 pub type Upstream = PlacesBackend<TcpStream>;
 
+/// Receive buffer of one exchange, lent to each receive and given back.
+const RESPONSE_BUF: usize = 16 * 1024;
+
 /// One WHATSAT's request and response, by the machine's deadline.
 pub async fn fetch(upstream: Option<&Upstream>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-    let Some(upstream) = upstream else { return Err(UpstreamError::NotConfigured) };
+    let upstream = upstream.ok_or(UpstreamError::NotConfigured)?;
     let mut call = upstream.call(query, Instant::now());
     let deadline = monoio::time::Instant::from_std(call.poll_timeout());
-    monoio::time::timeout_at(deadline, exchange(upstream, &mut call)).await.unwrap_or(Err(UpstreamError::Timeout))
+    let attempts = async {
+        let mut buf = Vec::with_capacity(RESPONSE_BUF);
+        loop {
+            let mut conn = connection(upstream, &mut call).await?;
+            let step;
+            (step, buf) = converse(&mut conn, &mut call, buf).await;
+            if let Some(result) = upstream.pool().finish(conn, step) {
+                return result;
+            }
+        }
+    };
+    monoio::time::timeout_at(deadline, attempts).await.unwrap_or(Err(UpstreamError::Timeout))
 }
 
-/// Attaches connections to the call until it is done: an idle one first, a fresh one after a
-/// [`Step::Reconnect`]; on each, the request, then receives until the answer is complete.
-async fn exchange(upstream: &Upstream, call: &mut PlacesCall) -> Result<HttpResponse, UpstreamError> {
-    let pool = upstream.pool();
-    let mut buf = Vec::with_capacity(16 * 1024);
-    loop {
-        let mut conn = match pool.reuse(call) {
-            Some(conn) => conn,
-            None => pool.attach(
-                call,
-                TcpStream::connect_addr(upstream.addr()).await.and_then(|c| c.set_nodelay(true).map(|()| c)),
-            )?,
-        };
-        let (written, _) = conn.write_all(call.request().to_vec()).await;
-        let mut step = call.on_written(written.map(drop));
-        while step == Step::Continue {
-            buf.clear();
-            let (read, back) = conn.read(buf).await;
-            buf = back;
-            step = call.on_read(read, &buf);
-        }
-        if let Some(result) = pool.finish(conn, step) {
-            return result;
-        }
+/// The connection for the call's next attempt: a kept-alive one first, a fresh one (connect op)
+/// when there is none or the call is retrying after a stale one.
+async fn connection(upstream: &Upstream, call: &mut PlacesCall) -> Result<TcpStream, UpstreamError> {
+    if let Some(conn) = upstream.pool().reuse(call) {
+        return Ok(conn);
     }
+    let opened = TcpStream::connect_addr(upstream.addr()).await;
+    upstream.pool().attach(call, opened.and_then(|conn| conn.set_nodelay(true).map(|()| conn)))
+}
+
+/// One attempt on `conn`: the request sent, then receives into `buf` until the call says what
+/// comes next. Gives the buffer back for the next attempt.
+async fn converse(conn: &mut TcpStream, call: &mut PlacesCall, mut buf: Vec<u8>) -> (Step, Vec<u8>) {
+    let (written, _) = conn.write_all(call.request().to_vec()).await;
+    let mut step = call.on_written(written.map(drop));
+    while step == Step::Continue {
+        buf.clear();
+        let read;
+        (read, buf) = conn.read(buf).await;
+        step = call.on_read(read, &buf);
+    }
+    (step, buf)
 }
