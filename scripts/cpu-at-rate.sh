@@ -11,7 +11,7 @@
 # and a CPU figure only counts ("latency met") for a server whose p99 was at most twice
 # echo_epoll's p99 in the same round, with no failed request and a generator that kept up.
 #   scripts/cpu-at-rate.sh [RATE] [SECONDS] [ROUNDS] [STYLE ...]
-# Defaults: 100k requests/s, 5 s windows after 1 s of warm-up, 3 rounds, all nine styles.
+# Defaults: 100k requests/s, 5 s windows after 1 s of warm-up, 3 rounds, every style.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-100k}
@@ -20,7 +20,7 @@ rounds=${3:-3}
 shift $(( $# > 3 ? 3 : $# )) || true
 styles=("$@")
 if [ ${#styles[@]} -eq 0 ]; then
-  styles=(threadpool thread-per-request two-stage event-handler callback future-tokio future-async-std future-smol coroutine)
+  styles=(threadpool thread-per-request two-stage event-handler callback future-tokio future-async-std future-smol coroutine completion-monoio)
 fi
 ref=../shared/reference
 [ -x "$ref/echo_epoll" ] || "$ref/build.sh" >/dev/null

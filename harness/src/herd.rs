@@ -69,6 +69,8 @@ pub struct HerdSpec {
     pub threads: Option<usize>,
     pub io_threads: Option<usize>,
     pub stack_kib: Option<usize>,
+    /// `serve --driver`, passed on when given (styles with a choice of kernel interface).
+    pub driver: Option<crate::serve::Driver>,
     /// The policy layer's limits, passed to every server as flags (all of them, defaults too, so a
     /// server's command line says what it ran under).
     pub limits: Limits,
@@ -99,6 +101,7 @@ impl HerdSpec {
             threads: None,
             io_threads: None,
             stack_kib: None,
+            driver: None,
             limits: Limits::default(),
             log_io: false,
             insecure_herd: false,
@@ -144,6 +147,9 @@ impl HerdSpec {
             if let Some(v) = value {
                 with_value(&mut args, flag, v.to_string());
             }
+        }
+        if let Some(driver) = self.driver {
+            with_value(&mut args, "--driver", driver.io_driver().name().to_owned());
         }
         args.extend(LimitsArgs::from(&self.limits).to_serve_args().into_iter().map(OsString::from));
         match (self.mode, self.insecure_herd) {

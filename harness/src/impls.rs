@@ -44,6 +44,9 @@ impl ImplMeta {
     }
 }
 
+/// The styles that can wait through more than one kernel interface (`serve --driver`).
+pub const CHOOSE_DRIVER: &[&str] = &["completion-monoio"];
+
 const METADATA: &[&str] = &[
     include_str!("../../impls/threadpool/impl.toml"),
     include_str!("../../impls/thread-per-request/impl.toml"),
@@ -54,6 +57,7 @@ const METADATA: &[&str] = &[
     include_str!("../../impls/future-async-std/impl.toml"),
     include_str!("../../impls/future-smol/impl.toml"),
     include_str!("../../impls/coroutine/impl.toml"),
+    include_str!("../../impls/completion-monoio/impl.toml"),
 ];
 
 /// Every implementation's metadata, in the order reports list them.
@@ -104,6 +108,7 @@ pub fn serve(name: &str, listener: TcpListener, service: AnyService, options: &S
         "future-async-std" => herd_future_async_std,
         "future-smol" => herd_future_smol,
         "coroutine" => herd_coroutine,
+        "completion-monoio" => herd_completion_monoio,
     )
 }
 

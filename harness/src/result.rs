@@ -162,6 +162,10 @@ pub struct Parameters {
     /// back to back, so reports compare them round by round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<usize>,
+    /// `--driver` given to a style with a choice of kernel interface (`uring`, `legacy`); absent:
+    /// the style's default (completion-monoio: io_uring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     /// How the herd's links were authenticated (herd mode). Absent from echo runs and from files
     /// written before herds had keys (those herds accepted `AT` lines from anyone).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// Stack size in KiB for request threads or coroutines, in styles that choose it.
     #[arg(long)]
     pub stack_kib: Option<usize>,
+    /// The kernel interface for a style with a choice (`serve --driver`; recorded in the result).
+    #[arg(long, value_enum)]
+    pub driver: Option<crate::serve::Driver>,
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
@@ -344,6 +347,7 @@ fn start_herd(
         threads: point.threads,
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
+        driver: args.driver,
         limits: args.limits.limits(),
         log_io: args.log_io,
         insecure_herd: args.insecure_herd,
@@ -507,6 +511,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         topology_links: if herd_mode { plan.topology.links.clone() } else { Vec::new() },
         limits: Some(LimitsRecord::from(herd.limits())),
         round: point.round,
+        driver: herd.spec().driver.map(|d| d.io_driver().name().to_owned()),
         herd_auth: herd_mode.then_some(if herd.spec().insecure_herd { HerdAuth::Insecure } else { HerdAuth::Key }),
         ..crate::load::parameters(spec)
     }

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Stack size in KiB for request threads or coroutines, in styles that choose it.
     #[arg(long)]
     pub stack_kib: Option<usize>,
+    /// The kernel interface to wait through, for a style that has a choice (completion-monoio:
+    /// `uring`, its default, or `legacy`, monoio's epoll driver). Other styles refuse it.
+    #[arg(long, value_enum)]
+    pub driver: Option<Driver>,
     /// Event log file (one JSON object a line).
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -126,6 +130,24 @@ fn herd_key(args: &ServeArgs) -> Result<Option<Arc<HerdKey>>> {
     }
 }
 
+/// `--driver`: how a style with a choice of kernel interfaces waits for I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Driver {
+    /// io_uring: operations submitted, completions reaped.
+    Uring,
+    /// epoll readiness (monoio's legacy driver).
+    Legacy,
+}
+
+impl Driver {
+    pub fn io_driver(self) -> herd_core::IoDriver {
+        match self {
+            Self::Uring => herd_core::IoDriver::Uring,
+            Self::Legacy => herd_core::IoDriver::Legacy,
+        }
+    }
+}
+
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
     let hint = "expected NAME=ADDR, e.g. --peer Hamilton=127.0.0.1:12001";
     let (name, addr) = s.split_once('=').ok_or_else(|| format!("`{s}`: {hint}"))?;
@@ -145,6 +167,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if !meta.modes.iter().any(|m| m == mode_name) {
         bail!("{} does not support --mode {mode_name}", meta.name);
     }
+    if args.driver.is_some() && !impls::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
+        bail!("{} has one way of waiting; --driver is for {}", meta.name, impls::CHOOSE_DRIVER.join(", "));
+    }
     let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let (log, flusher) = match &args.log {
         Some(path) => {
@@ -162,6 +187,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         threads: args.threads,
         io_threads: args.io_threads,
         stack_kib: args.stack_kib,
+        driver: args.driver.map(Driver::io_driver),
         limits: args.limits.limits(),
         herd_key: key.clone(),
     };

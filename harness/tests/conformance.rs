@@ -85,3 +85,4 @@ conformance!(event_handler, "event-handler");
 conformance!(future_async_std, "future-async-std");
 conformance!(future_smol, "future-smol");
 conformance!(callback, "callback");
+conformance!(completion_monoio, "completion-monoio");

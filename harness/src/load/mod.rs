@@ -417,6 +417,7 @@ pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
         topology_links: Vec::new(),
         limits: None,
         round: None,
+        driver: None,
         herd_auth: None,
         slice: (spec.slice != Slice::WHOLE).then(|| spec.slice.to_string()),
         start_at: spec.start_at.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),

@@ -36,7 +36,7 @@ pub use command::{AtRecord, Request, RequestKind};
 pub use framing::{DEFAULT_MAX_LINE, Frame, LineFramer};
 pub use location::Location;
 pub use log::{Event, EventLog, EventSink};
-pub use options::{ServeOptions, available_cores};
+pub use options::{IoDriver, ServeOptions, available_cores};
 pub use order::ReplyOrder;
 pub use places::{Decoded, HttpResponse, PlacesQuery, UpstreamError};
 pub use policy::Limits;

@@ -23,6 +23,9 @@ pub struct ServeOptions {
     /// Stack size in KiB for the threads or coroutines that run requests (`--stack-kib`), in styles
     /// that choose it; `None` picks the style's documented default.
     pub stack_kib: Option<usize>,
+    /// The kernel interface to wait through (`--driver`), for styles that have a choice;
+    /// `None` picks the style's documented default. Others refuse it (the harness checks).
+    pub driver: Option<IoDriver>,
     /// Every constant of the policy layer (queues, timeouts, back-pressure, retries).
     pub limits: Limits,
     /// The herd key the flood links this server opens prove; `None`: an insecure herd.
@@ -38,8 +41,30 @@ impl Default for ServeOptions {
             threads: None,
             io_threads: None,
             stack_kib: None,
+            driver: None,
             limits: Limits::default(),
             herd_key: None,
+        }
+    }
+}
+
+/// How a style with a choice of kernel interfaces waits for I/O: submitting operations to an
+/// io_uring and reaping their completions, or the readiness interface (epoll) it falls back to
+/// only when asked. A result records which one ran, since they are different rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// Completions: operations submitted to an io_uring (Linux 5.6 or later, not disabled).
+    Uring,
+    /// Readiness: epoll, as the event-loop styles use it.
+    Legacy,
+}
+
+impl IoDriver {
+    /// The name `--driver` takes and results record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uring => "uring",
+            Self::Legacy => "legacy",
         }
     }
 }
