@@ -13,6 +13,8 @@
 //! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline;
 //!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
 //! - [`counters`]: what the kernel counts for a process over the measured window.
+//! - [`wan`]: a WAN herd on one machine (members in network namespaces, links through delaying
+//!   relays).
 
 mod collection;
 pub mod compare;
@@ -38,4 +40,5 @@ mod summary;
 pub mod sweep;
 pub mod topology;
 pub mod units;
+pub mod wan;
 pub mod workload;

@@ -32,6 +32,7 @@ use crate::summary;
 use crate::sweep::{self, LoadList, ThreadList};
 use crate::topology::Topology;
 use crate::units::{Load, parse_duration};
+use crate::wan::WanArgs;
 use crate::workload::Workload;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -101,6 +102,9 @@ pub struct RunArgs {
     /// The policy layer's limits, passed to every server and recorded in the result file.
     #[command(flatten)]
     pub limits: LimitsArgs,
+    /// A WAN herd: link delay, jitter and loss (members in network namespaces; root only).
+    #[command(flatten)]
+    pub wan: WanArgs,
 }
 
 /// The workspace's results folder.
@@ -228,7 +232,8 @@ fn run_one(
     let (outcome, windows) = drive_load(&plan, &herd, &spec, stop, args.syscalls)?;
     let collected = stop_and_collect(&mut herd, args.grace, &files.logs, windows);
     let parameters = parameters(point, &plan, &herd, &spec, pinning);
-    let result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
+    let mut result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
+    result.wan_relay = herd.wan_record().map(|(_, relay)| relay);
     result.write(&files.output)?;
     report(args, &result, &files.output, stop.load(Relaxed))?;
     Ok(files.output)
@@ -325,6 +330,7 @@ fn start_herd(
         insecure_herd: args.insecure_herd,
         logs: files.logs.clone(),
         cpus: pinning.map(|p| p.server_cpus.clone()),
+        wan: args.wan.spec(args.generator.seed),
     };
     let mut herd = Herd::start(spec, stop)?;
     herd.start_sampling();
@@ -357,6 +363,8 @@ fn drive_load(
     );
     herd.wait_linked(spec.timeout)?;
     load::announce_clients(spec)?;
+    // Over WAN links the announcements take a crossing of the herd to reach every member.
+    std::thread::sleep(herd.settle_time());
     let progress = Progress::default();
     let done = AtomicBool::new(false);
     let names = herd.names();
@@ -435,6 +443,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         limits: Some(LimitsRecord::from(herd.limits())),
         round: point.round,
         herd_auth: herd_mode.then_some(if herd.spec().insecure_herd { HerdAuth::Insecure } else { HerdAuth::Key }),
+        wan: herd.wan_record().map(|(settings, _)| settings),
         ..crate::load::parameters(spec)
     }
 }
@@ -469,6 +478,7 @@ fn build_result(
         connect_us: outcome.connect_us,
         interrupted,
         merged: None,
+        wan_relay: None,
     })
 }
 

@@ -383,6 +383,7 @@ pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
         herd_auth: None,
         slice: (spec.slice != Slice::WHOLE).then(|| spec.slice.to_string()),
         start_at: spec.start_at.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+        wan: None,
     }
 }
 
@@ -411,6 +412,7 @@ fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrup
         connect_us: outcome.connect_us.clone(),
         interrupted,
         merged: None,
+        wan_relay: None,
     }
 }
 
