@@ -59,8 +59,9 @@ pub struct WanArgs {
     /// Jitter of the link delay: each chunk's delay is uniform in delay ± jitter (order is kept).
     #[arg(long, value_parser = parse_duration)]
     pub link_jitter: Option<Duration>,
-    /// Segment loss of every flood link, e.g. 1% (a lost segment is delivered one retransmission
-    /// timeout late, 200 ms + a round trip, and holds back what follows it).
+    /// Segment loss of every flood link, e.g. 1%: a lost segment is delivered when TCP would
+    /// retransmit it (about a round trip later when data follows it, 200 ms + a round trip when
+    /// none does), and holds back what follows it.
     #[arg(long, value_parser = parse_percent)]
     pub link_loss: Option<f64>,
     /// One-way delay of each client connection, generator to member, in each direction.
@@ -111,7 +112,7 @@ impl WanSpec {
     /// and, when links lose, one retransmission hold on the way.
     pub fn crossing(&self, hops: usize) -> Duration {
         let hop = self.link.delay + self.link.jitter;
-        let held = if self.link.loss > 0.0 { relay::retransmit_hold(self.link.delay) } else { Duration::ZERO };
+        let held = if self.link.loss > 0.0 { relay::tail_hold(self.link.delay) } else { Duration::ZERO };
         hop * hops as u32 + held
     }
 }
@@ -240,12 +241,12 @@ impl WanNet {
             client_delay_s: s.client.map(|c| c.delay.as_secs_f64()),
             emulation: "relay".into(),
             netem: self.netem.clone(),
-            loss_model: format!(
-                "a chunk (one read) is lost with the chance that any of its 1448-byte segments is, and is then \
-                 delivered {} ms + 2 × the link delay late, holding back what follows it (TCP's retransmission \
-                 timeout); connections are never dropped",
-                relay::retransmit_hold(Duration::ZERO).as_millis()
-            ),
+            loss_model: "a chunk (one read) is lost with the chance that any of its 1448-byte segments is, and \
+                         delivered when TCP would retransmit it, holding back what follows: 1.25 round trips \
+                         after the next chunk was sent plus a one-way delay (SACK and RACK), or, with nothing \
+                         behind it, 200 ms + a round trip late (a retransmission timeout); connections are \
+                         never dropped"
+                .into(),
             namespaces: self.namespaces.members().iter().map(|m| m.ns.clone()).collect(),
         };
         let st = &self.stats;

@@ -13,9 +13,17 @@
 //! never earlier than the chunk before it, so bytes keep their order as TCP's would), queues it
 //! (bounded in bytes: a full queue stops reading, which is TCP's back-pressure), and writes it when
 //! its time comes. Loss on a TCP stream is not lost bytes but late ones: a chunk is "lost" with the
-//! probability that any of its segments would be, and then held back for a retransmission timeout
-//! ([`retransmit_hold`]) before it is delivered; everything behind it in that direction waits too
-//! (head-of-line blocking). Connections are never dropped by the relay.
+//! probability that any of its segments would be, and then delivered when TCP would have
+//! retransmitted it — everything behind it in that direction waits too (head-of-line blocking):
+//!
+//! - if more data follows it, the receiver's SACKs reveal the loss: the chunk is retransmitted
+//!   1.25 round trips after the next chunk was sent (a round trip for the SACK, a quarter for
+//!   RACK's reordering window) and arrives a one-way delay later ([`RECOVERY_RTTS`]);
+//! - if nothing follows (a tail loss), it waits for a retransmission timeout: Linux's minimum, 200
+//!   ms, plus a round trip ([`tail_hold`]).
+//!
+//! The round trip is taken as twice this direction's delay (links are symmetric here).
+//! Connections are never dropped by the relay.
 //!
 //! Waiting uses `ppoll` with a nanosecond timeout (socket receive timeouts would round to the
 //! kernel's tick, up to 4 ms here). What the relay itself adds is measured by [`measure_overhead`].
@@ -61,12 +69,15 @@ impl Shape {
     pub const NONE: Shape = Shape { delay: Duration::ZERO, jitter: Duration::ZERO, loss: 0.0 };
 }
 
-/// How long a lost chunk is held back: a retransmission timeout, which Linux keeps at least 200 ms
-/// above the smoothed round trip (≈ `RTO_MIN` + 2 × the one-way delay). Fast retransmit would be
-/// quicker, but it needs segments behind the lost one, which sparse flood traffic seldom has.
-pub fn retransmit_hold(delay: Duration) -> Duration {
+/// How long a lost chunk with nothing behind it is held back: a retransmission timeout, which Linux
+/// keeps at least 200 ms above the smoothed round trip (≈ `RTO_MIN` + 2 × the one-way delay).
+pub fn tail_hold(delay: Duration) -> Duration {
     RTO_MIN + 2 * delay
 }
+
+/// Round trips from the sending of the chunk after a lost one to the retransmission of the lost
+/// one: the SACK's way back, and RACK's reordering window of a quarter round trip.
+pub const RECOVERY_RTTS: f64 = 1.25;
 
 /// What a relay did, summed over its connections.
 #[derive(Debug, Default)]
@@ -212,13 +223,14 @@ struct Pump {
 struct Chunk {
     due: Instant,
     bytes: Vec<u8>,
+    /// Lost, and no chunk has followed it yet (so its due time is a tail loss's).
+    lost_tail: bool,
 }
 
 impl Pump {
     fn run(&mut self) -> io::Result<()> {
         let mut queue: VecDeque<Chunk> = VecDeque::new();
         let mut queued = 0usize;
-        let mut last_due: Option<Instant> = None;
         let mut eof = false;
         let mut buf = vec![0u8; CHUNK];
         while !self.stop.load(Relaxed) {
@@ -248,9 +260,16 @@ impl Pump {
                 continue;
             }
             let arrived = Instant::now();
-            let due = self.release_time(arrived, n).max(last_due.unwrap_or(arrived));
-            last_due = Some(due);
-            queue.push_back(Chunk { due, bytes: buf[..n].to_vec() });
+            // Data behind a lost chunk reveals the loss: it is retransmitted sooner than a tail.
+            let rtt = 2 * self.shape.delay;
+            for lost in queue.iter_mut().filter(|c| c.lost_tail) {
+                let recovered = arrived + rtt.mul_f64(RECOVERY_RTTS) + self.shape.delay;
+                lost.due = lost.due.min(recovered);
+                lost.lost_tail = false;
+            }
+            let (due, lost_tail) = self.release_time(arrived, n);
+            // Released first in, first out: a chunk never overtakes the one ahead of it.
+            queue.push_back(Chunk { due, bytes: buf[..n].to_vec(), lost_tail });
             queued += n;
             self.stats.chunks.fetch_add(1, Relaxed);
             self.stats.bytes.fetch_add(n as u64, Relaxed);
@@ -258,8 +277,9 @@ impl Pump {
         Ok(())
     }
 
-    /// When a chunk of `len` bytes that arrived at `arrived` is due, before keeping order.
-    fn release_time(&mut self, arrived: Instant, len: usize) -> Instant {
+    /// When a chunk of `len` bytes that arrived at `arrived` is due (before keeping order), and
+    /// whether it was lost.
+    fn release_time(&mut self, arrived: Instant, len: usize) -> (Instant, bool) {
         let Shape { delay, jitter, loss } = self.shape;
         let mut due = arrived + delay;
         if !jitter.is_zero() {
@@ -275,10 +295,10 @@ impl Pump {
             let lost = 1.0 - (1.0 - loss).powi(segments);
             if self.rng.next_f64() < lost {
                 self.stats.held.fetch_add(1, Relaxed);
-                due += retransmit_hold(delay);
+                return (due + tail_hold(delay), true);
             }
         }
-        due
+        (due, false)
     }
 
     /// Writes all of `bytes`, looking at the stop flag while the receiver does not read.
@@ -478,7 +498,39 @@ mod tests {
     }
 
     #[test]
-    fn loss_holds_chunks_back_for_a_retransmission_timeout() {
+    fn a_loss_followed_by_data_is_recovered_in_about_a_round_trip() {
+        let delay = Duration::from_millis(10);
+        let sink = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let sink_addr = sink.local_addr().expect("addr");
+        let arrivals = std::thread::spawn(move || {
+            let (mut s, _) = sink.accept().expect("accept");
+            let mut seen = Vec::new();
+            let mut byte = [0u8; 1];
+            while seen.len() < 2 && s.read_exact(&mut byte).is_ok() {
+                seen.push((byte[0], Instant::now()));
+            }
+            seen
+        });
+        let stats = Arc::new(RelayStats::default());
+        let lossy = Shape { delay, jitter: Duration::ZERO, loss: 1.0 };
+        let listen = "127.0.0.1:0".parse().expect("literal");
+        let _relay = Relay::start("t", listen, sink_addr, (lossy, Shape::NONE), 3, stats).expect("relay");
+        let mut s = TcpStream::connect(_relay.addr()).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let t = Instant::now();
+        s.write_all(b"a").expect("write");
+        std::thread::sleep(Duration::from_millis(5));
+        s.write_all(b"b").expect("write");
+        let seen = arrivals.join().expect("sink");
+        let (a, b) = (seen[0].1 - t, seen[1].1 - t);
+        assert_eq!((seen[0].0, seen[1].0), (b'a', b'b'), "in order");
+        // a: revealed by b (sent at 5 ms): 5 + 1.25 × 20 + 10 = 40 ms. b: a tail, 10 + 200 + 20 ms.
+        assert!(a >= Duration::from_millis(40) && a < Duration::from_millis(150), "a after {a:?}");
+        assert!(b >= Duration::from_millis(235), "b after {b:?}");
+    }
+
+    #[test]
+    fn a_lost_tail_waits_for_a_retransmission_timeout() {
         let delay = Duration::from_millis(1);
         let (_relay, stats) = relay_to(echo_server(), Shape { delay, jitter: Duration::ZERO, loss: 1.0 });
         let mut s = TcpStream::connect(_relay.addr()).expect("connect");
@@ -486,8 +538,8 @@ mod tests {
         s.write_all(b"x").expect("write");
         let mut back = [0u8; 1];
         s.read_exact(&mut back).expect("read");
-        // Lost both ways: two holds of RTO_MIN + 2 × delay, plus the delays.
-        assert!(t.elapsed() >= 2 * (retransmit_hold(delay) + delay), "{:?}", t.elapsed());
+        // Lost both ways, nothing behind it: two holds of RTO_MIN + 2 × delay, plus the delays.
+        assert!(t.elapsed() >= 2 * (tail_hold(delay) + delay), "{:?}", t.elapsed());
         assert_eq!(stats.held.load(Relaxed), 2);
     }
 
