@@ -141,6 +141,10 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    if args.wan.spec(args.generator.seed).is_some() {
+        // Said before anything starts, not after the places backend and a herd key.
+        crate::wan::netns::require_root()?;
+    }
     let threads: Vec<Option<usize>> = match &args.threads {
         Some(list) => list.0.iter().copied().map(Some).collect(),
         None => vec![None],

@@ -154,6 +154,7 @@ impl WanNet {
         names: &[String],
         neighbours: impl Fn(&str) -> Vec<String>,
     ) -> Result<(Self, IpAddr, Vec<MemberPlan>)> {
+        netns::require_root()?;
         let overhead = match relay::measure_overhead(OVERHEAD_ROUND_TRIPS) {
             Ok(o) => Some(o),
             Err(e) => {
