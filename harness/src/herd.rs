@@ -12,6 +12,12 @@
 //! … one `serve` for each other server of the topology …
 //! ```
 //!
+//! With [`HerdSpec::wan`], each server runs in a network namespace of its own (`ip netns exec
+//! <ns> harness serve …`, listening on its namespace's address) and reaches each neighbour through
+//! that link's delaying relay (see [`crate::wan`]); the places backend and the generator stay in the
+//! root namespace. Either way, a [`MemberPlan`] per server says how it is launched, where it
+//! listens and how it reaches the others.
+//!
 //! Every child writes its stdout and stderr to `<logs>/<name>.out`. Children are killed by the
 //! kernel if the thread that started them ends, and stopped and reaped when the [`Herd`] is dropped,
 //! so none outlives its herd.
@@ -20,7 +26,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -34,6 +40,7 @@ use crate::procs::Children;
 use crate::result::ProcessResources;
 use crate::serve::Mode;
 use crate::topology::Topology;
+use crate::wan::{MemberPlan, RelayRecord, WanNet, WanSettings, WanSpec};
 
 /// How long a freshly started child may take to accept its first connection.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -86,6 +93,9 @@ pub struct HerdSpec {
     /// Every server appends a sample of its memory and dropped floods to
     /// `<logs>/<name>.samples.jsonl` every 100 ms (`serve --samples`), for a scenario's timeline.
     pub samples: bool,
+    /// A WAN herd: each server in a network namespace of its own, links through delaying relays
+    /// (root only). `None`: every child on a loopback port.
+    pub wan: Option<WanSpec>,
 }
 
 impl HerdSpec {
@@ -108,6 +118,7 @@ impl HerdSpec {
             logs: logs.into(),
             cpus: None,
             samples: false,
+            wan: None,
         }
     }
 
@@ -119,24 +130,43 @@ impl HerdSpec {
         }
     }
 
-    /// `harness serve` for server `name` on `addrs[i]` (the addresses in [`Self::server_names`]
-    /// order), its neighbours and places at `places`.
-    fn serve_args(&self, name: &str, addrs: &[SocketAddr], places: Option<SocketAddr>) -> Result<Vec<OsString>> {
+    /// Server `name`'s neighbours (none in echo mode).
+    fn neighbours(&self, name: &str) -> Vec<String> {
+        match self.mode {
+            Mode::Herd => self.topology.neighbours(name),
+            Mode::Echo => Vec::new(),
+        }
+    }
+
+    /// Every server on a loopback port of `addrs` (in [`Self::server_names`] order), reaching its
+    /// neighbours and places (`places`) directly.
+    fn loopback_plans(&self, addrs: &[SocketAddr], places: SocketAddr) -> Result<Vec<MemberPlan>> {
         let names = self.server_names();
         let addr_of = |server: &str| {
             names.iter().position(|n| n == server).map(|i| addrs[i]).context("topology names a server it does not list")
         };
+        names
+            .iter()
+            .map(|name| {
+                let peers =
+                    self.neighbours(name).into_iter().map(|p| Ok((p.clone(), addr_of(&p)?))).collect::<Result<_>>()?;
+                let listen = addr_of(name)?;
+                Ok(MemberPlan { launcher: Vec::new(), listen, client_addr: listen, peers, places })
+            })
+            .collect()
+    }
+
+    /// `harness serve` for server `name` placed by `plan`, with places at `places`.
+    fn serve_args(&self, name: &str, plan: &MemberPlan, places: Option<SocketAddr>) -> Result<Vec<OsString>> {
         let mode = match self.mode {
             Mode::Herd => "herd",
             Mode::Echo => "echo",
         };
         let mut args: Vec<OsString> =
             ["serve", "--impl", &self.implementation, "--name", name, "--mode", mode].map(OsString::from).into();
-        with_value(&mut args, "--listen", addr_of(name)?.to_string());
-        if self.mode == Mode::Herd {
-            for peer in self.topology.neighbours(name) {
-                with_value(&mut args, "--peer", format!("{peer}={}", addr_of(&peer)?));
-            }
+        with_value(&mut args, "--listen", plan.listen.to_string());
+        for (peer, addr) in &plan.peers {
+            with_value(&mut args, "--peer", format!("{peer}={addr}"));
         }
         if let Some(p) = places {
             with_value(&mut args, "--places", p.to_string());
@@ -191,8 +221,13 @@ fn with_value(args: &mut Vec<OsString>, flag: &str, value: impl Into<OsString>) 
 #[derive(Debug, Clone)]
 pub struct Server {
     pub name: String,
+    /// Where clients connect (with `--client-delay`, its client relay).
     pub addr: SocketAddr,
-    /// Its `harness` arguments, kept for a restart on the same port.
+    /// Where it listens itself.
+    pub listen: SocketAddr,
+    /// What its command line starts with (`ip netns exec <ns>` in a WAN herd), and its `harness`
+    /// arguments: kept for a restart on the same port.
+    launcher: Vec<OsString>,
     args: Vec<OsString>,
 }
 
@@ -232,7 +267,10 @@ pub struct Herd {
     spec: HerdSpec,
     places: Option<SocketAddr>,
     servers: Vec<Server>,
+    /// Declared before `wan`: fields drop in order, so the children are stopped before their
+    /// namespaces are removed.
     children: Children,
+    wan: Option<WanNet>,
 }
 
 impl Herd {
@@ -242,15 +280,30 @@ impl Herd {
     pub fn start(spec: HerdSpec, interrupted: &AtomicBool) -> Result<Self> {
         std::fs::create_dir_all(&spec.logs).with_context(|| format!("creating {}", spec.logs.display()))?;
         let names = spec.server_names();
-        // Every port is reserved at once, so no two are the same, and released just before the
-        // children bind them. (Picked one at a time, a port can come back twice: a server then fails
-        // to bind while its sibling answers in its place — seen as thousands of wrong replies.)
-        let reserved = free_ports(names.len() + 1)?;
-        let addrs: Vec<SocketAddr> = reserved.iter().map(TcpListener::local_addr).collect::<std::io::Result<_>>()?;
-        drop(reserved);
-        let (places_addr, server_addrs) = (addrs[0], &addrs[1..]);
-        // Built before any child exists, so a failure part-way stops what was started.
-        let mut herd = Self { spec, places: None, servers: Vec::new(), children: Children::default() };
+        let (wan, plans, places_addr) = match &spec.wan {
+            None => {
+                // Every port is reserved at once, so no two are the same, and released just before
+                // the children bind them. (Picked one at a time, a port can come back twice: a
+                // server then fails to bind while its sibling answers in its place — seen as
+                // thousands of wrong replies.)
+                let reserved = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), names.len() + 1)?;
+                let addrs: Vec<SocketAddr> =
+                    reserved.iter().map(TcpListener::local_addr).collect::<std::io::Result<_>>()?;
+                drop(reserved);
+                (None, spec.loopback_plans(&addrs[1..], addrs[0])?, addrs[0])
+            }
+            Some(wan) => {
+                let (net, places_ip, mut plans) = WanNet::create(wan, &names, |name| spec.neighbours(name))?;
+                let places_addr = free_ports(places_ip, 1)?[0].local_addr()?;
+                for plan in &mut plans {
+                    plan.places = places_addr;
+                }
+                (Some(net), plans, places_addr)
+            }
+        };
+        // Built before any child exists, so a failure part-way stops what was started (and
+        // removes the namespaces).
+        let mut herd = Self { spec, places: None, servers: Vec::new(), children: Children::default(), wan };
         if herd.spec.mode == Mode::Herd && !herd.spec.insecure_herd {
             let key = herd.spec.key_file();
             // A fresh key for every herd: a key left by an earlier run in the same folder goes.
@@ -263,20 +316,25 @@ impl Herd {
             if let Upstream::Backend(flags) = &herd.spec.upstream {
                 let mut args: Vec<OsString> = vec!["places".into(), "--listen".into(), places_addr.to_string().into()];
                 args.extend(flags.iter().map(OsString::from));
-                herd.launch("places", &args, false)?;
+                herd.launch("places", &[], &args, false)?;
                 herd.wait_accepting("places", places_addr, interrupted)?;
             }
         }
-        for name in &names {
+        for (name, plan) in names.iter().zip(plans) {
             // Samples are appended (a restart goes on in the same file): none from an earlier herd.
             let _ = std::fs::remove_file(herd.spec.samples_file(name));
-            let args = herd.spec.serve_args(name, server_addrs, herd.places)?;
-            herd.launch(name, &args, false)?;
-            let addr = server_addrs[herd.servers.len()];
-            herd.servers.push(Server { name: name.clone(), addr, args });
+            let args = herd.spec.serve_args(name, &plan, herd.places)?;
+            herd.launch(name, &plan.launcher, &args, false)?;
+            herd.servers.push(Server {
+                name: name.clone(),
+                addr: plan.client_addr,
+                listen: plan.listen,
+                launcher: plan.launcher,
+                args,
+            });
         }
         for server in &herd.servers {
-            herd.wait_accepting(&server.name, server.addr, interrupted)?;
+            herd.wait_accepting(&server.name, server.listen, interrupted)?;
         }
         // A server that failed to bind while something else answered on its port is caught here.
         if let Some(server) = herd.servers.iter().find(|s| !herd.children.is_running(&s.name)) {
@@ -341,7 +399,8 @@ impl Herd {
             stream.set_read_timeout(Some(reply_timeout))?;
             conns.push(BufReader::new(stream));
         }
-        let deadline = Instant::now() + LINK_DEADLINE;
+        // A WAN herd's handshakes and probes cross delaying links: ten crossings more.
+        let deadline = Instant::now() + LINK_DEADLINE + 10 * self.settle_time();
         let mut line = String::new();
         loop {
             for (i, conn) in conns.iter_mut().enumerate() {
@@ -350,7 +409,7 @@ impl Herd {
                 line.clear();
                 conn.read_line(&mut line)?;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100) + self.settle_time());
             let mut linked = true;
             for (j, conn) in conns.iter_mut().enumerate() {
                 for i in (0..self.servers.len()).filter(|&i| i != j) {
@@ -374,7 +433,10 @@ impl Herd {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("the herd's flood links did not all come up within 5 s (see the server logs)");
+                bail!(
+                    "the herd's flood links did not all come up within {:?} (see the server logs)",
+                    LINK_DEADLINE + 10 * self.settle_time()
+                );
             }
         }
     }
@@ -387,7 +449,7 @@ impl Herd {
     /// Kills server `name` with SIGKILL (a crash), reaps it, and waits until its port refuses
     /// connections.
     pub fn kill(&mut self, name: &str) -> Result<()> {
-        let addr = self.server(name)?.addr;
+        let addr = self.server(name)?.listen;
         self.children.kill(name);
         let deadline = Instant::now() + KILL_DEADLINE;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -404,25 +466,50 @@ impl Herd {
     /// lives as long as the herd: the kernel kills a child when the thread that started it ends.
     pub fn restart(&mut self, name: &str) -> Result<()> {
         let server = self.server(name)?;
-        let (addr, args) = (server.addr, server.args.clone());
-        self.launch(name, &args, true)?;
+        let (addr, launcher, args) = (server.listen, server.launcher.clone(), server.args.clone());
+        self.launch(name, &launcher, &args, true)?;
         self.wait_accepting(name, addr, &AtomicBool::new(false))
     }
 
     /// SIGTERM to every child, up to `grace` for them to exit, then SIGKILL; reaps them all and
     /// returns their resources by name (`places` for the backend), in start order.
+    /// A WAN herd's relays are stopped after the children, so their CPU time is final.
     pub fn stop(&mut self, grace: Duration) -> Vec<(String, ProcessResources)> {
-        self.children.stop(grace)
+        let stopped = self.children.stop(grace);
+        if let Some(wan) = &mut self.wan {
+            wan.stop_relays();
+        }
+        stopped
+    }
+
+    /// How long an update may take to reach every member: nothing to wait for on loopback; in a
+    /// WAN herd, a crossing of the herd (at most servers − 1 links) with one loss on the way.
+    pub fn settle_time(&self) -> Duration {
+        self.spec.wan.as_ref().map_or(Duration::ZERO, |w| w.crossing(self.servers.len().saturating_sub(1)))
+    }
+
+    /// A WAN herd's settings and what its relays did (final after [`Self::stop`]).
+    pub fn wan_record(&self) -> Option<(WanSettings, RelayRecord)> {
+        self.wan.as_ref().map(WanNet::record)
     }
 
     fn server(&self, name: &str) -> Result<&Server> {
         self.servers.iter().find(|s| s.name == name).ok_or_else(|| anyhow!("the herd has no server named {name}"))
     }
 
-    /// Starts child `name` as `harness <args>`, its output to `<logs>/<name>.out`.
-    fn launch(&mut self, name: &str, args: &[OsString], append: bool) -> Result<()> {
+    /// Starts child `name` as `<launcher…> harness <args>`, its output to `<logs>/<name>.out`. A
+    /// launcher must exec the command in its own process (`ip netns exec` does), so that the pid
+    /// the harness measures and signals is the server's.
+    fn launch(&mut self, name: &str, launcher: &[OsString], args: &[OsString], append: bool) -> Result<()> {
         let output = open_output(&self.spec.logs, name, append)?;
-        let mut cmd = Command::new(&self.spec.exe);
+        let mut cmd = match launcher {
+            [] => Command::new(&self.spec.exe),
+            [program, rest @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(&self.spec.exe);
+                cmd
+            }
+        };
         cmd.args(args).stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
         self.children.spawn(name, cmd, self.spec.cpus.clone())?;
         Ok(())
@@ -449,9 +536,9 @@ impl Herd {
     }
 }
 
-/// `n` distinct loopback ports, reserved by listening on them until the caller lets go.
-fn free_ports(n: usize) -> Result<Vec<TcpListener>> {
-    (0..n).map(|_| TcpListener::bind("127.0.0.1:0").context("finding a free port")).collect()
+/// `n` distinct ports of `ip`, reserved by listening on them until the caller lets go.
+fn free_ports(ip: IpAddr, n: usize) -> Result<Vec<TcpListener>> {
+    (0..n).map(|_| TcpListener::bind(SocketAddr::new(ip, 0)).context("finding a free port")).collect()
 }
 
 fn output_path(logs: &Path, name: &str) -> PathBuf {

@@ -14,6 +14,8 @@
 //!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
 //! - [`counters`]: what the kernel counts for a process over the measured window.
 //! - [`scenario`]: phases of load and timed faults inside one run, and how the run recovered.
+//! - [`wan`]: a WAN herd on one machine (members in network namespaces, links through delaying
+//!   relays).
 
 mod collection;
 pub mod compare;
@@ -40,4 +42,5 @@ mod summary;
 pub mod sweep;
 pub mod topology;
 pub mod units;
+pub mod wan;
 pub mod workload;

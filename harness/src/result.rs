@@ -69,6 +69,10 @@ pub struct RunResult {
     /// Set by `harness merge`: this result adds up the runs of several generators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<Merged>,
+    /// A WAN herd's relays: what they carried, held back as lost, and cost, and their overhead
+    /// measured at 0 ms (settings in `parameters.wan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan_relay: Option<crate::wan::RelayRecord>,
 }
 
 impl RunResult {
@@ -176,6 +180,9 @@ pub struct Parameters {
     /// `--start-at`: the wall-clock time the load was asked to start at (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<String>,
+    /// A WAN herd's links (`run --link-delay …`): absent when the herd ran on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<crate::wan::WanSettings>,
 }
 
 /// How a herd's members recognised each other.

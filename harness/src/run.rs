@@ -34,6 +34,7 @@ use crate::summary;
 use crate::sweep::{self, LoadList, ThreadList};
 use crate::topology::Topology;
 use crate::units::{Load, parse_duration};
+use crate::wan::WanArgs;
 use crate::workload::Workload;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -112,6 +113,9 @@ pub struct RunArgs {
     /// The policy layer's limits, passed to every server and recorded in the result file.
     #[command(flatten)]
     pub limits: LimitsArgs,
+    /// A WAN herd: link delay, jitter and loss (members in network namespaces; root only).
+    #[command(flatten)]
+    pub wan: WanArgs,
 }
 
 /// The workspace's results folder.
@@ -156,6 +160,10 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     }
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
+    }
+    if args.wan.spec(args.generator.seed).is_some() {
+        // Said before anything starts, not after the places backend and a herd key.
+        crate::wan::netns::require_root()?;
     }
     let threads: Vec<Option<usize>> = match &args.threads {
         Some(list) => list.0.iter().copied().map(Some).collect(),
@@ -254,6 +262,7 @@ fn run_one(
     let scenario = scenario_record(&plan, &herd, &spec, &outcome, events);
     let mut result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
     result.scenario = scenario;
+    result.wan_relay = herd.wan_record().map(|(_, relay)| relay);
     result.write(&files.output)?;
     report(args, &result, &files.output, stop.load(Relaxed))?;
     Ok(files.output)
@@ -354,6 +363,7 @@ fn start_herd(
         logs: files.logs.clone(),
         cpus: pinning.map(|p| p.server_cpus.clone()),
         samples: plan.scenario.is_some(),
+        wan: args.wan.spec(args.generator.seed),
     };
     let mut herd = Herd::start(spec, stop)?;
     herd.start_sampling();
@@ -392,6 +402,8 @@ fn drive_load(
     );
     herd.wait_linked(spec.timeout)?;
     load::announce_clients(spec)?;
+    // Over WAN links the announcements take a crossing of the herd to reach every member.
+    std::thread::sleep(herd.settle_time());
     let progress = Progress::default();
     let done = AtomicBool::new(false);
     let names = herd.names();
@@ -513,6 +525,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         round: point.round,
         driver: herd.spec().driver.map(|d| d.io_driver().name().to_owned()),
         herd_auth: herd_mode.then_some(if herd.spec().insecure_herd { HerdAuth::Insecure } else { HerdAuth::Key }),
+        wan: herd.wan_record().map(|(settings, _)| settings),
         ..crate::load::parameters(spec)
     }
 }
@@ -548,6 +561,7 @@ fn build_result(
         interrupted,
         merged: None,
         scenario: None,
+        wan_relay: None,
     })
 }
 

@@ -133,6 +133,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(nanos as u64))
 }
 
+/// Parses a percentage, `1%`, `0.5%` or `0%`, into a fraction (0.01); the `%` is required, so that
+/// `1` is never read as 100 %. Below 100 %: a link that loses everything carries nothing.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let hint = "expected a percentage below 100%, such as 1% or 0.5%";
+    let number = s.trim().strip_suffix('%').ok_or_else(|| format!("`{s}`: {hint}"))?;
+    let value: f64 = number.trim().parse().map_err(|_| format!("`{s}`: {hint}"))?;
+    if !(value.is_finite() && (0.0..100.0).contains(&value)) {
+        return Err(format!("`{s}`: {hint}"));
+    }
+    Ok(value / 100.0)
+}
+
 /// A duration as a flag takes it and shows its default: parsed by [`parse_duration`], printed in the
 /// largest unit that keeps it exact (`5s`, `100ms`, `250us`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +268,17 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("7ns"), Ok(Duration::from_nanos(7)));
         assert_eq!(parse_duration("0.1s"), Ok(Duration::from_millis(100)), "exact, not 99.999999 ms");
+    }
+
+    #[test]
+    fn percentages_need_their_sign() {
+        assert_eq!(parse_percent("1%"), Ok(0.01));
+        assert_eq!(parse_percent(" 0.5 %"), Ok(0.005));
+        assert_eq!(parse_percent("0%"), Ok(0.0));
+        for bad in ["1", "100%", "-1%", "a%", "%", "1e400%"] {
+            let e = parse_percent(bad).expect_err(bad);
+            assert!(e.contains("1%") && e.contains(bad), "{bad}: {e}");
+        }
     }
 
     #[test]

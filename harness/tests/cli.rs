@@ -156,6 +156,8 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["load", "--addr", "localhost", "--duration", "1s"], "--addr 127.0.0.1:12000"),
         (&["serve", "--impl", "threadpool", "--peer", "Ball"], "NAME=ADDR"),
         (&["--link-queue-bytes", "1MB", "--duration", "1s"], "1MiB"),
+        (&["--link-loss", "1", "--duration", "1s"], "1%"),
+        (&["--link-delay", "far", "--duration", "1s"], "500ms"),
         (&["serve", "--impl", "threadpool", "--link-retry", "soon"], "500ms"),
         (&["serve", "--impl", "threadpool"], "--herd-key herd.key"),
         (&["serve", "--impl", "threadpool", "--name", "Al ford", "--insecure-herd"], "--name Alford"),

@@ -421,6 +421,7 @@ pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
         herd_auth: None,
         slice: (spec.slice != Slice::WHOLE).then(|| spec.slice.to_string()),
         start_at: spec.start_at.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
+        wan: None,
     }
 }
 
@@ -450,6 +451,7 @@ fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrup
         interrupted,
         merged: None,
         scenario: None,
+        wan_relay: None,
     }
 }
 
