@@ -15,8 +15,10 @@
 //! With [`HerdSpec::wan`], each server runs in a network namespace of its own (`ip netns exec
 //! <ns> harness serve …`, listening on its namespace's address) and reaches each neighbour through
 //! that link's delaying relay (see [`crate::wan`]); the places backend and the generator stay in the
-//! root namespace. Either way, a [`MemberPlan`] per server says how it is launched, where it
-//! listens and how it reaches the others.
+//! root namespace. With [`HerdSpec::hosts`], each server and the places backend run on the host a
+//! hosts file names, through its launcher, with their files in a folder there that the herd reads
+//! back when it stops (see [`crate::hosts`]). Either way, a [`MemberPlan`] per server says how it
+//! is launched, where it listens and how it reaches the others.
 //!
 //! Every child writes its stdout and stderr to `<logs>/<name>.out`. Children are killed by the
 //! kernel if the thread that started them ends, and stopped and reaped when the [`Herd`] is dropped,
@@ -28,13 +30,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use herd_core::{Limits, Timestamp};
 
+use crate::hosts::{Placement, Remote};
 use crate::limits::LimitsArgs;
 use crate::procs::Children;
 use crate::result::ProcessResources;
@@ -96,6 +99,8 @@ pub struct HerdSpec {
     /// A WAN herd: each server in a network namespace of its own, links through delaying relays
     /// (root only). `None`: every child on a loopback port.
     pub wan: Option<WanSpec>,
+    /// Every server and the places backend on the host a hosts file names (`run --hosts`).
+    pub hosts: Option<Placement>,
 }
 
 impl HerdSpec {
@@ -119,6 +124,7 @@ impl HerdSpec {
             cpus: None,
             samples: false,
             wan: None,
+            hosts: None,
         }
     }
 
@@ -151,9 +157,50 @@ impl HerdSpec {
                 let peers =
                     self.neighbours(name).into_iter().map(|p| Ok((p.clone(), addr_of(&p)?))).collect::<Result<_>>()?;
                 let listen = addr_of(name)?;
-                Ok(MemberPlan { launcher: Vec::new(), listen, client_addr: listen, peers, places })
+                Ok(MemberPlan { launcher: Vec::new(), host: None, listen, client_addr: listen, peers, places })
             })
             .collect()
+    }
+
+    /// Every server where `hosts` places it, reaching the others at their hosts' addresses.
+    fn hosted_plans(&self, hosts: &Placement) -> Result<Vec<MemberPlan>> {
+        let names = self.server_names();
+        let placed: Vec<(Remote, SocketAddr)> =
+            names.iter().enumerate().map(|(i, name)| hosts.member(name, i)).collect::<Result<_>>()?;
+        let addr_of = |server: &str| {
+            names
+                .iter()
+                .position(|n| n == server)
+                .map(|i| placed[i].1)
+                .context("topology names a server it does not list")
+        };
+        let places = hosts.places().1;
+        names
+            .iter()
+            .zip(placed.iter().cloned())
+            .map(|(name, (remote, listen))| {
+                let peers =
+                    self.neighbours(name).into_iter().map(|p| Ok((p.clone(), addr_of(&p)?))).collect::<Result<_>>()?;
+                Ok(MemberPlan {
+                    launcher: remote.prefix.clone(),
+                    host: Some(remote),
+                    listen,
+                    client_addr: listen,
+                    peers,
+                    places,
+                })
+            })
+            .collect()
+    }
+
+    /// This run's name for folders on other hosts: the logs folder's own name.
+    pub fn label(&self) -> String {
+        self.logs.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned())
+    }
+
+    /// Where a server placed on `host` keeps its files: a folder of this run there, or the logs.
+    fn files_dir(&self, host: Option<&Remote>) -> PathBuf {
+        host.map_or_else(|| self.logs.clone(), |h| h.run_dir(&self.label()))
     }
 
     /// `harness serve` for server `name` placed by `plan`, with places at `places`.
@@ -162,6 +209,7 @@ impl HerdSpec {
             Mode::Herd => "herd",
             Mode::Echo => "echo",
         };
+        let dir = self.files_dir(plan.host.as_ref());
         let mut args: Vec<OsString> =
             ["serve", "--impl", &self.implementation, "--name", name, "--mode", mode].map(OsString::from).into();
         with_value(&mut args, "--listen", plan.listen.to_string());
@@ -185,15 +233,15 @@ impl HerdSpec {
         match (self.mode, self.insecure_herd) {
             (Mode::Echo, _) => {}
             (Mode::Herd, true) => args.push("--insecure-herd".into()),
-            (Mode::Herd, false) => with_value(&mut args, "--herd-key", self.key_file()),
+            (Mode::Herd, false) => with_value(&mut args, "--herd-key", dir.join(KEY_FILE)),
         }
         if self.log_io {
             args.push("--log-io".into());
         }
-        with_value(&mut args, "--log", self.logs.join(format!("{name}.log")));
-        with_value(&mut args, "--stats", self.logs.join(format!("{name}.stats.json")));
+        with_value(&mut args, "--log", dir.join(format!("{name}.log")));
+        with_value(&mut args, "--stats", dir.join(format!("{name}.stats.json")));
         if self.samples {
-            with_value(&mut args, "--samples", self.samples_file(name));
+            with_value(&mut args, "--samples", dir.join(samples_name(name)));
         }
         Ok(args)
     }
@@ -202,13 +250,19 @@ impl HerdSpec {
 impl HerdSpec {
     /// The herd's key file, written by [`Herd::start`] (a fresh key for each start).
     pub fn key_file(&self) -> PathBuf {
-        self.logs.join("herd.key")
+        self.logs.join(KEY_FILE)
     }
 
     /// Server `name`'s samples file (see [`Self::samples`]).
     pub fn samples_file(&self, name: &str) -> PathBuf {
-        self.logs.join(format!("{name}.samples.jsonl"))
+        self.logs.join(samples_name(name))
     }
+}
+
+const KEY_FILE: &str = "herd.key";
+
+fn samples_name(name: &str) -> String {
+    format!("{name}.samples.jsonl")
 }
 
 /// Appends `flag value` to a command line.
@@ -229,6 +283,8 @@ pub struct Server {
     /// arguments: kept for a restart on the same port.
     launcher: Vec<OsString>,
     args: Vec<OsString>,
+    /// The host a hosts file put it on.
+    pub host: Option<Remote>,
 }
 
 /// A child that exited while starting, with what it wrote on its way out.
@@ -280,8 +336,10 @@ impl Herd {
     pub fn start(spec: HerdSpec, interrupted: &AtomicBool) -> Result<Self> {
         std::fs::create_dir_all(&spec.logs).with_context(|| format!("creating {}", spec.logs.display()))?;
         let names = spec.server_names();
-        let (wan, plans, places_addr) = match &spec.wan {
-            None => {
+        let (wan, plans, places_addr) = match (&spec.wan, &spec.hosts) {
+            (Some(_), Some(_)) => bail!("a WAN herd on one machine and a herd on named hosts do not mix"),
+            (None, Some(hosts)) => (None, spec.hosted_plans(hosts)?, hosts.places().1),
+            (None, None) => {
                 // Every port is reserved at once, so no two are the same, and released just before
                 // the children bind them. (Picked one at a time, a port can come back twice: a
                 // server then fails to bind while its sibling answers in its place — seen as
@@ -292,7 +350,7 @@ impl Herd {
                 drop(reserved);
                 (None, spec.loopback_plans(&addrs[1..], addrs[0])?, addrs[0])
             }
-            Some(wan) => {
+            (Some(wan), None) => {
                 let (net, places_ip, mut plans) = WanNet::create(wan, &names, |name| spec.neighbours(name))?;
                 let places_addr = free_ports(places_ip, 1)?[0].local_addr()?;
                 for plan in &mut plans {
@@ -309,6 +367,18 @@ impl Herd {
             // A fresh key for every herd: a key left by an earlier run in the same folder goes.
             let _ = std::fs::remove_file(&key);
             crate::serve::write_key(&key)?;
+            // Each host with members gets the same key, in this run's folder there.
+            if let Some(hosts) = &herd.spec.hosts {
+                let bytes = std::fs::read(&key)?;
+                let mut done: Vec<Remote> = Vec::new();
+                for (i, name) in names.iter().enumerate() {
+                    let remote = hosts.member(name, i)?.0;
+                    if !done.contains(&remote) {
+                        remote.put(&herd.spec.files_dir(Some(&remote)).join(KEY_FILE), &bytes)?;
+                        done.push(remote);
+                    }
+                }
+            }
         }
         if herd.spec.mode == Mode::Herd {
             // With `Upstream::Dead` the port was reserved and released: nobody listens there.
@@ -316,7 +386,8 @@ impl Herd {
             if let Upstream::Backend(flags) = &herd.spec.upstream {
                 let mut args: Vec<OsString> = vec!["places".into(), "--listen".into(), places_addr.to_string().into()];
                 args.extend(flags.iter().map(OsString::from));
-                herd.launch("places", &[], &args, false)?;
+                let host = herd.spec.hosts.as_ref().map(|h| h.places().0);
+                herd.launch("places", host.as_ref(), &[], &args, false)?;
                 herd.wait_accepting("places", places_addr, interrupted)?;
             }
         }
@@ -324,13 +395,14 @@ impl Herd {
             // Samples are appended (a restart goes on in the same file): none from an earlier herd.
             let _ = std::fs::remove_file(herd.spec.samples_file(name));
             let args = herd.spec.serve_args(name, &plan, herd.places)?;
-            herd.launch(name, &plan.launcher, &args, false)?;
+            herd.launch(name, plan.host.as_ref(), &plan.launcher, &args, false)?;
             herd.servers.push(Server {
                 name: name.clone(),
                 addr: plan.client_addr,
                 listen: plan.listen,
                 launcher: plan.launcher,
                 args,
+                host: plan.host,
             });
         }
         for server in &herd.servers {
@@ -466,20 +538,51 @@ impl Herd {
     /// lives as long as the herd: the kernel kills a child when the thread that started it ends.
     pub fn restart(&mut self, name: &str) -> Result<()> {
         let server = self.server(name)?;
-        let (addr, launcher, args) = (server.listen, server.launcher.clone(), server.args.clone());
-        self.launch(name, &launcher, &args, true)?;
+        let (addr, launcher, args, host) =
+            (server.listen, server.launcher.clone(), server.args.clone(), server.host.clone());
+        self.launch(name, host.as_ref(), &launcher, &args, true)?;
         self.wait_accepting(name, addr, &AtomicBool::new(false))
     }
 
     /// SIGTERM to every child, up to `grace` for them to exit, then SIGKILL; reaps them all and
     /// returns their resources by name (`places` for the backend), in start order.
     /// A WAN herd's relays are stopped after the children, so their CPU time is final.
+    /// Servers on other hosts' folders have their log, counters and samples copied into the logs
+    /// folder (a file that cannot be read is said on stderr, and the run goes on without it).
     pub fn stop(&mut self, grace: Duration) -> Vec<(String, ProcessResources)> {
         let stopped = self.children.stop(grace);
         if let Some(wan) = &mut self.wan {
             wan.stop_relays();
         }
+        let label = self.spec.label();
+        for server in &self.servers {
+            let Some(host) = &server.host else { continue };
+            let mut files = vec![format!("{}.stats.json", server.name), format!("{}.log", server.name)];
+            if self.spec.samples {
+                files.push(samples_name(&server.name));
+            }
+            for file in files {
+                if let Err(e) = host.fetch_into(&label, &file, &self.spec.logs) {
+                    eprintln!("warning: {}'s {file}: {e:#}", server.name);
+                }
+            }
+        }
         stopped
+    }
+
+    /// Where each process of a herd on named hosts went (`None` without a hosts file).
+    pub fn host_records(&self) -> Option<Vec<crate::hosts::HostRecord>> {
+        let hosts = self.spec.hosts.as_ref()?;
+        let mut records = Vec::new();
+        if self.places.is_some() && matches!(self.spec.upstream, Upstream::Backend(_)) {
+            records.push(hosts.places().0.record("places", self.pid("places"), &self.spec.exe));
+        }
+        for s in &self.servers {
+            if let Some(host) = &s.host {
+                records.push(host.record(&s.name, self.pid(&s.name), &self.spec.exe));
+            }
+        }
+        Some(records)
     }
 
     /// How long an update may take to reach every member: nothing to wait for on loopback; in a
@@ -497,18 +600,22 @@ impl Herd {
         self.servers.iter().find(|s| s.name == name).ok_or_else(|| anyhow!("the herd has no server named {name}"))
     }
 
-    /// Starts child `name` as `<launcher…> harness <args>`, its output to `<logs>/<name>.out`. A
-    /// launcher must exec the command in its own process (`ip netns exec` does), so that the pid
-    /// the harness measures and signals is the server's.
-    fn launch(&mut self, name: &str, launcher: &[OsString], args: &[OsString], append: bool) -> Result<()> {
+    /// Starts child `name` as `<launcher…> harness <args>` (on `host`: its launcher and its
+    /// `harness`), its output to `<logs>/<name>.out`. A launcher that execs the command in its own
+    /// process (`ip netns exec` does) makes the pid the harness measures and signals the server's.
+    fn launch(
+        &mut self,
+        name: &str,
+        host: Option<&Remote>,
+        launcher: &[OsString],
+        args: &[OsString],
+        append: bool,
+    ) -> Result<()> {
         let output = open_output(&self.spec.logs, name, append)?;
-        let mut cmd = match launcher {
-            [] => Command::new(&self.spec.exe),
-            [program, rest @ ..] => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(&self.spec.exe);
-                cmd
-            }
+        let exe = host.and_then(|h| h.harness.clone()).unwrap_or_else(|| self.spec.exe.clone());
+        let mut cmd = match host {
+            Some(host) => host.command(exe),
+            None => crate::hosts::command(launcher, exe),
         };
         cmd.args(args).stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
         self.children.spawn(name, cmd, self.spec.cpus.clone())?;

@@ -25,6 +25,7 @@ pub mod findings;
 pub mod gate;
 pub mod herd;
 pub mod hlog;
+pub mod hosts;
 pub mod impls;
 pub mod limits;
 pub mod load;

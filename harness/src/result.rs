@@ -183,6 +183,10 @@ pub struct Parameters {
     /// A WAN herd's links (`run --link-delay …`): absent when the herd ran on loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wan: Option<crate::wan::WanSettings>,
+    /// `run --hosts`: where each process ran and how it was launched; absent when everything ran
+    /// here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<crate::hosts::HostRecord>>,
 }
 
 /// How a herd's members recognised each other.

@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::counters::{Counters, SyscallCount, WindowProbe};
 use crate::herd::{Herd, HerdSpec, Upstream};
+use crate::hosts::{HostRecord, Placement, Remote};
 use crate::impls::{self, ImplMeta};
 use crate::limits::LimitsArgs;
 use crate::load::worker::Window;
@@ -116,6 +117,11 @@ pub struct RunArgs {
     /// A WAN herd: link delay, jitter and loss (members in network namespaces; root only).
     #[command(flatten)]
     pub wan: WanArgs,
+    /// Place the herd's members, the places backend and the generators on named hosts, each
+    /// reached through a launcher (`ssh -tt {host}`, `ip netns exec {name}`) running this same
+    /// harness there: a TOML file, documented in harness/src/hosts.rs.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
 }
 
 /// The workspace's results folder.
@@ -162,8 +168,17 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         bail!("--repeat must be at least 1");
     }
     if args.wan.spec(args.generator.seed).is_some() {
+        if args.hosts.is_some() {
+            bail!("--hosts places the herd on hosts of its own; a WAN herd on this machine (--link-*) cannot join it");
+        }
         // Said before anything starts, not after the places backend and a herd key.
         crate::wan::netns::require_root()?;
+    }
+    if args.hosts.is_some() && args.scenario.is_some() {
+        bail!("a scenario signals its herd's processes here; with --hosts they run elsewhere: drop one of the two");
+    }
+    if args.hosts.is_some() && args.pin {
+        bail!("--pin splits this machine's CPUs; with --hosts place processes on hosts instead (drop --pin)");
     }
     let threads: Vec<Option<usize>> = match &args.threads {
         Some(list) => list.0.iter().copied().map(Some).collect(),
@@ -256,11 +271,27 @@ fn run_one(
     let pinning = pin_generator(args)?;
     let mut herd = start_herd(args, point, &plan, &files, pinning.as_ref(), exe, stop)?;
     let spec = load_spec(args, point, &plan, &herd)?;
-    let (outcome, windows, events) = drive_load(&plan, &mut herd, &spec, stop, args.syscalls)?;
+    let generators = plan.hosts.as_ref().map(Placement::generators).unwrap_or_default();
+    let (outcome, windows, events, merged) = if generators.is_empty() {
+        let (outcome, windows, events) = drive_load(&plan, &mut herd, &spec, stop, args.syscalls)?;
+        (outcome, windows, events, None)
+    } else {
+        let (outcome, merged) = drive_remote_load(&plan, &generators, &herd, &spec, stop, exe)?;
+        (outcome, Windows::default(), None, Some(merged))
+    };
+    let host_records = herd.host_records();
     let collected = stop_and_collect(&mut herd, args.grace, &files.logs, windows);
-    let parameters = parameters(point, &plan, &herd, &spec, pinning);
+    let mut parameters = parameters(point, &plan, &herd, &spec, pinning);
     let scenario = scenario_record(&plan, &herd, &spec, &outcome, events);
+    parameters.hosts = host_records;
+    let mut merged_record = None;
+    if let Some((merged, generator_hosts)) = merged {
+        parameters.start_at = merged.parameters.start_at;
+        parameters.hosts.get_or_insert_with(Vec::new).extend(generator_hosts);
+        merged_record = merged.merged;
+    }
     let mut result = build_result(plan, parameters, outcome, collected, stop.load(Relaxed))?;
+    result.merged = merged_record;
     result.scenario = scenario;
     result.wan_relay = herd.wan_record().map(|(_, relay)| relay);
     result.write(&files.output)?;
@@ -275,6 +306,8 @@ struct Plan {
     workload: Workload,
     topology: Topology,
     scenario: Option<Scenario>,
+    /// `--hosts`: where each process runs.
+    hosts: Option<Placement>,
 }
 
 impl Plan {
@@ -292,7 +325,12 @@ impl Plan {
             None => Topology::default_herd(),
         };
         let scenario = args.scenario.as_deref().map(Scenario::load).transpose()?;
-        Ok(Self { meta, workload, topology, scenario })
+        let servers = match workload.mode {
+            Mode::Herd => topology.servers.clone(),
+            Mode::Echo => vec!["Echo".to_owned()],
+        };
+        let hosts = args.hosts.as_deref().map(|path| Placement::load(path, &servers)).transpose()?;
+        Ok(Self { meta, workload, topology, scenario, hosts })
     }
 
     fn mode(&self) -> Mode {
@@ -364,6 +402,7 @@ fn start_herd(
         cpus: pinning.map(|p| p.server_cpus.clone()),
         samples: plan.scenario.is_some(),
         wan: args.wan.spec(args.generator.seed),
+        hosts: plan.hosts.clone(),
     };
     let mut herd = Herd::start(spec, stop)?;
     herd.start_sampling();
@@ -396,14 +435,7 @@ fn drive_load(
     stop: &AtomicBool,
     count_syscalls: bool,
 ) -> Result<(LoadOutcome, Windows, Option<Performed>)> {
-    eprintln!(
-        "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
-        plan.meta.name, plan.meta.style, plan.workload.name, spec.load, spec.connections, spec.warmup, spec.duration
-    );
-    herd.wait_linked(spec.timeout)?;
-    load::announce_clients(spec)?;
-    // Over WAN links the announcements take a crossing of the herd to reach every member.
-    std::thread::sleep(herd.settle_time());
+    prepare_load(plan, herd, spec)?;
     let progress = Progress::default();
     let done = AtomicBool::new(false);
     let names = herd.names();
@@ -437,6 +469,45 @@ fn drive_load(
     let generator = deltas.pop().flatten();
     let syscalls = probe.syscalls();
     Ok((outcome, Windows { servers: names.into_iter().zip(deltas).collect(), generator, syscalls }, performed))
+}
+
+/// Says what runs, waits for the flood links and announces the workload's clients.
+fn prepare_load(plan: &Plan, herd: &Herd, spec: &LoadSpec) -> Result<()> {
+    eprintln!(
+        "herdbench: {} ({}), workload {}, load {}, {} connections, warm-up {:?}, window {:?}",
+        plan.meta.name, plan.meta.style, plan.workload.name, spec.load, spec.connections, spec.warmup, spec.duration
+    );
+    herd.wait_linked(spec.timeout)?;
+    load::announce_clients(spec)?;
+    // Over WAN links the announcements take a crossing of the herd to reach every member.
+    std::thread::sleep(herd.settle_time());
+    Ok(())
+}
+
+/// With generators on hosts (`--hosts`): they drive the load there (see
+/// [`crate::hosts::run_generators`]) and their merged result is this run's outcome. No window
+/// counters: the generators, not this process, know when the window opened.
+fn drive_remote_load(
+    plan: &Plan,
+    remotes: &[Remote],
+    herd: &Herd,
+    spec: &LoadSpec,
+    stop: &AtomicBool,
+    exe: &Path,
+) -> Result<(LoadOutcome, (RunResult, Vec<HostRecord>))> {
+    prepare_load(plan, herd, spec)?;
+    let (merged, records) = crate::hosts::run_generators(remotes, spec, &herd.spec().label(), herd.logs(), exe, stop)?;
+    let outcome = LoadOutcome {
+        started_at: merged.start_time()?,
+        summary: merged.summary.clone(),
+        commands: merged.commands.clone(),
+        errors: merged.errors.clone(),
+        timeline: merged.timeline.clone(),
+        send_lag: merged.send_lag.clone(),
+        connect_us: merged.connect_us.clone(),
+        fine: None,
+    };
+    Ok((outcome, (merged, records)))
 }
 
 /// What a scenario's events did, and the window they were timed from.

@@ -147,7 +147,12 @@ pub fn generate(
     let plans: Vec<worker::ThreadPlan> = (0..threads)
         .map(|index| worker::ThreadPlan {
             index,
-            conns: (index..spec.connections).step_by(threads).map(|c| (c % spec.targets.len(), c as u64)).collect(),
+            // Connection c of generator k draws its requests from stream k·2³² + c: generators that
+            // share a schedule do not send each other's clients.
+            conns: (index..spec.connections)
+                .step_by(threads)
+                .map(|c| (c % spec.targets.len(), u64::from(spec.slice.k) << 32 | c as u64))
+                .collect(),
             targets: spec.targets.clone(),
             workload: spec.workload.clone(),
             rate: match &spec.scenario {
@@ -422,6 +427,7 @@ pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
         slice: (spec.slice != Slice::WHOLE).then(|| spec.slice.to_string()),
         start_at: spec.start_at.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
         wan: None,
+        hosts: None,
     }
 }
 

@@ -122,6 +122,8 @@ impl WanSpec {
 pub struct MemberPlan {
     /// Put before the `harness serve …` command line: `ip netns exec <ns>`.
     pub launcher: Vec<OsString>,
+    /// The host a hosts file put it on (`run --hosts`; its launcher is then `launcher`).
+    pub host: Option<crate::hosts::Remote>,
     /// Where the member listens (inside its namespace; reachable from the root namespace too).
     pub listen: SocketAddr,
     /// Where clients connect: `listen`, or the member's client relay.
@@ -214,6 +216,7 @@ impl WanNet {
             };
             plans.push(MemberPlan {
                 launcher: vec![ip.clone().into(), "netns".into(), "exec".into(), members[i].ns.clone().into()],
+                host: None,
                 listen: listen(i),
                 client_addr,
                 peers,
