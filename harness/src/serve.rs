@@ -1,8 +1,9 @@
 //! `harness serve`: one herd (or echo) server of a chosen style, as a child process of `run`.
 //!
-//! On SIGTERM or SIGINT it writes its counters to `--stats`, flushes its log and exits: the
-//! style's own threads are not unwound, since the process ends anyway and no style needs to
-//! know how to stop for the others to be measured fairly.
+//! On SIGTERM, SIGINT or SIGHUP (a terminal hanging up: the end of the `ssh -tt` session that a
+//! hosts file's launcher started it in) it writes its counters to `--stats`, flushes its log and
+//! exits: the style's own threads are not unwound, since the process ends anyway and no style
+//! needs to know how to stop for the others to be measured fairly.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -222,7 +223,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             std::process::exit(1);
         }
     })?;
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let _ = signals.forever().next();
     log.event(Event::Stopping);
     if let Some(path) = &args.stats {

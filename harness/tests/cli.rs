@@ -91,6 +91,35 @@ fn a_short_herd_run_writes_a_valid_result_with_no_errors() {
 }
 
 #[test]
+fn a_hangup_stops_serve_as_gracefully_as_sigterm() {
+    // Over `ssh -tt` (a hosts file's launcher) the end of the session reaches the server as SIGHUP:
+    // it must still write its counters and exit 0, or the run loses them.
+    let dir = temp_dir("hangup");
+    for (signal, name) in [(libc::SIGHUP, "hup"), (libc::SIGTERM, "term")] {
+        let stats = dir.join(format!("{name}.stats.json"));
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["serve", "--impl", "threadpool", "--mode", "echo", "--listen", &addr.to_string(), "--stats"])
+            .arg(&stats)
+            .spawn()
+            .expect("serve starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "serve listens on {addr}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().expect("serve exits");
+        assert!(status.success(), "{name}: {status:?}");
+        let counters: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).expect("counters written")).expect("JSON");
+        assert!(counters["counters"].is_object(), "{name}: {counters}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn keygen_writes_a_key_only_its_owner_reads_and_never_overwrites() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("keygen");
