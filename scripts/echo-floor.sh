@@ -38,15 +38,22 @@ for i in $(seq "$rounds"); do
   done
 done
 # Medians over the rounds: this machine is shared, and single rounds swing by tens of percent.
+# The interval is distribution-free: the order statistics around the median that hold the true
+# median with at least 95 % probability (binomial), or none below 6 rounds, where no pair does.
 python3 - "$summary" <<'PY'
-import statistics, sys
+import math, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     name, a, b = line.split("\t")
     rows.setdefault(name, []).append((float(a), float(b)))
+def interval(xs):
+    n = len(xs)
+    below = lambda j: sum(math.comb(n, i) for i in range(j)) / 2 ** n  # P(Bin(n, 1/2) < j)
+    js = [j for j in range(1, n // 2 + 1) if 1 - 2 * below(j) >= 0.95]
+    return f"95 % interval {xs[js[-1] - 1]:.3f}-{xs[n - js[-1]]:.3f}" if js else "too few rounds for a 95 % interval"
 for name, pairs in rows.items():
     ratios = sorted(a / b for a, b in pairs)
-    print(f"median {name}: {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)}; "
+    print(f"median {name}: {statistics.median(ratios):.3f} ({interval(ratios)}; rounds: {', '.join(f'{r:.3f}' for r in ratios)}; "
           f"median rt/s {statistics.median(a for a, _ in pairs):.0f} vs {statistics.median(b for _, b in pairs):.0f})")
 PY
 echo "result files: $out"

@@ -43,7 +43,7 @@ use crate::procs::Children;
 use crate::result::ProcessResources;
 use crate::serve::Mode;
 use crate::topology::Topology;
-use crate::wan::{MemberPlan, RelayRecord, WanNet, WanSettings, WanSpec};
+use crate::wan::{Launch, MemberPlan, RelayRecord, WanNet, WanSettings, WanSpec};
 
 /// How long a freshly started child may take to accept its first connection.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -157,7 +157,7 @@ impl HerdSpec {
                 let peers =
                     self.neighbours(name).into_iter().map(|p| Ok((p.clone(), addr_of(&p)?))).collect::<Result<_>>()?;
                 let listen = addr_of(name)?;
-                Ok(MemberPlan { launcher: Vec::new(), host: None, listen, client_addr: listen, peers, places })
+                Ok(MemberPlan { launch: Launch::Here, listen, client_addr: listen, peers, places })
             })
             .collect()
     }
@@ -181,14 +181,7 @@ impl HerdSpec {
             .map(|(name, (remote, listen))| {
                 let peers =
                     self.neighbours(name).into_iter().map(|p| Ok((p.clone(), addr_of(&p)?))).collect::<Result<_>>()?;
-                Ok(MemberPlan {
-                    launcher: remote.prefix.clone(),
-                    host: Some(remote),
-                    listen,
-                    client_addr: listen,
-                    peers,
-                    places,
-                })
+                Ok(MemberPlan { launch: Launch::Host(remote), listen, client_addr: listen, peers, places })
             })
             .collect()
     }
@@ -209,7 +202,7 @@ impl HerdSpec {
             Mode::Herd => "herd",
             Mode::Echo => "echo",
         };
-        let dir = self.files_dir(plan.host.as_ref());
+        let dir = self.files_dir(plan.launch.host());
         let mut args: Vec<OsString> =
             ["serve", "--impl", &self.implementation, "--name", name, "--mode", mode].map(OsString::from).into();
         with_value(&mut args, "--listen", plan.listen.to_string());
@@ -279,12 +272,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where it listens itself.
     pub listen: SocketAddr,
-    /// What its command line starts with (`ip netns exec <ns>` in a WAN herd), and its `harness`
-    /// arguments: kept for a restart on the same port.
-    launcher: Vec<OsString>,
+    /// How it was started and its `harness` arguments: kept for a restart on the same port.
+    pub launch: Launch,
     args: Vec<OsString>,
-    /// The host a hosts file put it on.
-    pub host: Option<Remote>,
 }
 
 /// A child that exited while starting, with what it wrote on its way out.
@@ -386,8 +376,8 @@ impl Herd {
             if let Upstream::Backend(flags) = &herd.spec.upstream {
                 let mut args: Vec<OsString> = vec!["places".into(), "--listen".into(), places_addr.to_string().into()];
                 args.extend(flags.iter().map(OsString::from));
-                let host = herd.spec.hosts.as_ref().map(|h| h.places().0);
-                herd.launch("places", host.as_ref(), &[], &args, false)?;
+                let launch = herd.spec.hosts.as_ref().map_or(Launch::Here, |h| Launch::Host(h.places().0));
+                herd.launch("places", &launch, &args, false)?;
                 herd.wait_accepting("places", places_addr, interrupted)?;
             }
         }
@@ -395,14 +385,13 @@ impl Herd {
             // Samples are appended (a restart goes on in the same file): none from an earlier herd.
             let _ = std::fs::remove_file(herd.spec.samples_file(name));
             let args = herd.spec.serve_args(name, &plan, herd.places)?;
-            herd.launch(name, plan.host.as_ref(), &plan.launcher, &args, false)?;
+            herd.launch(name, &plan.launch, &args, false)?;
             herd.servers.push(Server {
                 name: name.clone(),
                 addr: plan.client_addr,
                 listen: plan.listen,
-                launcher: plan.launcher,
+                launch: plan.launch,
                 args,
-                host: plan.host,
             });
         }
         for server in &herd.servers {
@@ -538,9 +527,8 @@ impl Herd {
     /// lives as long as the herd: the kernel kills a child when the thread that started it ends.
     pub fn restart(&mut self, name: &str) -> Result<()> {
         let server = self.server(name)?;
-        let (addr, launcher, args, host) =
-            (server.listen, server.launcher.clone(), server.args.clone(), server.host.clone());
-        self.launch(name, host.as_ref(), &launcher, &args, true)?;
+        let (addr, launch, args) = (server.listen, server.launch.clone(), server.args.clone());
+        self.launch(name, &launch, &args, true)?;
         self.wait_accepting(name, addr, &AtomicBool::new(false))
     }
 
@@ -556,7 +544,7 @@ impl Herd {
         }
         let label = self.spec.label();
         for server in &self.servers {
-            let Some(host) = &server.host else { continue };
+            let Some(host) = server.launch.host() else { continue };
             let mut files = vec![format!("{}.stats.json", server.name), format!("{}.log", server.name)];
             if self.spec.samples {
                 files.push(samples_name(&server.name));
@@ -578,7 +566,7 @@ impl Herd {
             records.push(hosts.places().0.record("places", self.pid("places"), &self.spec.exe));
         }
         for s in &self.servers {
-            if let Some(host) = &s.host {
+            if let Some(host) = s.launch.host() {
                 records.push(host.record(&s.name, self.pid(&s.name), &self.spec.exe));
             }
         }
@@ -600,23 +588,12 @@ impl Herd {
         self.servers.iter().find(|s| s.name == name).ok_or_else(|| anyhow!("the herd has no server named {name}"))
     }
 
-    /// Starts child `name` as `<launcher…> harness <args>` (on `host`: its launcher and its
-    /// `harness`), its output to `<logs>/<name>.out`. A launcher that execs the command in its own
-    /// process (`ip netns exec` does) makes the pid the harness measures and signals the server's.
-    fn launch(
-        &mut self,
-        name: &str,
-        host: Option<&Remote>,
-        launcher: &[OsString],
-        args: &[OsString],
-        append: bool,
-    ) -> Result<()> {
+    /// Starts child `name` as `[launcher…] harness <args>` as `launch` says, its output to
+    /// `<logs>/<name>.out`. A launcher that execs the command in its own process (`ip netns exec`
+    /// does) makes the pid the harness measures and signals the server's.
+    fn launch(&mut self, name: &str, launch: &Launch, args: &[OsString], append: bool) -> Result<()> {
         let output = open_output(&self.spec.logs, name, append)?;
-        let exe = host.and_then(|h| h.harness.clone()).unwrap_or_else(|| self.spec.exe.clone());
-        let mut cmd = match host {
-            Some(host) => host.command(exe),
-            None => crate::hosts::command(launcher, exe),
-        };
+        let mut cmd = launch.command(&self.spec.exe);
         cmd.args(args).stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
         self.children.spawn(name, cmd, self.spec.cpus.clone())?;
         Ok(())

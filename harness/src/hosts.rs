@@ -368,33 +368,14 @@ pub fn run_generators(
         let workload_file = dir.join(format!("{}.toml", spec.workload.name));
         remote.put(&workload_file, workload.as_bytes())?;
         let exe_there = remote.harness.clone().unwrap_or_else(|| exe.to_owned());
+        let share = crate::load::LoadSpec {
+            connections: (spec.connections / n + usize::from(k < spec.connections % n)).max(1),
+            slice: crate::units::Slice { k: k as u32, n: n as u32 },
+            start_at: Some(start_at.into()),
+            ..spec.clone()
+        };
         let mut cmd = remote.command(&exe_there);
-        cmd.arg("load");
-        for t in &spec.targets {
-            cmd.arg("--addr").arg(t.addr.to_string());
-        }
-        let connections = spec.connections / n + usize::from(k < spec.connections % n);
-        cmd.arg("--workload").arg(&workload_file);
-        cmd.args(["--load", &spec.load.to_string(), "--connections", &connections.max(1).to_string()]);
-        cmd.args(["--duration", &format!("{}ms", spec.duration.as_millis())]);
-        cmd.args(["--warmup", &format!("{}ms", spec.warmup.as_millis())]);
-        cmd.args(["--timeout", &format!("{}ms", spec.timeout.as_millis())]);
-        cmd.args(["--pipeline", &spec.pipeline.to_string(), "--gen-threads", &spec.threads.to_string()]);
-        cmd.args([
-            "--seed",
-            &spec.seed.to_string(),
-            "--slice",
-            &format!("{k}/{n}"),
-            "--start-at",
-            &start_at.to_rfc3339(),
-        ]);
-        cmd.arg("--arrival").arg(match spec.arrival {
-            crate::load::Arrival::Uniform => "uniform",
-            crate::load::Arrival::Poisson => "poisson",
-        });
-        if let Some(nice) = spec.nice {
-            cmd.arg(format!("--gen-nice={nice}"));
-        }
+        cmd.arg("load").args(share.to_load_args(&workload_file)?);
         cmd.arg("--output").arg(dir.join(format!("generator-{k}.json")));
         let out = std::fs::File::create(logs.join(format!("generator-{k}.out")))?;
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);

@@ -12,6 +12,7 @@
 //! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
 //! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline;
 //!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
+//! - [`rng`]: the seeded generator behind schedules, answers, faults and relays.
 //! - [`counters`]: what the kernel counts for a process over the measured window.
 //! - [`scenario`]: phases of load and timed faults inside one run, and how the run recovered.
 //! - [`wan`]: a WAN herd on one machine (members in network namespaces, links through delaying
@@ -36,6 +37,7 @@ pub mod plots;
 mod procs;
 pub mod report;
 pub mod result;
+pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod serve;

@@ -29,11 +29,12 @@ use herd_core::Timestamp;
 
 use crate::counters::WindowProbe;
 use crate::result::{Latency, Percentiles, SendLag, Summary, TimelinePoint};
+use crate::rng::SplitMix64;
 use crate::serve::Mode;
 use crate::units::{Load, Slice};
 use crate::workload::Workload;
 pub use requests::{Failure, KINDS};
-pub use schedule::{Arrival, RateProfile, SplitMix64};
+pub use schedule::{Arrival, RateProfile};
 pub use worker::{Progress, Step, StepPlan, StepReport, Target};
 
 /// Everything that defines a load.
@@ -80,6 +81,44 @@ impl LoadSpec {
             None => self.load.offered_rps(),
         };
         whole.map(|r| r / f64::from(self.slice.n))
+    }
+
+    /// The `harness load` command line (after `load`) that drives this spec with the workload read
+    /// from `workload_file`: how a generator on another host is started (`run --hosts`).
+    /// `--show-errors` stays with the caller; a scenario's profile has no flags and is refused.
+    pub fn to_load_args(&self, workload_file: &std::path::Path) -> Result<Vec<std::ffi::OsString>> {
+        use clap::ValueEnum;
+        if self.scenario.is_some() {
+            bail!("a scenario's load runs in this process; it has no `harness load` command line");
+        }
+        let nanos = |d: Duration| format!("{}ns", d.as_nanos());
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        for t in &self.targets {
+            args.extend(["--addr".into(), t.addr.to_string().into()]);
+        }
+        args.extend(["--workload".into(), workload_file.as_os_str().to_owned()]);
+        let arrival = self.arrival.to_possible_value().expect("every arrival has a name");
+        let mut flags = vec![
+            ("--load", self.load.to_string()),
+            ("--connections", self.connections.to_string()),
+            ("--duration", nanos(self.duration)),
+            ("--warmup", nanos(self.warmup)),
+            ("--timeout", nanos(self.timeout)),
+            ("--arrival", arrival.get_name().to_owned()),
+            ("--pipeline", self.pipeline.to_string()),
+            ("--gen-threads", self.threads.to_string()),
+            ("--seed", self.seed.to_string()),
+            ("--slice", self.slice.to_string()),
+        ];
+        if let Some(nice) = self.nice {
+            flags.push(("--gen-nice", nice.to_string()));
+        }
+        if let Some(t) = self.start_at {
+            let t = chrono::DateTime::<chrono::Utc>::from(t);
+            flags.push(("--start-at", t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)));
+        }
+        args.extend(flags.into_iter().flat_map(|(flag, value)| [flag.into(), value.into()]));
+        Ok(args)
     }
 }
 
@@ -708,6 +747,47 @@ mod tests {
             start_at: None,
             scenario: None,
         }
+    }
+
+    #[test]
+    fn a_spec_survives_its_own_command_line() {
+        // What `run --hosts` hands a generator on another host must be the load it means.
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut spec =
+            echo_spec(addr(7001), 12_345.5, Duration::from_nanos(1_500_000_001), Duration::from_micros(2_500));
+        spec.targets.push(Target { addr: addr(7002), name: None });
+        spec.connections = 7;
+        spec.arrival = Arrival::Poisson;
+        spec.pipeline = 2;
+        spec.warmup = Duration::from_nanos(1_234_567);
+        spec.threads = 3;
+        spec.nice = Some(-5);
+        spec.seed = 99;
+        spec.slice = Slice { k: 1, n: 3 };
+        spec.start_at = Some(std::time::UNIX_EPOCH + Duration::from_nanos(1_796_220_000_123_456_789));
+        let args = spec.to_load_args(std::path::Path::new("/tmp/echo.toml")).expect("a command line");
+        let cli = <Cli as clap::Parser>::try_parse_from(std::iter::once("load".into()).chain(args)).expect("parses");
+        assert_eq!(cli.load.workload, "/tmp/echo.toml");
+        assert_eq!(cli.load.addrs, [addr(7001), addr(7002)]);
+        let targets = cli.load.addrs.iter().map(|&addr| Target { addr, name: None }).collect();
+        let back = cli.load.common.spec(targets, spec.workload.clone(), cli.load.load).expect("a spec");
+        assert_eq!(
+            format!("{back:?}"),
+            format!("{spec:?}"),
+            "every field of the spec comes back from its command line"
+        );
+
+        spec.scenario = Some(ScenarioLoad {
+            profile: RateProfile::fixed(1.0),
+            steps: StepPlan { step: 1, phase_ends: Vec::new() },
+            mean_rps: 1.0,
+        });
+        assert!(spec.to_load_args(std::path::Path::new("/tmp/echo.toml")).is_err(), "a scenario has no flags");
     }
 
     #[test]

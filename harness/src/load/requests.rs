@@ -12,7 +12,7 @@ use std::io::Write;
 
 use herd_core::{Delta, Timestamp};
 
-use super::schedule::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::serve::Mode;
 use crate::workload::Workload;
 

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+use crate::rng::{SplitMix64, mix64};
+
 /// Places in every OK answer: Google's page size, and the largest WHATSAT bound, so trimming to the
 /// bound is exercised by every query.
 pub const RESULTS_PER_QUERY: usize = 20;
@@ -208,43 +210,6 @@ fn place_id(rng: &mut SplitMix64) -> [u8; PLACE_ID_LEN] {
         left -= 6;
     }
     id
-}
-
-// ---------------------------------------------------------------------------------------------
-// The generator.
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough to scatter places and draw faults.
-#[derive(Debug, Clone)]
-pub(super) struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub(super) fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    pub(super) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.state)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(super) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in `0..n` (multiply-high, no division).
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-}
-
-/// SplitMix64's finaliser: a bijective scramble of all 64 bits.
-pub(super) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

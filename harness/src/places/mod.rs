@@ -59,8 +59,7 @@
 //! - `mod.rs` (here): [`PlacesArgs`], the `harness places` flags; [`PlacesConfig`], what [`serve`]
 //!   needs, checked once before the first accept; [`LatencySpec`], the latency grammar.
 //! - `answers.rs`: [`nearby_json`] and the response body, the deterministic answers (pure), as a
-//!   JSON value for checks and as the exact response text for the server; `SplitMix64`, the tiny
-//!   generator behind both the answers and the fault draws.
+//!   JSON value for checks and as the exact response text for the server.
 //! - `server.rs`: [`run`], [`serve`]: the accept loop, one hyper HTTP/1.1 connection per task, and
 //!   per request: draw the fault and latency, route, wait, answer.
 //! - `faults.rs`: what goes wrong with each request (503, stall, truncated JSON) and how late it
@@ -295,8 +294,8 @@ fn write_duration(f: &mut fmt::Formatter<'_>, d: Duration) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
-    use super::answers::SplitMix64;
     use super::*;
+    use crate::rng::SplitMix64;
 
     #[test]
     fn latency_specs_parse_and_print() {

@@ -117,13 +117,40 @@ impl WanSpec {
     }
 }
 
+/// How a member's process is started.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// A child of this harness, on this machine.
+    Here,
+    /// On this machine behind words that exec the command line after them (`ip netns exec <ns>`).
+    Prefixed(Vec<OsString>),
+    /// On a host of a hosts file (`run --hosts`), through its launcher, with its files kept there.
+    Host(crate::hosts::Remote),
+}
+
+impl Launch {
+    /// The host a hosts file put the member on.
+    pub fn host(&self) -> Option<&crate::hosts::Remote> {
+        match self {
+            Self::Host(remote) => Some(remote),
+            Self::Here | Self::Prefixed(_) => None,
+        }
+    }
+
+    /// `[prefix…] harness`, for the arguments to follow: `local_exe` unless a host names its own.
+    pub fn command(&self, local_exe: &std::path::Path) -> std::process::Command {
+        match self {
+            Self::Here => std::process::Command::new(local_exe),
+            Self::Prefixed(prefix) => crate::hosts::command(prefix, local_exe),
+            Self::Host(remote) => remote.command(remote.harness.as_deref().unwrap_or(local_exe)),
+        }
+    }
+}
+
 /// How one member is placed: how it is launched, where it listens, how the others reach it.
 #[derive(Debug, Clone)]
 pub struct MemberPlan {
-    /// Put before the `harness serve …` command line: `ip netns exec <ns>`.
-    pub launcher: Vec<OsString>,
-    /// The host a hosts file put it on (`run --hosts`; its launcher is then `launcher`).
-    pub host: Option<crate::hosts::Remote>,
+    pub launch: Launch,
     /// Where the member listens (inside its namespace; reachable from the root namespace too).
     pub listen: SocketAddr,
     /// Where clients connect: `listen`, or the member's client relay.
@@ -215,8 +242,12 @@ impl WanNet {
                 }
             };
             plans.push(MemberPlan {
-                launcher: vec![ip.clone().into(), "netns".into(), "exec".into(), members[i].ns.clone().into()],
-                host: None,
+                launch: Launch::Prefixed(vec![
+                    ip.clone().into(),
+                    "netns".into(),
+                    "exec".into(),
+                    members[i].ns.clone().into(),
+                ]),
                 listen: listen(i),
                 client_addr,
                 peers,

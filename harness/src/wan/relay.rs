@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::load::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// The most a pump reads at once.
 const CHUNK: usize = 64 * 1024;
