@@ -382,8 +382,10 @@ impl Herd {
             }
         }
         for (name, plan) in names.iter().zip(plans) {
-            // Samples are appended (a restart goes on in the same file): none from an earlier herd.
+            // Samples and logs are appended (a restart goes on in the same files): none from an
+            // earlier herd.
             let _ = std::fs::remove_file(herd.spec.samples_file(name));
+            let _ = std::fs::remove_file(herd.spec.logs.join(format!("{name}.log")));
             let args = herd.spec.serve_args(name, &plan, herd.places)?;
             herd.launch(name, &plan.launch, &args, false)?;
             herd.servers.push(Server {

@@ -171,7 +171,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.driver.is_some() && !impls::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
         bail!("{} has one way of waiting; --driver is for {}", meta.name, impls::CHOOSE_DRIVER.join(", "));
     }
-    let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let (log, flusher) = match &args.log {
         Some(path) => {
             let (sink, flusher) = FileSink::start(path, &args.name)?;
@@ -293,9 +293,34 @@ enum LogMsg {
 
 struct Flusher(Sender<LogMsg>);
 
+/// How many connections may wait to be accepted. std's `TcpListener::bind` listens with 128:
+/// 10,000 clients connecting at once overflowed it, and a dropped SYN waits a 1 s retransmission
+/// (connect p99 1.02 s in a 10,000-connection echo run). tokio and mio listen with 1024; this is
+/// Linux's default `net.core.somaxconn`, which caps it anyway. Every style gets the listener from
+/// here, so they all wait behind the same queue.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind(addr)?;
+    // Listening again on a listening socket sets its backlog (Linux).
+    // SAFETY: `listen` on a socket this process owns; no memory is passed.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
 impl FileSink {
+    /// Appends to `path`: a restarted server goes on in the log it wrote before (the herd removes
+    /// an earlier run's log before the first start, as it does the samples).
     fn start(path: &std::path::Path, server: &str) -> Result<(Self, Flusher)> {
-        let file = File::create(path).with_context(|| format!("creating log {}", path.display()))?;
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening log {}", path.display()))?;
         let (tx, rx) = crossbeam_channel::bounded(64 * 1024);
         let server = server.to_owned();
         std::thread::Builder::new().name("log".into()).spawn(move || write_log(BufWriter::new(file), &rx, &server))?;
@@ -345,5 +370,48 @@ fn write_log(mut out: BufWriter<File>, rx: &Receiver<LogMsg>, server: &str) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thousand_clients_connecting_at_once_wait_in_the_accept_queue_not_for_a_retransmission() {
+        // Nothing accepts: each connection must still be established at once (with std's backlog
+        // of 128 the 130th SYN was dropped and its connect waited a second).
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listens");
+        let addr = listener.local_addr().expect("address");
+        // The kernel caps the backlog at net.core.somaxconn (4096 by default since Linux 5.4).
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let n = cap.min(1000);
+        let clients: Vec<std::net::TcpStream> = (0..n)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))
+                    .unwrap_or_else(|e| panic!("client {i} not established within 300 ms: {e}"))
+            })
+            .collect();
+        assert_eq!(clients.len(), n);
+    }
+
+    #[test]
+    fn a_restarted_server_appends_to_its_log() {
+        let dir = std::env::temp_dir().join(format!("herdbench-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a folder");
+        let path = dir.join("Alford.log");
+        let _ = std::fs::remove_file(&path);
+        for addr in ["127.0.0.1:1", "127.0.0.1:2"] {
+            let (sink, flusher) = FileSink::start(&path, "Alford").expect("a log");
+            sink.record(Event::Listening { addr: addr.into() });
+            flusher.flush_and_stop();
+        }
+        let text = std::fs::read_to_string(&path).expect("the log");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(text.lines().count(), 2, "both starts' lines are kept:\n{text}");
+        assert!(text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"), "{text}");
     }
 }
