@@ -1,8 +1,5 @@
 //! What the run happened on: machine, kernel, toolchain and checkout, for the result file.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::result::{Machine, Tool};
 
 pub fn machine() -> Machine {
@@ -26,16 +23,10 @@ pub fn machine() -> Machine {
     }
 }
 
+/// What made a result: `git_commit` is the commit this binary was built from (`-dirty` when the
+/// build held uncommitted edits), recorded by `build.rs`.
 pub fn tool() -> Tool {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let git_commit = Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .current_dir(root)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned());
+    let git_commit = Some(env!("HERDBENCH_GIT_COMMIT")).filter(|c| !c.is_empty()).map(str::to_owned);
     Tool {
         name: "herdbench".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -114,7 +114,8 @@ pub struct Merged {
 pub struct Tool {
     pub name: String,
     pub version: String,
-    /// `git describe --always --dirty` of the checkout the harness ran from, if it is one.
+    /// `git describe --always --dirty` of the workspace the harness binary was built from, if it
+    /// was a git checkout (`-dirty`: the build held uncommitted edits).
     pub git_commit: Option<String>,
     /// `rustc -V` of the compiler that built the harness.
     pub rustc: String,
