@@ -232,6 +232,16 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D:
     crate::units::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// What a scenario disturbed, and when: a phase that raised the offered load, or a timed event.
+struct Disturbance<'a> {
+    label: String,
+    /// When it started and ended (an event's, as the run did it).
+    span: (Duration, Duration),
+    /// Jain's fairness over connections in an overload phase.
+    fairness: Option<f64>,
+    event: Option<&'a Event>,
+}
+
 impl Scenario {
     /// Loads `workloads/scenarios/<name>.toml`, or the file at `name` if it is a path.
     pub fn load(name: &str) -> Result<Self> {
@@ -593,7 +603,7 @@ impl Scenario {
                 }
                 StepRecord {
                     at_ms: (step * i as u64) / MILLISECOND,
-                    completed: s.completed,
+                    completed: s.completed(),
                     p50_us: s.latency.value_at_quantile(0.5),
                     p99_us: s.latency.value_at_quantile(0.99),
                     within_objective: s.latency.count_between(0, objective_us),
@@ -665,34 +675,29 @@ impl Scenario {
     }
 
     fn recoveries(&self, record: &ScenarioRecord, fine: &StepReport, servers: &[String]) -> Vec<Recovery> {
-        let mut out = Vec::new();
+        let mut disturbances = Vec::new();
         for (p, phase) in record.phases.iter().enumerate().skip(1) {
             if phase.offered_rps > record.phases[p - 1].offered_rps {
-                let label = format!("overload ({} phase)", phase.name);
-                let (start, end) = (Duration::from_millis(phase.start_ms), Duration::from_millis(phase.end_ms));
-                out.push(self.recovery(label, (start, end), phase.fairness, None, record, fine, servers));
+                disturbances.push(Disturbance {
+                    label: format!("overload ({} phase)", phase.name),
+                    span: (Duration::from_millis(phase.start_ms), Duration::from_millis(phase.end_ms)),
+                    fairness: phase.fairness,
+                    event: None,
+                });
             }
         }
         for (e, rec) in self.events.iter().zip(&record.events) {
             let (planned_start, planned_end) = e.span();
             let start = rec.done_ms[0].map_or(planned_start, Duration::from_millis);
             let end = rec.done_ms[1].map_or(planned_end, Duration::from_millis);
-            out.push(self.recovery(e.label(), (start, end), None, Some(e), record, fine, servers));
+            disturbances.push(Disturbance { label: e.label(), span: (start, end), fairness: None, event: Some(e) });
         }
-        out
+        disturbances.into_iter().map(|d| self.recovery(d, record, fine, servers)).collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn recovery(
-        &self,
-        disturbance: String,
-        (start, end): (Duration, Duration),
-        fairness: Option<f64>,
-        event: Option<&Event>,
-        record: &ScenarioRecord,
-        fine: &StepReport,
-        servers: &[String],
-    ) -> Recovery {
+    /// How the run went through disturbance `d` and came back, from the steps around it.
+    fn recovery(&self, d: Disturbance<'_>, record: &ScenarioRecord, fine: &StepReport, servers: &[String]) -> Recovery {
+        let Disturbance { label: disturbance, span: (start, end), fairness, event } = d;
         let n = fine.steps.len();
         let span = self.steps_in(start, end, n);
         let before = self.steps_in(start.saturating_sub(BASELINE), start, n);
@@ -959,7 +964,6 @@ mod tests {
         for (i, &latency) in p99s.iter().enumerate() {
             let mut step = Step::new(2);
             step.latency.record_n(latency, 100).expect("in range");
-            step.completed = 100;
             step.completed_by_target = vec![50, 50];
             for &(at, target) in failures {
                 if at == i {

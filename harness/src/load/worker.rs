@@ -106,7 +106,6 @@ pub struct StepPlan {
 /// One step of a scenario's timeline, by the time replies and failures happened.
 #[derive(Debug, Clone)]
 pub struct Step {
-    pub completed: u64,
     /// By [`Failure::index`].
     pub errors: [u64; Failure::ALL.len()],
     /// Failures and replies on connections to each target (by target index).
@@ -119,7 +118,6 @@ pub struct Step {
 impl Step {
     pub fn new(targets: usize) -> Self {
         Self {
-            completed: 0,
             errors: [0; Failure::ALL.len()],
             errors_by_target: vec![0; targets],
             completed_by_target: vec![0; targets],
@@ -127,8 +125,12 @@ impl Step {
         }
     }
 
+    /// Replies completed in the step, on connections to any target.
+    pub fn completed(&self) -> u64 {
+        self.completed_by_target.iter().sum()
+    }
+
     pub fn add(&mut self, other: &Step) {
-        self.completed += other.completed;
         for (a, b) in self.errors.iter_mut().zip(other.errors) {
             *a += b;
         }
@@ -819,7 +821,6 @@ impl<'a> Generator<'a> {
                 let since = now - window.measure_start;
                 let conn = &mut self.conns[c];
                 if let Some(step) = fine.steps.get_mut((since / plan.step) as usize) {
-                    step.completed += 1;
                     step.completed_by_target[conn.target] += 1;
                 }
                 fine.completed_by_target[conn.target] += 1;
