@@ -595,8 +595,8 @@ impl Herd {
     /// does) makes the pid the harness measures and signals the server's.
     fn launch(&mut self, name: &str, launch: &Launch, args: &[OsString], append: bool) -> Result<()> {
         let output = open_output(&self.spec.logs, name, append)?;
-        let mut cmd = launch.command(&self.spec.exe);
-        cmd.args(args).stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
+        let mut cmd = launch.command(&self.spec.exe, args);
+        cmd.stdin(Stdio::null()).stdout(output.try_clone()?).stderr(output);
         self.children.spawn(name, cmd, self.spec.cpus.clone())?;
         Ok(())
     }

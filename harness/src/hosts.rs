@@ -29,12 +29,17 @@
 //! What runs where, for one run labelled `<label>` (the logs folder's name):
 //!
 //! ```text
-//!  <launcher> sh -c 'mkdir -p <dir>/<label> && cat > …'   ◄─ the herd key (stdin), the workload
+//!  <launcher> sh -c 'mkdir -p … | base64 -d > …' … <base64>   ◄─ the herd key, the workload
 //!  <launcher> <harness> places --listen <address>:<base_port>
 //!  <launcher> <harness> serve … --listen <address>:<port> --peer …  --log/--stats in <dir>/<label>
 //!  <launcher> <harness> load --slice k/n --start-at T --output <dir>/<label>/generator-k.json
-//!  <launcher> cat <dir>/<label>/<file>                     ─► the local logs folder, then merged
+//!  <launcher> base64 <dir>/<label>/<file>                  ─► the local logs folder, then merged
 //! ```
+//!
+//! Files cross as base64 in arguments and output, never on stdin: `ssh -tt` gives the command a
+//! terminal, which never passes on the end of stdin, reads control characters and turns newlines
+//! into CR LF. A launcher whose program is `ssh` hands the rest of its command line to a shell
+//! there, joined by spaces, so every word after it is quoted for that shell ([`Remote::shell`]).
 //!
 //! Processes are stopped by signalling the launcher's process: `ip netns exec` execs the command,
 //! so the signal reaches the server itself; `ssh -tt` gives the remote command a terminal, which
@@ -45,7 +50,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -190,6 +194,7 @@ impl Placement {
             host: host.name.clone(),
             address: host.address,
             prefix: words(&host.launcher, host).expect("checked when loaded").into_iter().map(OsString::from).collect(),
+            shell: host.launcher.split_whitespace().next().is_some_and(|p| Path::new(p).ends_with("ssh")),
             harness: host.harness.clone(),
             dir: host.dir.clone(),
         }
@@ -228,23 +233,41 @@ pub struct Remote {
     pub address: IpAddr,
     /// The launcher's words (empty: this machine).
     pub prefix: Vec<OsString>,
+    /// The launcher hands the rest of its command line to a shell on the host, joined by spaces
+    /// (`ssh` does; `ip netns exec` execs its arguments as they are): every word after the
+    /// launcher is then quoted for that shell.
+    pub shell: bool,
     /// The `harness` binary there (`None`: this binary's path).
     pub harness: Option<PathBuf>,
     /// The host's folder for runs.
     pub dir: PathBuf,
 }
 
-/// `<prefix…> program` (just `program` without a prefix), for the arguments to follow.
-pub fn command(prefix: &[OsString], program: impl Into<OsString>) -> Command {
-    let program = program.into();
-    match prefix {
-        [] => Command::new(program),
-        [first, rest @ ..] => {
-            let mut cmd = Command::new(first);
-            cmd.args(rest).arg(program);
-            cmd
-        }
+/// `<prefix…> words…` (just `words…` without a prefix): the command line `words` run through a
+/// launcher; with `shell`, each word is quoted for the shell the launcher hands them to.
+pub fn command(prefix: &[OsString], shell: bool, words: impl IntoIterator<Item = OsString>) -> Command {
+    let words = words.into_iter().map(|w| if shell { shell_quote(&w) } else { w });
+    let mut all = prefix.iter().cloned().chain(words);
+    let mut cmd = Command::new(all.next().unwrap_or_default());
+    cmd.args(all);
+    cmd
+}
+
+/// `word` as one word for a POSIX shell: as it is if it holds nothing the shell would read, else in
+/// single quotes (each `'` inside written `'\''`).
+fn shell_quote(word: &std::ffi::OsStr) -> OsString {
+    let text = word.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return word.to_owned();
     }
+    format!("'{}'", text.replace('\'', "'\\''")).into()
+}
+
+/// What a failed command said: its stderr, or its stdout when a terminal merged the two.
+fn said(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if err.is_empty() { String::from_utf8_lossy(&out.stdout).trim().to_owned() } else { err }
 }
 
 /// How long a fetched file may take to appear (a process stopped through `ssh` writes its counters
@@ -252,9 +275,9 @@ pub fn command(prefix: &[OsString], program: impl Into<OsString>) -> Command {
 const FETCH_WAIT: Duration = Duration::from_secs(3);
 
 impl Remote {
-    /// `<prefix…> program`, for the arguments to follow.
-    pub fn command(&self, program: impl Into<OsString>) -> Command {
-        command(&self.prefix, program)
+    /// `<prefix…> words…`: the command line `words` run on the host.
+    pub fn command(&self, words: impl IntoIterator<Item = OsString>) -> Command {
+        command(&self.prefix, self.shell, words)
     }
 
     /// This run's folder on the host.
@@ -263,41 +286,41 @@ impl Remote {
     }
 
     /// Writes `bytes` to `path` on the host (its folder made first; readable by the owner only).
+    /// The bytes travel base64-encoded in an argument, not on stdin: a launcher that gives the
+    /// command a terminal (`ssh -tt`) would never pass on the end of stdin, and would read
+    /// control characters in it.
     pub fn put(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        use base64::Engine;
         let dir = path.parent().context("a file in a folder")?;
-        let mut child = self
-            .command("sh")
-            .args(["-c", "mkdir -p \"$1\" && umask 077 && cat > \"$2\"", "sh"])
-            .arg(dir)
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let script = "mkdir -p \"$1\" && umask 077 && printf %s \"$3\" | base64 -d > \"$2\"";
+        let words = ["sh", "-c", script, "sh"].map(OsString::from).into_iter();
+        let out = self
+            .command(words.chain([dir.into(), path.into(), encoded.into()]))
+            .stdin(Stdio::null())
+            .output()
             .with_context(|| format!("starting {} to write {} on host {}", self.shown(), path.display(), self.host))?;
-        child.stdin.take().context("stdin")?.write_all(bytes)?;
-        let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!(
-                "writing {} on host {} through `{}` failed: {}",
-                path.display(),
-                self.host,
-                self.shown(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("writing {} on host {} through `{}` failed: {}", path.display(), self.host, self.shown(), said(&out));
         }
         Ok(())
     }
 
-    /// Reads `path` on the host, waiting up to a few seconds for it to appear.
+    /// Reads `path` on the host, waiting up to a few seconds for it to appear. The file comes back
+    /// base64-encoded: a terminal (`ssh -tt`) turns each newline it passes into CR LF.
     pub fn fetch(&self, path: &Path) -> Result<Vec<u8>> {
+        use base64::Engine;
         let deadline = Instant::now() + FETCH_WAIT;
         loop {
-            let out = self.command("cat").arg(path).stdin(Stdio::null()).output().with_context(|| {
-                format!("starting {} to read {} on host {}", self.shown(), path.display(), self.host)
-            })?;
+            let out =
+                self.command(["base64".into(), path.into()]).stdin(Stdio::null()).output().with_context(|| {
+                    format!("starting {} to read {} on host {}", self.shown(), path.display(), self.host)
+                })?;
             if out.status.success() {
-                return Ok(out.stdout);
+                let text: Vec<u8> = out.stdout.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+                return base64::engine::general_purpose::STANDARD.decode(text).with_context(|| {
+                    format!("reading {} on host {}: not what base64 writes", path.display(), self.host)
+                });
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -305,7 +328,7 @@ impl Remote {
                     path.display(),
                     self.host,
                     self.shown(),
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    said(&out)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -374,9 +397,10 @@ pub fn run_generators(
             start_at: Some(start_at.into()),
             ..spec.clone()
         };
-        let mut cmd = remote.command(&exe_there);
-        cmd.arg("load").args(share.to_load_args(&workload_file)?);
-        cmd.arg("--output").arg(dir.join(format!("generator-{k}.json")));
+        let mut words: Vec<OsString> = vec![exe_there.into(), "load".into()];
+        words.extend(share.to_load_args(&workload_file)?);
+        words.extend(["--output".into(), dir.join(format!("generator-{k}.json")).into()]);
+        let mut cmd = remote.command(words);
         let out = std::fs::File::create(logs.join(format!("generator-{k}.out")))?;
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         children.push(cmd.spawn().with_context(|| format!("starting generator {k} on host {}", remote.host))?);
@@ -472,9 +496,11 @@ mod tests {
         assert_eq!(ball.prefix, ["ssh", "-tt", "-o", "BatchMode=yes", "b"].map(OsString::from));
         assert_eq!(ball.run_dir("run-1"), PathBuf::from("/srv/hb/run-1"));
         assert_eq!(p.generators().iter().map(|g| g.host.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        let cmd = ball.command("harness");
+        assert!(ball.shell && !places.shell, "ssh hands its words to a shell; no launcher does not");
+        let cmd = ball.command(["harness".into(), "--log".into(), "/srv/hb/a run/Ball.log".into()]);
         assert_eq!(cmd.get_program(), "ssh");
-        assert_eq!(cmd.get_args().last(), Some(std::ffi::OsStr::new("harness")));
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args[args.len() - 3..], ["harness", "--log", "'/srv/hb/a run/Ball.log'"]);
     }
 
     #[test]
@@ -514,6 +540,7 @@ mod tests {
             host: "here".into(),
             address: "127.0.0.1".parse().expect("ip"),
             prefix: vec!["env".into(), "HERDBENCH_TEST=1".into()],
+            shell: false,
             harness: None,
             dir: dir.clone(),
         };
@@ -528,6 +555,32 @@ mod tests {
         assert_eq!(std::fs::read(local.join("herd.key")).expect("copied"), b"secret\n");
         let err = format!("{:#}", remote.fetch(&dir.join("absent")).expect_err("no such file"));
         assert!(err.contains("on host here through `env HERDBENCH_TEST=1`"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn words_reach_a_remote_shell_intact() {
+        assert_eq!(shell_quote("--listen".as_ref()), "--listen");
+        assert_eq!(shell_quote("[::1]:7400".as_ref()), "'[::1]:7400'");
+        assert_eq!(shell_quote("it's".as_ref()), "'it'\\''s'");
+        assert_eq!(shell_quote("".as_ref()), "''");
+        // A launcher that does what ssh does with its arguments: joins them with spaces and hands
+        // the line to a shell. A path with a space and bytes a shell or terminal would read
+        // (quotes, `$`, control characters, no final newline) must arrive as they were.
+        let dir = std::env::temp_dir().join(format!("herdbench-shell {}", std::process::id()));
+        let remote = Remote {
+            host: "here".into(),
+            address: "127.0.0.1".parse().expect("ip"),
+            prefix: ["sh", "-c", "exec sh -c \"$*\"", "fake-ssh"].map(OsString::from).into(),
+            shell: true,
+            harness: None,
+            dir: dir.clone(),
+        };
+        let file = remote.run_dir("a run").join("it's.toml");
+        let bytes = b"name = \"x $HOME `id`\"\n\x03\x04\x00'\\";
+        remote.put(&file, bytes).expect("written through a shell");
+        assert_eq!(std::fs::read(&file).expect("there"), bytes);
+        assert_eq!(remote.fetch(&file).expect("read back"), bytes);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -113,3 +113,178 @@ fn a_herd_on_two_hosts_with_a_generator_on_each() {
     drop(net);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An sshd of the test's own on a free loopback port, with keys made for it, and an ssh client
+/// config that reaches it as host `loop` (root, key only, no host-key prompt). Stopped on drop.
+struct Sshd {
+    child: std::process::Child,
+    config: PathBuf,
+}
+
+impl Sshd {
+    /// `None` where this machine has no sshd or the test is not root (CI installs openssh-server
+    /// and runs as root).
+    fn start(dir: &Path) -> Option<Self> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() || !netns::can_create() {
+            return None;
+        }
+        std::fs::create_dir_all(dir).expect("sshd folder");
+        for key in ["host_key", "client_key"] {
+            let _ = std::fs::remove_file(dir.join(key));
+            let made = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(dir.join(key))
+                .status()
+                .expect("ssh-keygen runs");
+            assert!(made.success(), "ssh-keygen made {key}");
+        }
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).expect("authorized_keys");
+        // The privilege separation folder sshd insists on (made by the package's service, which
+        // does not run in a container).
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
+        let d = dir.display();
+        let server_config = dir.join("sshd_config");
+        std::fs::write(
+            &server_config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nStrictModes no\nPidFile {d}/sshd.pid\nLogLevel ERROR\n"
+            ),
+        )
+        .expect("sshd_config");
+        let config = dir.join("ssh_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Host loop\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {d}/client_key\n  \
+                 IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n  \
+                 LogLevel ERROR\n"
+            ),
+        )
+        .expect("ssh_config");
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&server_config)
+            .stderr(std::fs::File::create(dir.join("sshd.log")).expect("sshd.log"))
+            .spawn()
+            .expect("sshd starts");
+        let sshd = Self { child, config };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !Command::new("ssh")
+            .arg("-F")
+            .arg(&sshd.config)
+            .args(["loop", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(std::time::Instant::now() < deadline, "sshd did not let us in within 10 s: see {d}/sshd.log");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(sshd)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn a_member_and_a_generator_over_ssh() {
+    // The launcher the README shows, through a real sshd on loopback: `ssh -tt` hands a shell one
+    // joined command line (words must be quoted) and gives the command a terminal (no end of stdin,
+    // CR LF on the way back), and ending the local ssh must stop the server there.
+    let dir = temp_dir("ssh");
+    let Some(sshd) = Sshd::start(&dir.join("sshd")) else {
+        eprintln!(
+            "\n*** SKIPPED a_member_and_a_generator_over_ssh: it runs an sshd of its own, which needs root and \
+             /usr/sbin/sshd (.ci/run installs openssh-server; CI runs as root) ***\n"
+        );
+        return;
+    };
+    let remote_dir = dir.join("over ssh");
+    let hosts = dir.join("hosts.toml");
+    std::fs::write(
+        &hosts,
+        format!(
+            r#"
+places = "here"
+generators = ["loop"]
+base_port = 17500
+
+[[host]]
+name = "here"
+address = "127.0.0.1"
+dir = "{here}"
+
+[[host]]
+name = "loop"
+address = "127.0.0.1"
+launcher = "ssh -tt -F {config} {{host}}"
+dir = "{remote}"
+
+[members]
+Alford = "loop"
+Ball = "here"
+Hamilton = "here"
+Holiday = "here"
+Welsh = "here"
+"#,
+            here = dir.join("here").display(),
+            config = sshd.config.display(),
+            remote = remote_dir.display(),
+        ),
+    )
+    .expect("hosts file");
+    let output = dir.join("result.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--impl", "event-handler", "--load", "400", "--duration", "2s", "--warmup", "500ms"])
+        .arg("--hosts")
+        .arg(&hosts)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .expect("harness runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: RunResult = serde_json::from_str(&std::fs::read_to_string(&output).expect("a result")).expect("parses");
+
+    // The generator's result file crossed the terminal back intact, and its load was answered.
+    assert_eq!(r.summary.errors, 0, "{stderr}");
+    assert!(r.summary.requests >= 700, "about 800 requests in 2 s: {}", r.summary.requests);
+    assert_eq!(r.merged.as_ref().expect("merged from the generator").files, ["generator-0.json"]);
+    // Alford ran behind ssh (the pid the harness holds is ssh's) and got the herd key through it:
+    // its authenticated links carried floods both ways, and its counters came back.
+    let placed = r.parameters.hosts.as_ref().expect("hosts recorded");
+    let alford = placed.iter().find(|h| h.process == "Alford").expect("Alford placed");
+    assert_eq!((alford.host.as_str(), alford.local_process), ("loop", false));
+    let counters = r.servers.iter().find(|s| s.name == "Alford").and_then(|s| s.counters.as_ref()).expect("counters");
+    assert!(counters.counters.values().sum::<u64>() > 0, "{counters:?}");
+    assert!(r.propagation_us.as_ref().is_some_and(|p| p.count > 0), "floods crossed");
+    // Ending the local ssh hung up Alford's terminal: no server is left behind on the host.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let needle = remote_dir.display().to_string();
+    while !processes_with(&needle).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "left running: {:?}", processes_with(&needle));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(sshd);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -137,12 +137,13 @@ impl Launch {
         }
     }
 
-    /// `[prefix…] harness`, for the arguments to follow: `local_exe` unless a host names its own.
-    pub fn command(&self, local_exe: &std::path::Path) -> std::process::Command {
+    /// `[prefix…] harness args…`: `local_exe` unless a host names its own.
+    pub fn command(&self, local_exe: &std::path::Path, args: &[OsString]) -> std::process::Command {
+        let words = |exe: &std::path::Path| std::iter::once(exe.into()).chain(args.iter().cloned());
         match self {
-            Self::Here => std::process::Command::new(local_exe),
-            Self::Prefixed(prefix) => crate::hosts::command(prefix, local_exe),
-            Self::Host(remote) => remote.command(remote.harness.as_deref().unwrap_or(local_exe)),
+            Self::Here => crate::hosts::command(&[], false, words(local_exe)),
+            Self::Prefixed(prefix) => crate::hosts::command(prefix, false, words(local_exe)),
+            Self::Host(remote) => remote.command(words(remote.harness.as_deref().unwrap_or(local_exe))),
         }
     }
 }
