@@ -50,6 +50,23 @@ Welsh = "here"
     path
 }
 
+/// `harness run` of `style` at 400/s for 2 s placed by `hosts`: its result (in `dir`) and stderr.
+fn run_on_hosts(style: &str, hosts: &Path, dir: &Path) -> (RunResult, String) {
+    let output = dir.join("result.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--impl", style, "--load", "400", "--duration", "2s", "--warmup", "500ms"])
+        .arg("--hosts")
+        .arg(hosts)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .expect("harness runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let r = serde_json::from_str(&std::fs::read_to_string(&output).expect("a result")).expect("parses");
+    (r, stderr)
+}
+
 #[test]
 fn a_herd_on_two_hosts_with_a_generator_on_each() {
     if !netns::can_create() {
@@ -63,18 +80,7 @@ fn a_herd_on_two_hosts_with_a_generator_on_each() {
     let net = Namespaces::create(&["host2".to_owned()]).expect("a namespace");
     let m = net.members()[0].clone();
     let hosts = hosts_file(&dir, &m.ns, &m.root_ip.to_string(), &m.member_ip.to_string());
-    let output = dir.join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", "--impl", "threadpool", "--load", "400", "--duration", "2s", "--warmup", "500ms"])
-        .arg("--hosts")
-        .arg(&hosts)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .expect("harness runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let r: RunResult = serde_json::from_str(&std::fs::read_to_string(&output).expect("a result")).expect("parses");
+    let (r, stderr) = run_on_hosts("threadpool", &hosts, &dir);
 
     // Two generators' halves of one 400/s load, merged into the run's result.
     assert_eq!(r.summary.errors, 0, "{stderr}");
@@ -253,18 +259,7 @@ Welsh = "here"
         ),
     )
     .expect("hosts file");
-    let output = dir.join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", "--impl", "event-handler", "--load", "400", "--duration", "2s", "--warmup", "500ms"])
-        .arg("--hosts")
-        .arg(&hosts)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .expect("harness runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let r: RunResult = serde_json::from_str(&std::fs::read_to_string(&output).expect("a result")).expect("parses");
+    let (r, stderr) = run_on_hosts("event-handler", &hosts, &dir);
 
     // The generator's result file crossed the terminal back intact, and its load was answered.
     assert_eq!(r.summary.errors, 0, "{stderr}");
