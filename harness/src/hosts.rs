@@ -194,7 +194,6 @@ impl Placement {
             host: host.name.clone(),
             address: host.address,
             prefix: words(&host.launcher, host).expect("checked when loaded").into_iter().map(OsString::from).collect(),
-            shell: host.launcher.split_whitespace().next().is_some_and(|p| Path::new(p).ends_with("ssh")),
             harness: host.harness.clone(),
             dir: host.dir.clone(),
         }
@@ -233,10 +232,6 @@ pub struct Remote {
     pub address: IpAddr,
     /// The launcher's words (empty: this machine).
     pub prefix: Vec<OsString>,
-    /// The launcher hands the rest of its command line to a shell on the host, joined by spaces
-    /// (`ssh` does; `ip netns exec` execs its arguments as they are): every word after the
-    /// launcher is then quoted for that shell.
-    pub shell: bool,
     /// The `harness` binary there (`None`: this binary's path).
     pub harness: Option<PathBuf>,
     /// The host's folder for runs.
@@ -244,8 +239,11 @@ pub struct Remote {
 }
 
 /// `<prefix…> words…` (just `words…` without a prefix): the command line `words` run through a
-/// launcher; with `shell`, each word is quoted for the shell the launcher hands them to.
-pub fn command(prefix: &[OsString], shell: bool, words: impl IntoIterator<Item = OsString>) -> Command {
+/// launcher. A launcher whose program is `ssh` hands the rest of its command line to a shell on
+/// the host, joined by spaces (`ip netns exec` execs its arguments as they are): each word is then
+/// quoted for that shell.
+pub fn command(prefix: &[OsString], words: impl IntoIterator<Item = OsString>) -> Command {
+    let shell = prefix.first().is_some_and(|program| Path::new(program).ends_with("ssh"));
     let words = words.into_iter().map(|w| if shell { shell_quote(&w) } else { w });
     let mut all = prefix.iter().cloned().chain(words);
     let mut cmd = Command::new(all.next().unwrap_or_default());
@@ -277,7 +275,7 @@ const FETCH_WAIT: Duration = Duration::from_secs(3);
 impl Remote {
     /// `<prefix…> words…`: the command line `words` run on the host.
     pub fn command(&self, words: impl IntoIterator<Item = OsString>) -> Command {
-        command(&self.prefix, self.shell, words)
+        command(&self.prefix, words)
     }
 
     /// This run's folder on the host.
@@ -496,7 +494,8 @@ mod tests {
         assert_eq!(ball.prefix, ["ssh", "-tt", "-o", "BatchMode=yes", "b"].map(OsString::from));
         assert_eq!(ball.run_dir("run-1"), PathBuf::from("/srv/hb/run-1"));
         assert_eq!(p.generators().iter().map(|g| g.host.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(ball.shell && !places.shell, "ssh hands its words to a shell; no launcher does not");
+        let here = places.command(["harness".into(), "a run".into()]);
+        assert_eq!(here.get_args().collect::<Vec<_>>(), ["a run"], "no launcher: words as they are");
         let cmd = ball.command(["harness".into(), "--log".into(), "/srv/hb/a run/Ball.log".into()]);
         assert_eq!(cmd.get_program(), "ssh");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -540,7 +539,6 @@ mod tests {
             host: "here".into(),
             address: "127.0.0.1".parse().expect("ip"),
             prefix: vec!["env".into(), "HERDBENCH_TEST=1".into()],
-            shell: false,
             harness: None,
             dir: dir.clone(),
         };
@@ -568,11 +566,15 @@ mod tests {
         // the line to a shell. A path with a space and bytes a shell or terminal would read
         // (quotes, `$`, control characters, no final newline) must arrive as they were.
         let dir = std::env::temp_dir().join(format!("herdbench-shell {}", std::process::id()));
+        // `ssh` here is a link to sh (a link, not a script written now: exec of a file another
+        // test thread may hold open for writing fails with ETXTBSY).
+        let fake_ssh = dir.join("bin").join("ssh");
+        std::fs::create_dir_all(fake_ssh.parent().expect("bin")).expect("bin folder");
+        std::os::unix::fs::symlink("/bin/sh", &fake_ssh).expect("ssh as a link to sh");
         let remote = Remote {
             host: "here".into(),
             address: "127.0.0.1".parse().expect("ip"),
-            prefix: ["sh", "-c", "exec sh -c \"$*\"", "fake-ssh"].map(OsString::from).into(),
-            shell: true,
+            prefix: vec![fake_ssh.into(), "-c".into(), "exec sh -c \"$*\"".into(), "fake-ssh".into()],
             harness: None,
             dir: dir.clone(),
         };

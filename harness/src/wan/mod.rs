@@ -141,8 +141,8 @@ impl Launch {
     pub fn command(&self, local_exe: &std::path::Path, args: &[OsString]) -> std::process::Command {
         let words = |exe: &std::path::Path| std::iter::once(exe.into()).chain(args.iter().cloned());
         match self {
-            Self::Here => crate::hosts::command(&[], false, words(local_exe)),
-            Self::Prefixed(prefix) => crate::hosts::command(prefix, false, words(local_exe)),
+            Self::Here => crate::hosts::command(&[], words(local_exe)),
+            Self::Prefixed(prefix) => crate::hosts::command(prefix, words(local_exe)),
             Self::Host(remote) => remote.command(words(remote.harness.as_deref().unwrap_or(local_exe))),
         }
     }
