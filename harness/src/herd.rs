@@ -295,7 +295,8 @@ impl ExitedAtStartUp {
     /// Another process took the child's port between its reservation and the child's bind: a new
     /// start, on new ports, can succeed.
     pub fn port_taken(&self) -> bool {
-        self.output.contains("Address already in use")
+        // Rust and Python print "Address already in use", Node.js and Go "address already in use".
+        self.output.to_ascii_lowercase().contains("address already in use")
     }
 }
 

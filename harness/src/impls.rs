@@ -4,9 +4,11 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use herd_core::{Echo, Herd, ServeOptions};
 use serde::{Deserialize, Serialize};
+
+use crate::guest::{self, GuestRecord, GuestSpec};
 
 /// An implementation's metadata file (`impls/<style>/impl.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -26,6 +28,12 @@ pub struct ImplMeta {
     pub threads: String,
     /// Modes it supports (`herd`, `echo`).
     pub modes: Vec<String>,
+    /// A guest's setup, versions and serve command (`guests/<name>/impl.toml`); none for a style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestSpec>,
+    /// What a run recorded of the guest it measured: folder, content hash, commit, versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_record: Option<GuestRecord>,
 }
 
 impl ImplMeta {
@@ -40,6 +48,8 @@ impl ImplMeta {
             upstream_wait: unknown(),
             threads: unknown(),
             modes: vec![format!("{mode:?}").to_lowercase()],
+            guest: None,
+            guest_record: None,
         }
     }
 }
@@ -65,15 +75,24 @@ pub fn all() -> Result<Vec<ImplMeta>> {
     METADATA.iter().map(|text| toml::from_str(text).context("an impl.toml is malformed")).collect()
 }
 
-/// The metadata of `name`, or an error listing the names that exist.
+/// The metadata of `name` — a built-in style or a guest (`guests/`, `--guest PATH`) — or an error
+/// listing the names that exist.
 pub fn find(name: &str) -> Result<ImplMeta> {
     let all = all()?;
-    let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
-    let list = names.join(", ");
-    all.iter()
-        .find(|m| m.name == name)
-        .cloned()
-        .with_context(|| format!("unknown implementation `{name}`; use --impl with one of: {list}"))
+    if let Some(meta) = all.iter().find(|m| m.name == name) {
+        return Ok(meta.clone());
+    }
+    if let Some(guest) = guest::find(name)? {
+        return Ok(guest.meta);
+    }
+    let mut names: Vec<String> = all.into_iter().map(|m| m.name).collect();
+    names.extend(guest::names());
+    bail!("unknown implementation `{name}`; use --impl with one of: {} (or a guest's folder with --guest PATH)", names.join(", "))
+}
+
+/// Whether `name` is one of the built-in Rust styles (not a guest).
+pub fn is_builtin(name: &str) -> bool {
+    all().is_ok_and(|all| all.iter().any(|m| m.name == name))
 }
 
 /// The protocol a server speaks.

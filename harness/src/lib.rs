@@ -5,8 +5,11 @@
 //! # Layout
 //! - [`run`]: orchestration of a measurement; [`herd`]: the herd launcher (the places backend and
 //!   the servers as child processes); `procs`: child processes; `machine`: the environment.
-//! - [`serve`]: one server process; [`impls`]: the registry of styles; [`limits`]: the policy
-//!   layer's limits as flags of `serve` and `run`.
+//! - [`serve`]: one server process; [`impls`]: the registry of styles and guests; [`guest`]:
+//!   servers from other ecosystems (setup, stamps, `exec`); [`limits`]: the policy layer's limits
+//!   as flags of `serve` and `run`.
+//! - [`verify`]: the conformance cases, run by `harness verify` against any implementation and by
+//!   the conformance test suite.
 //! - [`places`]: the places backend.
 //! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
 //! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
@@ -24,6 +27,7 @@ pub mod counters;
 pub mod export;
 pub mod findings;
 pub mod gate;
+pub mod guest;
 pub mod herd;
 pub mod hlog;
 pub mod hosts;
@@ -45,5 +49,6 @@ mod summary;
 pub mod sweep;
 pub mod topology;
 pub mod units;
+pub mod verify;
 pub mod wan;
 pub mod workload;

@@ -90,23 +90,38 @@ impl LimitsArgs {
 
     /// Every flag with its value, for a `harness serve` command line: `--max-line 64KiB …`.
     pub fn to_serve_args(&self) -> Vec<String> {
+        self.to_args(ByteSize::to_string, Interval::to_string)
+    }
+
+    /// Every flag with its value in the plain units of the guest contract (guests/CONTRACT.md):
+    /// sizes in bytes (`--max-line 65536`), durations in whole milliseconds (`--link-retry 100ms`;
+    /// `250us` for one that is not), counts as numbers.
+    pub fn to_guest_args(&self) -> Vec<String> {
+        let plain_duration = |i: &Interval| {
+            let us = i.0.as_micros();
+            if us.is_multiple_of(1000) { format!("{}ms", us / 1000) } else { format!("{us}us") }
+        };
+        self.to_args(|b| b.0.to_string(), plain_duration)
+    }
+
+    fn to_args(&self, size: impl Fn(&ByteSize) -> String, duration: impl Fn(&Interval) -> String) -> Vec<String> {
         let flags: [(&str, String); 16] = [
-            ("--max-line", self.max_line.to_string()),
-            ("--link-retry", self.link_retry.to_string()),
-            ("--link-connect-timeout", self.link_connect_timeout.to_string()),
-            ("--link-queue-bytes", self.link_queue_bytes.to_string()),
-            ("--link-write-stall", self.link_write_stall.to_string()),
-            ("--upstream-timeout", self.upstream_timeout.to_string()),
+            ("--max-line", size(&self.max_line)),
+            ("--link-retry", duration(&self.link_retry)),
+            ("--link-connect-timeout", duration(&self.link_connect_timeout)),
+            ("--link-queue-bytes", size(&self.link_queue_bytes)),
+            ("--link-write-stall", duration(&self.link_write_stall)),
+            ("--upstream-timeout", duration(&self.upstream_timeout)),
             ("--upstream-idle-max", self.upstream_idle_max.to_string()),
-            ("--flush-at", self.flush_at.to_string()),
-            ("--pause-output", self.pause_output.to_string()),
-            ("--max-output", self.max_output.to_string()),
-            ("--write-stall", self.write_stall.to_string()),
+            ("--flush-at", size(&self.flush_at)),
+            ("--pause-output", size(&self.pause_output)),
+            ("--max-output", size(&self.max_output)),
+            ("--write-stall", duration(&self.write_stall)),
             ("--max-in-flight", self.max_in_flight.to_string()),
             ("--max-clients", self.max_clients.to_string()),
             ("--max-connections", self.max_connections.to_string()),
-            ("--accept-backoff", self.accept_backoff.to_string()),
-            ("--accept-backoff-max", self.accept_backoff_max.to_string()),
+            ("--accept-backoff", duration(&self.accept_backoff)),
+            ("--accept-backoff-max", duration(&self.accept_backoff_max)),
         ];
         flags.into_iter().flat_map(|(flag, value)| [flag.to_owned(), value]).collect()
     }
@@ -199,6 +214,12 @@ mod tests {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_eq!(parse(&refs).expect("serve parses what run passes").limits(), limits);
         assert!(args.windows(2).any(|w| w == ["--link-queue-bytes", "1536KiB"]), "{args:?}");
+        let plain = LimitsArgs::from(&limits).to_guest_args();
+        let refs: Vec<&str> = plain.iter().map(String::as_str).collect();
+        assert_eq!(parse(&refs).expect("serve parses what a guest is given").limits(), limits);
+        for pair in [["--link-queue-bytes", "1572864"], ["--link-write-stall", "1500ms"], ["--accept-backoff", "250us"]] {
+            assert!(plain.windows(2).any(|w| w == pair), "{pair:?} in {plain:?}");
+        }
     }
 
     #[test]

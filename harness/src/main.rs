@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{compare, export, gate, load, merge, places, report, result, run, serve};
+use harness::{compare, export, gate, guest, load, merge, places, report, result, run, serve, verify};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]
@@ -25,6 +25,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run one server of a style (what `run` starts five of).
     Serve(serve::ServeArgs),
+    /// Run the conformance cases against any implementation, built-in or guest, and print a
+    /// pass/fail table with the reason for each failure (`run` measures only a verified guest).
+    Verify(verify::VerifyArgs),
     /// Write a fresh herd key file for `serve --herd-key` (`run` makes its own for each run).
     Keygen(serve::KeygenArgs),
     /// Run the places backend (a local Nearby Search imitation). SIGUSR1 holds every request until
@@ -49,9 +52,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `--guest PATH` folders reach every process this one starts (see `harness::guest`).
+    let guest_folders = match &cli.command {
+        None => &cli.run.guests,
+        Some(Command::Run(args)) => &args.guests,
+        Some(Command::Serve(args)) => &args.guests,
+        Some(Command::Verify(args)) => &args.guests,
+        Some(_) => &Vec::new(),
+    };
+    if let Err(e) = guest::add_search_folders(guest_folders) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let outcome = match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => run::run(&args).map(|path| println!("{}", path.display())),
         Command::Serve(args) => serve::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Keygen(args) => serve::write_key(&args.file).map(|()| println!("{}", args.file.display())),
         Command::Places(args) => places::run(&args),
         Command::Load(args) => load::run(&args),

@@ -389,7 +389,8 @@ pub struct ProcessResources {
 #[serde(deny_unknown_fields)]
 pub struct ServerCounters {
     pub counters: BTreeMap<String, u64>,
-    /// Style-specific gauges, e.g. queue depths.
+    /// Style-specific gauges, e.g. queue depths (a guest's stats file may leave them out).
+    #[serde(default)]
     pub extra: BTreeMap<String, u64>,
     pub propagation_us: Option<Latency>,
 }

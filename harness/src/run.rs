@@ -84,6 +84,13 @@ pub struct RunArgs {
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
+    /// A guest's folder (or a folder of guests) to look for `--impl` names in, beside guests/.
+    #[arg(long = "guest", value_name = "PATH")]
+    pub guests: Vec<PathBuf>,
+    /// Measure a guest that has not passed `harness verify` since its folder last changed (the
+    /// result records that it was unverified).
+    #[arg(long)]
+    pub unverified: bool,
     /// Count every system call of the servers over the window, by name, with `perf stat`
     /// tracepoints (root or perf_event_paranoid ≤ 1; without perf the run says so and goes on).
     #[arg(long)]
@@ -150,6 +157,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     };
     for name in &implementations {
         impls::find(name)?;
+        check_guest(name, args.unverified)?;
     }
     let scenario = args.scenario.as_deref().map(Scenario::load).transpose()?;
     let workloads = match (&scenario, &args.workload) {
@@ -299,6 +307,20 @@ fn run_one(
     Ok(files.output)
 }
 
+/// A guest is set up (once, cached) and must have passed `harness verify` for its folder as it is
+/// now, before anything is measured; `--unverified` lets it through, and its result says so.
+fn check_guest(name: &str, unverified: bool) -> Result<()> {
+    let Some(guest) = crate::guest::find(name)? else { return Ok(()) };
+    let record = guest.prepare()?;
+    if !record.verified && !unverified {
+        bail!(
+            "guest {name} has not passed `harness verify` since its folder last changed: run \
+             `harness verify --impl {name}` first (or pass --unverified; the result records it)"
+        );
+    }
+    Ok(())
+}
+
 /// What a point of the matrix resolves to before anything starts.
 #[derive(Debug)]
 struct Plan {
@@ -314,7 +336,10 @@ impl Plan {
     /// Finds the style and the workload, checks that the style supports the workload's mode, and
     /// reads the topology.
     fn new(args: &RunArgs, point: &Point) -> Result<Self> {
-        let meta = impls::find(&point.implementation)?;
+        let mut meta = impls::find(&point.implementation)?;
+        if let Some(guest) = crate::guest::find(&point.implementation)? {
+            meta.guest_record = Some(guest.prepare()?);
+        }
         let workload = load::workload_for(&point.workload, args.mode)?;
         let mode_name = if workload.mode == Mode::Herd { "herd" } else { "echo" };
         if !meta.modes.iter().any(|m| m == mode_name) {

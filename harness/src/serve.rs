@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// The policy layer's limits (`--max-line`, `--link-queue-bytes`, `--upstream-timeout`, …).
     #[command(flatten)]
     pub limits: LimitsArgs,
+    /// A guest's folder (or a folder of guests) to look for the `--impl` name in, beside guests/.
+    #[arg(long = "guest", value_name = "PATH")]
+    pub guests: Vec<PathBuf>,
 }
 
 /// `harness keygen`: writes a fresh herd key.
@@ -171,6 +174,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.driver.is_some() && !impls::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
         bail!("{} has one way of waiting; --driver is for {}", meta.name, impls::CHOOSE_DRIVER.join(", "));
     }
+    if meta.guest.is_some() {
+        return become_guest(args);
+    }
     let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let (log, flusher) = match &args.log {
         Some(path) => {
@@ -237,6 +243,66 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     drop(server);
     std::process::exit(0);
+}
+
+/// Replaces this process with guest `args.implementation`, given the settings (see
+/// [`crate::guest`]): the pid the herd watches, measures and signals is the guest's own.
+fn become_guest(args: &ServeArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let guest = crate::guest::find(&args.implementation)?.context("the guest vanished while starting")?;
+    // Cached: set up once before the herd starts (`run` and `verify` do), so this only checks.
+    guest.prepare()?;
+    if args.mode == Mode::Herd && args.herd_key.is_none() && !args.insecure_herd {
+        herd_key(args)?;
+    }
+    let err = guest.command(&args.guest_args()).exec();
+    Err(err).with_context(|| format!("starting guest {} ({})", guest.meta.name, guest.spec.serve.join(" ")))
+}
+
+impl ServeArgs {
+    /// The settings as the guest contract gives them (guests/CONTRACT.md, "Settings"): every flag
+    /// of `harness serve` but `--impl` and `--driver`, each limit explicit in plain units.
+    pub fn guest_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = Vec::new();
+        let mut flag = |name: &str, value: std::ffi::OsString| {
+            out.push(name.into());
+            out.push(value);
+        };
+        flag("--name", self.name.clone().into());
+        flag("--listen", self.listen.to_string().into());
+        for (peer, addr) in &self.peers {
+            flag("--peer", format!("{peer}={addr}").into());
+        }
+        if let Some(places) = self.places {
+            flag("--places", places.to_string().into());
+        }
+        flag("--mode", if self.mode == Mode::Herd { "herd" } else { "echo" }.into());
+        for (name, value) in [("--threads", self.threads), ("--io-threads", self.io_threads), ("--stack-kib", self.stack_kib)] {
+            if let Some(v) = value {
+                flag(name, v.to_string().into());
+            }
+        }
+        for (name, path) in [("--log", &self.log), ("--stats", &self.stats), ("--samples", &self.samples)] {
+            if let Some(p) = path {
+                flag(name, p.clone().into());
+            }
+        }
+        if self.samples.is_some() {
+            flag("--sample-every", format!("{}ms", self.sample_every.as_millis().max(1)).into());
+        }
+        flag("--ttl", self.ttl.to_string().into());
+        if let Some(key) = &self.herd_key {
+            flag("--herd-key", key.clone().into());
+        }
+        if self.insecure_herd {
+            out.push("--insecure-herd".into());
+        }
+        if self.log_io {
+            out.push("--log-io".into());
+        }
+        out.extend(self.limits.to_guest_args().into_iter().map(Into::into));
+        out
+    }
 }
 
 /// Appends a [`crate::scenario::Sample`] to `path` every `every`, from a thread of its own; each

@@ -24,19 +24,32 @@
 //! conformance!(future_tokio, "future-tokio");
 //! ```
 //!
-//! # Layout
-//! - `conformance/herd.rs`: the fixture, [`herd::Herd`]: the harness's own herd launcher
-//!   (`harness::herd`), panicking on failure, with a log directory per herd.
-//! - `conformance/client.rs`: [`client::Client`], a blocking line client with 2 s read timeouts, and
-//!   the reply shapes ([`client::AtLine`], [`client::WhatsatReply`]).
-//! - `conformance/cases.rs`: the cases, each `fn(style: &str)`.
+//! The cases, the client and the fixture live in the harness library ([`harness::verify`]), so that
+//! `harness verify --impl NAME` runs the same cases against any implementation, guests included.
+//! Guests are listed here too (`guests/`); their setup runs once, and a machine that cannot set
+//! one up says SKIPPED for it (CI installs their runtimes and sets `HERDBENCH_REQUIRE_GUESTS`).
 
-#[path = "conformance/cases.rs"]
-mod cases;
-#[path = "conformance/client.rs"]
-mod client;
-#[path = "conformance/herd.rs"]
-mod herd;
+use harness::verify;
+
+/// Points the cases at the binary cargo built and their herds' files at cargo's temporary folder;
+/// sets up a guest (once, cached). `false` when the case cannot run here: a guest whose setup
+/// failed — said loudly, and a failure where `HERDBENCH_REQUIRE_GUESTS` is set (CI sets it).
+fn ready(style: &str) -> bool {
+    verify::configure(verify::Settings {
+        exe: env!("CARGO_BIN_EXE_harness").into(),
+        logs: std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance"),
+    });
+    let guest = harness::guest::find(style).unwrap_or_else(|e| panic!("{style}: {e:#}"));
+    let Some(guest) = guest else { return true };
+    match guest.prepare() {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("HERDBENCH_REQUIRE_GUESTS").is_some() => panic!("guest {style}: {e:#}"),
+        Err(e) => {
+            eprintln!("SKIPPED: guest {style} cannot be set up on this machine ({e:#}); .ci/run installs what it needs");
+            false
+        }
+    }
+}
 
 /// `conformance!(module, "style")`: a module of `#[test]`s, one per case, against `style`.
 macro_rules! conformance {
@@ -69,7 +82,9 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $case() {
-                    crate::cases::$case($style);
+                    if crate::ready($style) {
+                        harness::verify::cases::$case($style);
+                    }
                 }
             )+
         }

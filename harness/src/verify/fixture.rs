@@ -12,7 +12,7 @@
 //! Every process is killed and reaped when the [`Herd`] is dropped, also when a test panics
 //! half-way, so no test leaves a process behind; a server [`Herd::suspend`]ed (SIGSTOP) is
 //! continued when its guard is dropped, which the borrow makes happen first. Each child's output, event log and counters go to
-//! a directory of its own under `CARGO_TARGET_TMPDIR`, removed after a passing test and kept (and
+//! a directory of its own under [`super::Settings::logs`], removed after a passing test and kept (and
 //! named on stderr) after a failing one.
 
 use std::net::SocketAddr;
@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use harness::herd::{self, ExitedAtStartUp, HerdSpec};
-use harness::result::ServerCounters;
 use herd_core::Limits;
 
-use crate::client::Client;
+use super::client::Client;
+use crate::herd::{self, ExitedAtStartUp, HerdSpec};
+use crate::result::ServerCounters;
 
-pub use harness::herd::Upstream;
+pub use crate::herd::Upstream;
 
 /// The default topology's servers (DESIGN.md; `harness/topology.toml`), which the cases name.
 pub const SERVERS: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
@@ -65,7 +65,7 @@ impl Herd {
             let spec = HerdSpec {
                 upstream: upstream.clone(),
                 limits: limits.clone(),
-                ..HerdSpec::new(env!("CARGO_BIN_EXE_harness"), style, logs(style))
+                ..HerdSpec::new(&super::settings().exe, style, logs(style))
             };
             assert_eq!(spec.topology.servers, SERVERS, "the cases name the servers of the default topology");
             let logs = spec.logs.clone();
@@ -175,7 +175,7 @@ impl Drop for Suspended<'_> {
 /// A new directory for one herd's output and logs.
 fn logs(style: &str) -> PathBuf {
     static HERDS: AtomicUsize = AtomicUsize::new(0);
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance").join(format!(
+    super::settings().logs.join(format!(
         "{style}-{}-{}",
         std::process::id(),
         HERDS.fetch_add(1, Ordering::Relaxed)

@@ -1,5 +1,6 @@
 //! The conformance cases, each a function of the style's name that starts its own herd.
-//! `conformance!` in `conformance.rs` turns every one into a `#[test]` per style.
+//! [`super::CASES`] lists them for `harness verify`; `conformance!` in harness/tests/conformance.rs
+//! turns every one into a `#[test]` per style.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use herd_core::{HerdKey, Limits, auth};
 
-use crate::client::{AtLine, Client, READ_TIMEOUT, WhatsatReply, now_nanos, now_text, time_text};
-use crate::herd::{Herd, SERVERS, Upstream};
+use super::client::{AtLine, Client, READ_TIMEOUT, WhatsatReply, now_nanos, now_text, time_text};
+use super::fixture::{Herd, SERVERS, Upstream};
 
 /// The DESIGN.md sample.
 const KIWI: &str = "kiwi.cs.ucla.edu";
