@@ -1,0 +1,3 @@
+module herdbench/guests/go
+
+go 1.19
