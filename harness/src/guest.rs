@@ -56,6 +56,10 @@ pub struct GuestSpec {
     pub versions: String,
     /// The server's command, `{dir}` standing for the folder; the settings are appended.
     pub serve: Vec<String>,
+    /// A shell command run in the folder after setup that checks the sources with the ecosystem's
+    /// own formatter and linter (ruff, `node --check`, gofmt and go vet), failing on a finding.
+    #[serde(default)]
+    pub lint: Option<String>,
     /// Settings (flag names without `--`) the guest accepts but does not act on.
     #[serde(default)]
     pub ignores: Vec<String>,
@@ -327,6 +331,44 @@ impl Guest {
         cmd.args(settings);
         cmd
     }
+}
+
+/// `harness setup`: sets up guests (once per folder content) and prints their versions; with
+/// `--lint`, also runs each one's formatter and linter (what CI does before the tests).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SetupArgs {
+    /// A guest's name, a comma list, or `guests` (every guest found).
+    #[arg(long = "impl", default_value = "guests")]
+    pub implementation: String,
+    /// Also run each guest's lint command; fails on any finding.
+    #[arg(long)]
+    pub lint: bool,
+    /// A guest's folder (or a folder of guests) to look for names in, beside guests/.
+    #[arg(long = "guest", value_name = "PATH")]
+    pub guests: Vec<PathBuf>,
+}
+
+pub fn setup(args: &SetupArgs) -> Result<()> {
+    let wanted = match args.implementation.as_str() {
+        "guests" => all().into_iter().map(|g| g.map(|g| g.meta.name)).collect::<Result<Vec<_>>>()?,
+        list => crate::sweep::names(list),
+    };
+    for name in wanted {
+        let guest = find(&name)?.with_context(|| {
+            format!("`{name}` is not a guest; the guests: {}", names().join(", "))
+        })?;
+        let record = guest.prepare()?;
+        let versions: Vec<String> = record.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("{name}: ready ({}), {}", versions.join(", "), if record.verified { "verified" } else { "not verified yet" });
+        if let (true, Some(lint)) = (args.lint, &guest.spec.lint) {
+            eprintln!("== lint {name}: `{lint}`");
+            let status = Command::new("sh").args(["-c", lint]).current_dir(&guest.folder).status()?;
+            if !status.success() {
+                bail!("guest {name}: its lint command `{lint}` found something ({status})");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `name=version` lines; other lines are left out.

@@ -90,6 +90,20 @@ pub fn find(name: &str) -> Result<ImplMeta> {
     bail!("unknown implementation `{name}`; use --impl with one of: {} (or a guest's folder with --guest PATH)", names.join(", "))
 }
 
+/// The names an `--impl` list stands for: `all` is every built-in style, `guests` every guest (and
+/// each of its variants); other names stand for themselves.
+pub fn expand(list: &str) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for name in crate::sweep::names(list) {
+        match name.as_str() {
+            "all" => names.extend(all()?.into_iter().map(|m| m.name)),
+            "guests" => names.extend(guest::names()),
+            _ => names.push(name),
+        }
+    }
+    Ok(names)
+}
+
 /// Whether `name` is one of the built-in Rust styles (not a guest).
 pub fn is_builtin(name: &str) -> bool {
     all().is_ok_and(|all| all.iter().any(|m| m.name == name))

@@ -28,6 +28,9 @@ enum Command {
     /// Run the conformance cases against any implementation, built-in or guest, and print a
     /// pass/fail table with the reason for each failure (`run` measures only a verified guest).
     Verify(verify::VerifyArgs),
+    /// Set up guests (their toolchains and dependencies, once per folder content) and print their
+    /// versions; `--lint` also runs their formatters and linters.
+    Setup(guest::SetupArgs),
     /// Write a fresh herd key file for `serve --herd-key` (`run` makes its own for each run).
     Keygen(serve::KeygenArgs),
     /// Run the places backend (a local Nearby Search imitation). SIGUSR1 holds every request until
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => &args.guests,
         Some(Command::Serve(args)) => &args.guests,
         Some(Command::Verify(args)) => &args.guests,
+        Some(Command::Setup(args)) => &args.guests,
         Some(_) => &Vec::new(),
     };
     if let Err(e) = guest::add_search_folders(guest_folders) {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args).map(|path| println!("{}", path.display())),
         Command::Serve(args) => serve::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Setup(args) => guest::setup(&args),
         Command::Keygen(args) => serve::write_key(&args.file).map(|()| println!("{}", args.file.display())),
         Command::Places(args) => places::run(&args),
         Command::Load(args) => load::run(&args),

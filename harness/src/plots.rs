@@ -74,10 +74,13 @@ struct Look {
     filled: bool,
 }
 
-/// The look of `implementation`: the n-th style of the registry gets the n-th colour, and shapes
-/// cycle so that no two styles share both (a style the registry does not know is grey).
+/// The look of `implementation`: the n-th style of the registry (then the guests, in their order)
+/// gets the n-th colour, and shapes cycle so that no two share both (a name the registry does not
+/// know is grey).
 fn look(implementation: &str) -> Look {
-    let index = crate::impls::all().ok().and_then(|all| all.iter().position(|m| m.name == implementation));
+    let mut names: Vec<String> = crate::impls::all().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
+    names.extend(crate::guest::names());
+    let index = names.iter().position(|n| n == implementation);
     match index {
         Some(i) => Look {
             color: COLORS[i % (COLORS.len() - 1)],

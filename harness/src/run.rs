@@ -40,7 +40,8 @@ use crate::workload::Workload;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Implementation (style) to measure: a name, a comma list, or `all`.
+    /// Implementation (style or guest) to measure: a name, a comma list, `all` (the built-in
+    /// styles) or `guests` (every guest, guests/ and --guest folders).
     #[arg(long = "impl", default_value = "threadpool")]
     pub implementation: String,
     /// Workload: a name in workloads/ (or a path), or a comma list [default: herd-mixed, or the
@@ -150,11 +151,7 @@ struct Point {
 /// Runs every combination of the requested styles, workloads, loads and thread counts, `--repeat`
 /// times. Returns the result file of a single run, or the folder holding a matrix's files.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
-    let implementations = if args.implementation == "all" {
-        impls::all()?.into_iter().map(|m| m.name).collect()
-    } else {
-        sweep::names(&args.implementation)
-    };
+    let implementations = impls::expand(&args.implementation)?;
     for name in &implementations {
         impls::find(name)?;
         check_guest(name, args.unverified)?;
@@ -308,14 +305,19 @@ fn run_one(
 }
 
 /// A guest is set up (once, cached) and must have passed `harness verify` for its folder as it is
-/// now, before anything is measured; `--unverified` lets it through, and its result says so.
+/// now before anything is measured: one that has not is verified first (every case, as `harness
+/// verify` runs them), and refused if a case fails; `--unverified` skips this, and its result says so.
 fn check_guest(name: &str, unverified: bool) -> Result<()> {
     let Some(guest) = crate::guest::find(name)? else { return Ok(()) };
-    let record = guest.prepare()?;
-    if !record.verified && !unverified {
+    if guest.prepare()?.verified || unverified {
+        return Ok(());
+    }
+    eprintln!("== guest {name} has not passed verify since its folder last changed: verifying it first");
+    let cases = crate::verify::CASES;
+    if !crate::verify::verify(name, cases, 4, std::time::Duration::from_secs(120))? {
         bail!(
-            "guest {name} has not passed `harness verify` since its folder last changed: run \
-             `harness verify --impl {name}` first (or pass --unverified; the result records it)"
+            "guest {name} failed verify (the table above names each failed case), so it is not measured: \
+             fix it and run `harness verify --impl {name}`, or pass --unverified to measure it anyway (recorded)"
         );
     }
     Ok(())
