@@ -198,16 +198,27 @@ pub fn evaluate(claim: &Claim, loaded: &[Loaded]) -> Verdict {
 /// Finds every check line in `text`, judges it, and returns the text with each verdict written
 /// after its check, plus the verdicts in order.
 pub fn check_all(text: &str, loaded: &[Loaded]) -> Result<(String, Vec<(Claim, Verdict)>)> {
+    check_part(text, loaded, None)
+}
+
+/// [`check_all`] for the check lines of one part of a document: `check [PART]:` lines rest on the
+/// runs of that part (a report made with `--part PART`), plain `check:` lines on the main runs; each
+/// report judges only its own lines and leaves the others as they are.
+pub fn check_part(text: &str, loaded: &[Loaded], part: Option<&str>) -> Result<(String, Vec<(Claim, Verdict)>)> {
+    let marker = match part {
+        Some(p) => format!("check [{p}]:"),
+        None => "check:".to_owned(),
+    };
     let mut out = String::with_capacity(text.len());
     let mut verdicts = Vec::new();
     for line in text.split_inclusive('\n') {
         // A check line: `check:`, possibly quoted (`>`) and indented under its finding.
         let body = line.trim_start().trim_start_matches('>').trim_start();
-        if !body.starts_with("check:") {
+        if !body.starts_with(&marker) {
             out.push_str(line);
             continue;
         }
-        let (head, rest) = line.split_at(line.len() - body.len() + "check:".len());
+        let (head, rest) = line.split_at(line.len() - body.len() + marker.len());
         let claim_text = rest.split(" — ").next().unwrap_or_default().trim();
         let claim = Claim::parse(claim_text)?;
         let verdict = evaluate(&claim, loaded);
@@ -312,6 +323,11 @@ mod tests {
         );
         assert!(check_all("check: nonsense\n", &loaded).is_err());
         let prose = "A health check: not a finding.\n";
+        // Another part's check lines are left alone, and a part judges only its own.
+        let other = "   > check [guests]: w 10k cpu a < b — old\n";
+        assert_eq!(check_all(other, &loaded).expect("checks").0, other);
+        let (judged, _) = check_part(other, &loaded, Some("guests")).expect("checks");
+        assert!(judged.starts_with("   > check [guests]: w 10k cpu a < b — supported"), "{judged}");
         assert_eq!(check_all(prose, &loaded).expect("no checks").0, prose);
     }
 }

@@ -35,6 +35,11 @@ pub struct ReportArgs {
     /// Let runs whose generator fell behind its schedule count toward knees (left out by default).
     #[arg(long)]
     pub include_behind: bool,
+    /// With --update: refresh the sections of this part of the document (`PART-tables`,
+    /// `PART-knees`, … markers) and judge its `check [PART]:` lines, leaving the main sections and
+    /// their findings to the main run (e.g. `--part guests` for the guests' own run).
+    #[arg(long, requires = "update")]
+    pub part: Option<String>,
 }
 
 /// One table row: an experiment's medians over its repeats, and how much they spread.
@@ -93,8 +98,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     if let Some(target) = &args.update {
         let text = std::fs::read_to_string(target).with_context(|| format!("reading {}", target.display()))?;
         *sections.last_mut().expect("the figures section") = figures_section(&figures, target);
+        if let Some(part) = &args.part {
+            for (name, _) in &mut sections {
+                *name = format!("{part}-{name}");
+            }
+        }
         let updated = replace_sections(&text, &sections)?;
-        let (updated, verdicts) = findings::check_all(&updated, &loaded)?;
+        let (updated, verdicts) = findings::check_part(&updated, &loaded, args.part.as_deref())?;
         std::fs::write(target, updated).with_context(|| format!("writing {}", target.display()))?;
         eprintln!("updated the generated sections of {}", target.display());
         for (claim, verdict) in &verdicts {
