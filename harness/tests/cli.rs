@@ -1,18 +1,9 @@
 //! The harness as a user meets it: a short `harness run` end to end, its result file checked
 //! against the committed JSON Schema, and the CLI's answers to bad arguments.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).output().expect("harness runs")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herdbench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+use common::{harness, temp_dir};
 
 fn schema() -> jsonschema::Validator {
     let text = include_str!("../../results/schema/result.schema.json");
@@ -98,7 +89,7 @@ fn a_hangup_stops_serve_as_gracefully_as_sigterm() {
     for (signal, name) in [(libc::SIGHUP, "hup"), (libc::SIGTERM, "term")] {
         let stats = dir.join(format!("{name}.stats.json"));
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        let mut child = common::harness_command()
             .args(["serve", "--impl", "threadpool", "--mode", "echo", "--listen", &addr.to_string(), "--stats"])
             .arg(&stats)
             .spawn()
@@ -336,7 +327,7 @@ fn merge_adds_two_generators_histograms_and_says_what_it_assumed() {
     let start_at = start_at.to_rfc3339();
     let generator = |slice: &str, out: String| {
         let args = ["load", "--addr", &addr, "--workload", "echo", "--connections", "8", "--load", "800"];
-        Command::new(env!("CARGO_BIN_EXE_harness"))
+        common::harness_command()
             .args(args)
             .args(["--slice", slice, "--start-at", &start_at, "--duration", "2s", "--warmup", "0s", "--output", &out])
             .output()

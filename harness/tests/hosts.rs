@@ -8,14 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::{read_result, skipped, temp_dir};
 use harness::result::RunResult;
 use harness::wan::netns::{self, Namespaces};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herdbench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 fn hosts_file(dir: &Path, ns: &str, here_ip: &str, ns_ip: &str) -> PathBuf {
     let text = format!(
@@ -53,7 +50,7 @@ Welsh = "here"
 /// `harness run` of `style` at 400/s for 2 s placed by `hosts`: its result (in `dir`) and stderr.
 fn run_on_hosts(style: &str, hosts: &Path, dir: &Path) -> (RunResult, String) {
     let output = dir.join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = common::harness_command()
         .args(["run", "--impl", style, "--load", "400", "--duration", "2s", "--warmup", "500ms"])
         .arg("--hosts")
         .arg(hosts)
@@ -63,16 +60,15 @@ fn run_on_hosts(style: &str, hosts: &Path, dir: &Path) -> (RunResult, String) {
         .expect("harness runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let r = serde_json::from_str(&std::fs::read_to_string(&output).expect("a result")).expect("parses");
-    (r, stderr)
+    (read_result(&output), stderr)
 }
 
 #[test]
 fn a_herd_on_two_hosts_with_a_generator_on_each() {
     if !netns::can_create() {
-        eprintln!(
-            "\n*** SKIPPED a_herd_on_two_hosts_with_a_generator_on_each: it makes a network namespace for its second \
-             host, which needs root and iproute2 (CI runs as root) ***\n"
+        skipped(
+            "a_herd_on_two_hosts_with_a_generator_on_each",
+            "it makes a network namespace for its second host, which needs root and iproute2 (CI runs as root)",
         );
         return;
     }
@@ -219,9 +215,9 @@ fn a_member_and_a_generator_over_ssh() {
     // CR LF on the way back), and ending the local ssh must stop the server there.
     let dir = temp_dir("ssh");
     let Some(sshd) = Sshd::start(&dir.join("sshd")) else {
-        eprintln!(
-            "\n*** SKIPPED a_member_and_a_generator_over_ssh: it runs an sshd of its own, which needs root and \
-             /usr/sbin/sshd (.ci/run installs openssh-server; CI runs as root) ***\n"
+        skipped(
+            "a_member_and_a_generator_over_ssh",
+            "it runs an sshd of its own, which needs root and /usr/sbin/sshd (.ci/run installs openssh-server; CI runs as root)",
         );
         return;
     };

@@ -4,27 +4,19 @@
 //!
 //! Needs root (namespaces and veth pairs): CI runs as root. Anyone else sees it skipped, loudly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+mod common;
+
+use common::{read_result, skipped, temp_dir};
 use harness::herd::{Herd, HerdSpec};
-use harness::result::{Latency, RunResult, ServerCounters};
+use harness::result::{Latency, ServerCounters};
 use harness::wan::{WanSpec, netns};
 
 const LINK_DELAY: Duration = Duration::from_millis(10);
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herdbench-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn read_result(path: &Path) -> RunResult {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("a result file")
-}
 
 fn namespaces() -> String {
     let out = Command::new(netns::ip_path().expect("ip")).args(["netns", "list"]).output().expect("ip netns list");
@@ -34,9 +26,9 @@ fn namespaces() -> String {
 #[test]
 fn a_wan_herd_driven_by_two_generators_merges_and_shows_the_link_delay() {
     if !netns::can_create() {
-        eprintln!(
-            "\n*** SKIPPED a_wan_herd_driven_by_two_generators_merges_and_shows_the_link_delay: it puts herd \
-             members in network namespaces, which needs root and iproute2 (CI runs as root) ***\n"
+        skipped(
+            "a_wan_herd_driven_by_two_generators_merges_and_shows_the_link_delay",
+            "it puts herd members in network namespaces, which needs root and iproute2 (CI runs as root)",
         );
         return;
     }
@@ -59,7 +51,7 @@ fn a_wan_herd_driven_by_two_generators_merges_and_shows_the_link_delay() {
     let addrs: Vec<String> = herd.servers().iter().map(|s| s.addr.to_string()).collect();
     let start_at = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
     let generator = |slice: &str, out: &Path| -> std::io::Result<Output> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        let mut cmd = common::harness_command();
         cmd.args(["load", "--workload", "herd-update", "--connections", "5", "--load", "400"]);
         for a in &addrs {
             cmd.args(["--addr", a]);
@@ -76,7 +68,7 @@ fn a_wan_herd_driven_by_two_generators_merges_and_shows_the_link_delay() {
     for out in [&first, &second] {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = common::harness_command()
         .args(["merge", a.to_str().expect("utf-8"), b.to_str().expect("utf-8"), "--output"])
         .arg(&merged)
         .output()
