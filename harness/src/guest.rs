@@ -124,11 +124,12 @@ pub fn add_search_folders(folders: &[PathBuf]) -> Result<()> {
     if folders.is_empty() {
         return Ok(());
     }
-    let mut all: Vec<PathBuf> = std::env::var_os(GUESTS_ENV).map(|l| std::env::split_paths(&l).collect()).unwrap_or_default();
+    let mut all: Vec<PathBuf> =
+        std::env::var_os(GUESTS_ENV).map(|l| std::env::split_paths(&l).collect()).unwrap_or_default();
     for folder in folders {
-        let folder = folder
-            .canonicalize()
-            .with_context(|| format!("--guest {}: no such folder (give a guest's folder, one with impl.toml)", folder.display()))?;
+        let folder = folder.canonicalize().with_context(|| {
+            format!("--guest {}: no such folder (give a guest's folder, one with impl.toml)", folder.display())
+        })?;
         if !folder.join("impl.toml").is_file() && !has_guest_children(&folder) {
             bail!("--guest {}: neither a guest (no impl.toml) nor a folder of guests", folder.display());
         }
@@ -201,7 +202,10 @@ pub fn find(name: &str) -> Result<Option<Guest>> {
         if let Some(v) = variant {
             let known: Vec<&str> = guest.spec.variants.keys().map(String::as_str).collect();
             let Some(spec) = guest.spec.variants.get(v).cloned() else {
-                bail!("guest {base} has no variant `{v}`; its variants: {}", if known.is_empty() { "none".to_owned() } else { known.join(", ") });
+                bail!(
+                    "guest {base} has no variant `{v}`; its variants: {}",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                );
             };
             if let Some(runtime) = &spec.runtime {
                 guest.meta.runtime.clone_from(runtime);
@@ -354,12 +358,15 @@ pub fn setup(args: &SetupArgs) -> Result<()> {
         list => crate::sweep::names(list),
     };
     for name in wanted {
-        let guest = find(&name)?.with_context(|| {
-            format!("`{name}` is not a guest; the guests: {}", names().join(", "))
-        })?;
+        let guest =
+            find(&name)?.with_context(|| format!("`{name}` is not a guest; the guests: {}", names().join(", ")))?;
         let record = guest.prepare()?;
         let versions: Vec<String> = record.versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("{name}: ready ({}), {}", versions.join(", "), if record.verified { "verified" } else { "not verified yet" });
+        println!(
+            "{name}: ready ({}), {}",
+            versions.join(", "),
+            if record.verified { "verified" } else { "not verified yet" }
+        );
         if let (true, Some(lint)) = (args.lint, &guest.spec.lint) {
             eprintln!("== lint {name}: `{lint}`");
             let status = Command::new("sh").args(["-c", lint]).current_dir(&guest.folder).status()?;
@@ -510,7 +517,8 @@ runtime = "sh, fast"
     fn a_setup_that_fails_says_so_and_is_not_stamped() {
         let dir = std::env::temp_dir().join(format!("herdbench-guest-fail-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let guest = guest_in(&dir, &TOML.replace("echo setting-up >> .guest/setups", "echo no-such-runtime >&2; exit 3"));
+        let guest =
+            guest_in(&dir, &TOML.replace("echo setting-up >> .guest/setups", "echo no-such-runtime >&2; exit 3"));
         let err = format!("{:#}", guest.prepare().expect_err("setup fails"));
         assert!(err.contains("setting up guest demo failed"), "{err}");
         assert!(!dir.join(".guest/setup.stamp").exists());

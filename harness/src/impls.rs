@@ -87,7 +87,10 @@ pub fn find(name: &str) -> Result<ImplMeta> {
     }
     let mut names: Vec<String> = all.into_iter().map(|m| m.name).collect();
     names.extend(guest::names());
-    bail!("unknown implementation `{name}`; use --impl with one of: {} (or a guest's folder with --guest PATH)", names.join(", "))
+    bail!(
+        "unknown implementation `{name}`; use --impl with one of: {} (or a guest's folder with --guest PATH)",
+        names.join(", ")
+    )
 }
 
 /// The names an `--impl` list stands for: `all` is every built-in style, `guests` every guest (and

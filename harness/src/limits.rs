@@ -217,7 +217,8 @@ mod tests {
         let plain = LimitsArgs::from(&limits).to_guest_args();
         let refs: Vec<&str> = plain.iter().map(String::as_str).collect();
         assert_eq!(parse(&refs).expect("serve parses what a guest is given").limits(), limits);
-        for pair in [["--link-queue-bytes", "1572864"], ["--link-write-stall", "1500ms"], ["--accept-backoff", "250us"]] {
+        for pair in [["--link-queue-bytes", "1572864"], ["--link-write-stall", "1500ms"], ["--accept-backoff", "250us"]]
+        {
             assert!(plain.windows(2).any(|w| w == pair), "{pair:?} in {plain:?}");
         }
     }

@@ -78,7 +78,8 @@ struct Look {
 /// gets the n-th colour, and shapes cycle so that no two share both (a name the registry does not
 /// know is grey).
 fn look(implementation: &str) -> Look {
-    let mut names: Vec<String> = crate::impls::all().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
+    let mut names: Vec<String> =
+        crate::impls::all().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
     names.extend(crate::guest::names());
     let index = names.iter().position(|n| n == implementation);
     match index {

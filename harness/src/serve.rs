@@ -277,7 +277,9 @@ impl ServeArgs {
             flag("--places", places.to_string().into());
         }
         flag("--mode", if self.mode == Mode::Herd { "herd" } else { "echo" }.into());
-        for (name, value) in [("--threads", self.threads), ("--io-threads", self.io_threads), ("--stack-kib", self.stack_kib)] {
+        for (name, value) in
+            [("--threads", self.threads), ("--io-threads", self.io_threads), ("--stack-kib", self.stack_kib)]
+        {
             if let Some(v) = value {
                 flag(name, v.to_string().into());
             }
