@@ -7,8 +7,9 @@
 //! back: AT replies and their deltas, `?` for every invalid form, newest-wins, flooding within
 //! 0.5 s, WHATSAT framing and JSON, pipelining, split lines, 100 concurrent clients, a server killed
 //! and restarted, a server hung (SIGSTOP) under a burst of updates, oversized lines, vanishing
-//! clients, a dead or faulty places backend, and forged updates, wrong keys and replayed link
-//! handshakes, which must change nothing.
+//! clients, a dead, faulty or slow places backend, clients that never read their replies, a
+//! neighbour that never answers the link hello, echo mode, and forged updates, wrong keys and
+//! replayed link handshakes, which must change nothing.
 //!
 //! Run it for one style (test names are `<style>::<case>`):
 //!
@@ -45,7 +46,9 @@ fn ready(style: &str) -> bool {
         Ok(_) => true,
         Err(e) if std::env::var_os("HERDBENCH_REQUIRE_GUESTS").is_some() => panic!("guest {style}: {e:#}"),
         Err(e) => {
-            eprintln!("SKIPPED: guest {style} cannot be set up on this machine ({e:#}); .ci/run installs what it needs");
+            eprintln!(
+                "SKIPPED: guest {style} cannot be set up on this machine ({e:#}); .ci/run installs what it needs"
+            );
             false
         }
     }
@@ -75,6 +78,11 @@ macro_rules! conformance {
             forged_updates_change_nothing,
             wrong_key_and_replayed_links_are_refused,
             connections_past_the_cap_are_closed,
+            echo_mode_returns_every_line_unchanged,
+            slow_upstream_answered_at_the_timeout,
+            a_client_owed_past_max_output_is_closed,
+            a_client_that_never_reads_is_closed_after_the_write_stall,
+            unanswered_link_hello_is_abandoned_and_retried,
         );
     };
     (@cases $module:ident, $style:literal, $($case:ident),+ $(,)?) => {

@@ -3,16 +3,17 @@
 //! turns every one into a `#[test]` per style.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Barrier};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use herd_core::{HerdKey, Limits, auth};
 
 use super::client::{AtLine, Client, READ_TIMEOUT, WhatsatReply, now_nanos, now_text, time_text};
-use super::fixture::{Herd, SERVERS, Upstream};
+use super::fixture::{ECHO, Herd, SERVERS, Upstream};
 
 /// The DESIGN.md sample.
 const KIWI: &str = "kiwi.cs.ucla.edu";
@@ -1069,4 +1070,557 @@ pub fn connections_past_the_cap_are_closed(style: &str) {
     assert!(counter(&herd, "Alford", "connections_refused") >= 2, "{style}: refusals counted");
     let logged = herd.events("Alford").into_iter().filter(|e| e["event"] == "connections_refused").count();
     assert!(logged >= 1, "{style}: the episode is logged");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 19. Echo mode
+
+/// `--max-line` of the echo case: small, so that a line of exactly the limit is cheap to send.
+const ECHO_MAX_LINE: usize = 1000;
+
+/// `--mode echo`: every line comes back as sent — its bytes, a `\r` before the newline included,
+/// then `\n` — whatever it says (protocol lines are not parsed, nothing is answered `?`), alone,
+/// pipelined in one write or split over two; a line of exactly `--max-line` bytes is echoed, a
+/// longer one answered `? <first 64 bytes>` and its connection closed after the lines before it;
+/// at end of stream the complete lines are echoed and a trailing fragment is dropped.
+pub fn echo_mode_returns_every_line_unchanged(style: &str) {
+    let limits = Limits { max_line: ECHO_MAX_LINE, ..Limits::default() };
+    let herd = Herd::start_echo(style, &limits);
+    let mut conn = herd.client(ECHO);
+    let lines: Vec<Vec<u8>> = [
+        format!("IAMAT {KIWI} {UCLA} {SAMPLE_TIME}"),
+        format!("WHATSAT {KIWI} 10 5"),
+        "IAMTA garbage".to_owned(),
+        "PEER Alford".to_owned(),
+        format!("AT Alford +0.263873386 {KIWI} {UCLA} {SAMPLE_TIME}"),
+        " \t leading, trailing and\tinner white space \t ".to_owned(),
+        "a carriage return before the newline\r".to_owned(),
+        String::new(),
+        "? looks like a reply".to_owned(),
+        "e".repeat(ECHO_MAX_LINE),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .chain([b"\x01\xff\xfe invalid UTF-8".to_vec()])
+    .collect();
+    let echoed = |line: &[u8]| [line, b"\n"].concat();
+    let shown = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        if text.len() > 80 { format!("{:?}… ({} bytes)", &text[..80], bytes.len()) } else { format!("{text:?}") }
+    };
+    for line in &lines {
+        conn.send(&echoed(line));
+        let reply = conn.read_line_bytes();
+        assert!(
+            reply == echoed(line),
+            "{style} in echo mode: the line {} must come back unchanged, got {}",
+            shown(&echoed(line)),
+            shown(&reply)
+        );
+    }
+    // All of them in one write: every one echoed, in order.
+    conn.send(&lines.iter().flat_map(|l| echoed(l)).collect::<Vec<u8>>());
+    for (i, line) in lines.iter().enumerate() {
+        let reply = conn.read_line_bytes();
+        assert!(
+            reply == echoed(line),
+            "{style} in echo mode: line {i} of one write must come back as {}, got {}",
+            shown(&echoed(line)),
+            shown(&reply)
+        );
+    }
+    // One line in two writes.
+    conn.send(b"split ");
+    thread::sleep(Duration::from_millis(50));
+    conn.send(b"line\n");
+    assert_eq!(conn.read_line(), "split line\n", "{style} in echo mode: a line split over two writes, echoed once");
+
+    // A line over --max-line, after a whole one: the whole one echoed, then `? <first 64 bytes>`
+    // and the close, nothing else.
+    let mut big = herd.client(ECHO);
+    let _ = big.try_send(&[&b"before\n"[..], &vec![b'x'; 2 * ECHO_MAX_LINE]].concat());
+    let got = big.read_to_close().unwrap_or_else(|e| {
+        panic!("{style} in echo mode: a line over --max-line {ECHO_MAX_LINE} must be answered and closed: {e}")
+    });
+    let expected = format!("before\n? {}\n", "x".repeat(64));
+    assert!(
+        got == expected.as_bytes(),
+        "{style} in echo mode: \"before\\n\" and {} bytes without a newline (--max-line {ECHO_MAX_LINE}) must get {} \
+         and the close, got {}",
+        2 * ECHO_MAX_LINE,
+        shown(expected.as_bytes()),
+        shown(&got)
+    );
+
+    // End of stream after a whole line and a fragment: the line echoed, the fragment dropped.
+    let mut eof = herd.client(ECHO);
+    eof.send(b"last whole line\na fragment without its newline");
+    eof.shutdown_write();
+    assert_eq!(eof.read_line(), "last whole line\n", "{style} in echo mode: the line before our end of stream");
+    let after =
+        eof.read_to_close().unwrap_or_else(|e| panic!("{style} in echo mode: no close after our end of stream: {e}"));
+    assert!(
+        after.is_empty(),
+        "{style} in echo mode: a fragment at end of stream must be dropped, got {}",
+        shown(&after)
+    );
+
+    // The first connection is still served.
+    assert_eq!(conn.request("still here"), "still here\n", "{style} in echo mode: the first connection afterwards");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 20. An upstream slower than --upstream-timeout
+
+/// `--upstream-timeout` of the slow-upstream case.
+const SLOW_UPSTREAM_TIMEOUT: Duration = Duration::from_millis(600);
+/// The places backend's latency in that case: past the timeout by far more than a loaded machine's
+/// timer lag, and less than twice it, so that an answer read late on a reused connection arrives
+/// within the next WHATSAT's deadline.
+const SLOW_UPSTREAM_LATENCY: &str = "1100ms";
+/// Timer granularity allowed for in "not answered before the timeout".
+const TIMER_SLACK: Duration = Duration::from_millis(50);
+
+/// A WHATSAT whose places answer would come after `--upstream-timeout` is answered at the timeout,
+/// framed as every upstream failure: the stored AT line, the error JSON (status `UNKNOWN_ERROR`, no
+/// results), `\n\n`. Another client is served meanwhile. The timed-out upstream connection is never
+/// reused: the next WHATSAT, sent as the late answer is about to arrive, also times out rather than
+/// take that answer for its own. The connection then goes on as usual.
+pub fn slow_upstream_answered_at_the_timeout(style: &str) {
+    let limits = Limits { upstream_timeout: SLOW_UPSTREAM_TIMEOUT, ..Limits::default() };
+    let upstream = Upstream::Backend(["--latency", SLOW_UPSTREAM_LATENCY].map(str::to_owned).to_vec());
+    let herd = Herd::start_with_upstream_and_limits(style, &upstream, &limits);
+    let mut asker = herd.client("Holiday");
+    let mut other = herd.client("Holiday");
+    let stored = asker.iamat(KIWI, UCLA, &now_text());
+    other.iamat("meanwhile", MIT, &now_text());
+    let timeout = SLOW_UPSTREAM_TIMEOUT;
+    let setting = format!("--upstream-timeout {}ms", timeout.as_millis());
+    let check = |reply: io::Result<String>, took: Duration, which: &str| {
+        let reply = reply.unwrap_or_else(|e| {
+            panic!(
+                "{style}: the {which} WHATSAT, with the places backend answering only after {SLOW_UPSTREAM_LATENCY}, \
+                 must be answered at {setting} with the error JSON: {e}"
+            )
+        });
+        let answer = whatsat_reply(&reply, &format!("{style}: the {which} WHATSAT with a slow places backend"));
+        assert_eq!(answer.at_line, stored, "{style}: the {which} WHATSAT's first line is the stored AT line");
+        assert!(
+            answer.status() == "UNKNOWN_ERROR" && answer.results() == Some(0),
+            "{style}: the {which} WHATSAT, with the places backend answering only after {SLOW_UPSTREAM_LATENCY}, must \
+             get the error JSON (status UNKNOWN_ERROR, no results) at {setting}; after {took:.2?} it got status {:?} \
+             with {} results: {reply:?}",
+            answer.status(),
+            answer.results().map_or_else(|| "no array of".to_owned(), |n| n.to_string())
+        );
+        assert!(
+            took + TIMER_SLACK >= timeout,
+            "{style}: the {which} WHATSAT got the error JSON after {took:.2?}, before {setting} had passed: {reply:?}"
+        );
+    };
+
+    let asked = Instant::now();
+    asker.send(format!("WHATSAT {KIWI} 10 5\n").as_bytes());
+    let time = now_text();
+    other.send(format!("IAMAT meanwhile {MIT} {time}\n").as_bytes());
+    let other_reply = other.try_read_line();
+    let other_took = asked.elapsed();
+    let reply = asker.try_read_whatsat();
+    let took = asked.elapsed();
+    eprintln!(
+        "slow upstream: {style:>18}: error JSON after {:.2} s; another client's IAMAT answered after {:.3} s",
+        took.as_secs_f64(),
+        other_took.as_secs_f64()
+    );
+    check(reply, took, "first");
+    let other_reply =
+        other_reply.unwrap_or_else(|e| panic!("{style}: another client's IAMAT while a WHATSAT waits upstream: {e}"));
+    assert!(
+        AtLine::parse(&other_reply).is_ok_and(|at| at.time == time),
+        "{style}: another client's IAMAT while a WHATSAT waits upstream got {other_reply:?}"
+    );
+    assert!(
+        other_took < took,
+        "{style}: another client's IAMAT was answered only after {other_took:.2?}, once the WHATSAT waiting upstream \
+         had its answer ({took:.2?}): a WHATSAT must not hold up other clients"
+    );
+
+    // Sent at once: the first exchange's late answer arrives within this one's deadline.
+    let asked = Instant::now();
+    let time = now_text();
+    asker.send(format!("WHATSAT {KIWI} 10 5\nIAMAT {KIWI} {MIT} {time}\n").as_bytes());
+    let reply = asker.try_read_whatsat();
+    check(reply, asked.elapsed(), "second (a late answer on the first one's connection must not be taken for its own)");
+    let at = asker.read_line();
+    assert!(
+        AtLine::parse(&at).is_ok_and(|at| at.location == MIT && at.time == time),
+        "{style}: the IAMAT pipelined behind a timed-out WHATSAT got {at:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 21. Clients that never read
+
+/// What [`never_reading`] saw.
+#[derive(Debug)]
+struct Unread {
+    /// Request bytes the socket took.
+    written: usize,
+    /// When, after the first write, a write failed because the server had closed the connection
+    /// (a reset or a broken pipe), and that error; `None` if none failed within the deadline.
+    closed: Option<(Duration, io::Error)>,
+}
+
+/// A client of `addr` that writes `batch` again and again and never reads a reply, until a write
+/// fails (the server closed the connection) or `within` has passed since its first write.
+fn never_reading(addr: SocketAddr, batch: Vec<u8>, within: Duration) -> thread::JoinHandle<Result<Unread, String>> {
+    thread::spawn(move || {
+        let stream =
+            TcpStream::connect_timeout(&addr, READ_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        // Short waits, so a full socket does not hold the writer past `within`.
+        stream.set_write_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let (mut at, mut written) = (0, 0);
+        while started.elapsed() < within {
+            match (&stream).write(&batch[at..]) {
+                Ok(n) => {
+                    written += n;
+                    at = (at + n) % batch.len();
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Ok(Unread { written, closed: Some((started.elapsed(), e)) }),
+            }
+        }
+        Ok(Unread { written, closed: None })
+    })
+}
+
+/// While `hog` runs, a client of `server` is served as usual: an IAMAT and a WHATSAT about it every
+/// 100 ms, each answered right. Returns what the hog saw and the rounds served.
+fn serve_beside(
+    herd: &Herd,
+    server: &str,
+    hog: thread::JoinHandle<Result<Unread, String>>,
+    style: &str,
+) -> (Unread, usize) {
+    let mut bystander = herd.client(server);
+    let mut rounds = 0;
+    while !hog.is_finished() {
+        let at = bystander.iamat("bystander", UCLA, &now_text());
+        let answer = whatsat_reply(
+            &bystander.whatsat("bystander", "10", "2"),
+            &format!("{style}: a client of {server} beside one that never reads"),
+        );
+        assert_eq!(answer.at_line, at, "{style}: a client of {server} beside one that never reads");
+        rounds += 1;
+        thread::sleep(Duration::from_millis(100));
+    }
+    let unread = hog.join().unwrap_or_else(|_| panic!("the client that never reads panicked"));
+    (unread.unwrap_or_else(|e| panic!("{style}: the client that never reads: {e}")), rounds)
+}
+
+/// `--max-output` of the max-output case: far below `--pause-output` (256 KiB), so that a client
+/// that reads nothing passes it long before its server would stop reading it.
+const HOG_MAX_OUTPUT: usize = 16 * 1024;
+/// `--write-stall` of the max-output case.
+const HOG_WRITE_STALL: Duration = Duration::from_millis(600);
+/// Characters of the max-output case's client id: its WHATSATs' replies are about 11.8 KB each.
+const HOG_ID_LEN: usize = 4000;
+/// How long a client that reads nothing may wait for its close, beyond three write stalls: the
+/// time its server takes to fill the socket buffers (about 4 MB of replies on loopback) on a loaded
+/// machine. Three: the stall clock runs from the last byte the socket took, and a full socket still
+/// takes a few now and then while the kernel adjusts its buffers (seen: closes at twice the stall
+/// in threadpool and future-async-std, and at three times it in thread-per-request, whose blocking
+/// `write(2)` with `SO_SNDTIMEO` returns once with the bytes it took before the one that takes none).
+const HOG_CLOSE_SLACK: Duration = Duration::from_millis(2500);
+
+/// A client that pipelines WHATSATs (about 11.8 KB of reply each) and never reads is disconnected
+/// once it is owed more than `--max-output` (16 KiB here, below `--pause-output`) with its socket
+/// full. Styles that go on handling its requests while its socket is full close it as soon as
+/// that happens; styles whose connection waits in its write until the socket takes more
+/// (threadpool, thread-per-request) never owe it more than a reply or two, and close it at
+/// `--write-stall` (600 ms here). Black-box the two rules cannot be told apart, so the case allows
+/// either: the close must come within `3 × --write-stall` and [`HOG_CLOSE_SLACK`] of the first
+/// write. Another client of the same server is served right throughout, and a new one afterwards.
+pub fn a_client_owed_past_max_output_is_closed(style: &str) {
+    let limits =
+        Limits { max_output: HOG_MAX_OUTPUT, flush_at: 4 * 1024, write_stall: HOG_WRITE_STALL, ..Limits::default() };
+    let herd = Herd::start_with_limits(style, &limits);
+    let id = format!("hog-{}", "h".repeat(HOG_ID_LEN));
+    herd.client("Alford").iamat(&id, UCLA, &now_text());
+    let batch = format!("WHATSAT {id} 50 20\n").repeat(16).into_bytes();
+    let within = 3 * HOG_WRITE_STALL + HOG_CLOSE_SLACK;
+    let hog = never_reading(herd.addr("Alford"), batch, within);
+    let (unread, rounds) = serve_beside(&herd, "Alford", hog, style);
+    let (after, error) = unread.closed.unwrap_or_else(|| {
+        panic!(
+            "{style}: a client that sent {} bytes of WHATSATs (about 11.8 KB of reply each) and read no reply was \
+             still connected {within:?} after its first write; with --max-output {HOG_MAX_OUTPUT} (and --write-stall \
+             {}ms) Alford must disconnect it",
+            unread.written,
+            HOG_WRITE_STALL.as_millis()
+        )
+    });
+    eprintln!(
+        "max output: {style:>18}: closed {:.2} s after the first write ({error}), {} bytes of WHATSATs taken; a \
+         bystander served {rounds} rounds meanwhile",
+        after.as_secs_f64(),
+        unread.written
+    );
+    herd.client("Alford").iamat("after-the-hog", UCLA, &now_text());
+}
+
+/// `--write-stall` of the write-stall case.
+const STALL_WRITE_STALL: Duration = Duration::from_millis(800);
+/// Characters of the write-stall case's client id: its IAMATs' replies are about 1 KB each.
+const STALL_ID_LEN: usize = 1000;
+
+/// A client that pipelines IAMATs and never reads, under the default `--max-output` (4 MiB, never
+/// reached: its server stops reading it at `--pause-output`), is paused and then disconnected once
+/// it has taken none of its replies for `--write-stall` (800 ms here): not before that long after
+/// its first write, and within `3 × --write-stall` and [`HOG_CLOSE_SLACK`] of it.
+/// Another client of the same server is served right throughout, and a new one afterwards.
+pub fn a_client_that_never_reads_is_closed_after_the_write_stall(style: &str) {
+    let limits = Limits { write_stall: STALL_WRITE_STALL, ..Limits::default() };
+    let herd = Herd::start_with_limits(style, &limits);
+    // One client id and one time: the first is stored and flooded, the rest only answered.
+    let line = format!("IAMAT stall-{} {UCLA} {}\n", "s".repeat(STALL_ID_LEN), now_text());
+    let within = 3 * STALL_WRITE_STALL + HOG_CLOSE_SLACK;
+    let hog = never_reading(herd.addr("Ball"), line.repeat(32).into_bytes(), within);
+    let (unread, rounds) = serve_beside(&herd, "Ball", hog, style);
+    let stall = format!("--write-stall {}ms", STALL_WRITE_STALL.as_millis());
+    let (after, error) = unread.closed.unwrap_or_else(|| {
+        panic!(
+            "{style}: a client that sent {} bytes of IAMATs and read no reply was still connected {within:?} after its \
+             first write; with {stall} Ball must disconnect it once it has taken nothing for that long",
+            unread.written
+        )
+    });
+    eprintln!(
+        "write stall: {style:>18}: closed {:.2} s after the first write ({error}), {} bytes of IAMATs taken; a \
+         bystander served {rounds} rounds meanwhile",
+        after.as_secs_f64(),
+        unread.written
+    );
+    assert!(
+        after + TIMER_SLACK >= STALL_WRITE_STALL,
+        "{style}: a client that reads nothing was disconnected {after:.2?} after its first write ({error}), before \
+         {stall} had passed; under --max-output 4 MiB it must only be paused (--pause-output) until then"
+    );
+    herd.client("Ball").iamat("after-the-stall", UCLA, &now_text());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 22. A neighbour that never answers the link hello
+
+/// `--link-connect-timeout` of the silent-neighbour case.
+const SILENT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How much shorter than the timeout an attempt may look, by our clock: the listener's `accept`
+/// returns a little after the connection was made.
+const SILENT_EARLY: Duration = Duration::from_millis(300);
+/// How much longer than the timeout an attempt may take to be given up and the next made.
+const SILENT_LATE: Duration = Duration::from_secs(2);
+
+/// One connection a [`SilentNeighbour`] accepted.
+#[derive(Debug, Clone)]
+struct HelloAttempt {
+    accepted: Instant,
+    /// Everything read from it.
+    bytes: Vec<u8>,
+    /// When the opener closed it.
+    closed: Option<Instant>,
+}
+
+impl HelloAttempt {
+    fn held(&self) -> Option<Duration> {
+        self.closed.map(|c| c - self.accepted)
+    }
+}
+
+/// A listener on a neighbour's address that accepts every connection and reads it, but never
+/// answers: a neighbour hung in the handshake (or anything else listening on its port).
+struct SilentNeighbour {
+    addr: SocketAddr,
+    attempts: Arc<Mutex<Vec<HelloAttempt>>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl SilentNeighbour {
+    fn listen(addr: SocketAddr) -> Self {
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("listening on {addr} as a silent neighbour: {e}"));
+        let attempts: Arc<Mutex<Vec<HelloAttempt>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (attempts, stop) = (Arc::clone(&attempts), Arc::clone(&stop));
+            thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(mut conn) = conn else { continue };
+                    let index = {
+                        let mut all = attempts.lock().unwrap_or_else(PoisonError::into_inner);
+                        all.push(HelloAttempt { accepted: Instant::now(), bytes: Vec::new(), closed: None });
+                        all.len() - 1
+                    };
+                    let attempts = Arc::clone(&attempts);
+                    thread::spawn(move || {
+                        let mut chunk = [0u8; 4096];
+                        loop {
+                            let read = conn.read(&mut chunk);
+                            let mut all = attempts.lock().unwrap_or_else(PoisonError::into_inner);
+                            match read {
+                                Ok(n) if n > 0 => all[index].bytes.extend_from_slice(&chunk[..n]),
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                _ => {
+                                    all[index].closed = Some(Instant::now());
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        Self { addr, attempts, stop, acceptor: Some(acceptor) }
+    }
+
+    /// The connections whose first bytes are `PEER <opener> `, in the order they were accepted.
+    fn attempts_of(&self, opener: &str) -> Vec<HelloAttempt> {
+        let prefix = format!("PEER {opener} ");
+        let all = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter().filter(|a| a.bytes.starts_with(prefix.as_bytes())).cloned().collect()
+    }
+
+    /// `opener`'s connections so far, and how many others there were, for failure messages.
+    fn summary(&self, opener: &str) -> String {
+        let attempts = self.attempts_of(opener);
+        let others = self.attempts.lock().unwrap_or_else(PoisonError::into_inner).len() - attempts.len();
+        let first = attempts.first().map(|a| a.accepted);
+        let mut lines: Vec<String> = attempts
+            .iter()
+            .map(|a| {
+                let at = first.map_or(Duration::ZERO, |f| a.accepted - f);
+                let held = a.held().map_or_else(|| "still open".to_owned(), |h| format!("closed after {h:.2?}"));
+                format!("accepted at +{at:.2?}, {held}, sent {:?}", String::from_utf8_lossy(&a.bytes))
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push(format!("none from {opener}"));
+        }
+        lines.push(format!("{others} from others"));
+        lines.join("; ")
+    }
+}
+
+impl Drop for SilentNeighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the acceptor, which then sees the flag; the readers end with their connections.
+        let _ = TcpStream::connect_timeout(&self.addr, READ_TIMEOUT);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Whether `bytes` are one keyed link hello from `opener` and nothing else:
+/// `PEER <opener> <32 lower-case hex digits>\n`. Returns its nonce.
+fn hello_nonce<'a>(bytes: &'a [u8], opener: &str) -> Option<&'a [u8]> {
+    let nonce = bytes.strip_prefix(format!("PEER {opener} ").as_bytes())?.strip_suffix(b"\n")?;
+    (nonce.len() == 32 && nonce.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))).then_some(nonce)
+}
+
+/// With Hamilton dead and something on its port that accepts connections but never answers
+/// (Alford's link to it hangs in the handshake), Alford gives each attempt up after
+/// `--link-connect-timeout` (1 s here) and makes a new one, each sending its hello — `PEER Alford
+/// <fresh nonce>` — and nothing else, although updates for Hamilton are queued meanwhile; Alford
+/// answers its clients and floods to Welsh all along, and counts no refused link (an unanswered
+/// hello is not a refusal).
+pub fn unanswered_link_hello_is_abandoned_and_retried(style: &str) {
+    let limits = Limits { link_connect_timeout: SILENT_CONNECT_TIMEOUT, ..Limits::default() };
+    let mut herd = Herd::start_with_limits(style, &limits);
+    let setting = format!("--link-connect-timeout {}ms", SILENT_CONNECT_TIMEOUT.as_millis());
+    reached(&herd, "Alford", "Welsh", "silent-before")
+        .unwrap_or_else(|| panic!("{style}: Alford's updates did not reach Welsh within {HUNG_RECOVERY_DEADLINE:?}"));
+    let hamilton = herd.addr("Hamilton");
+    herd.kill("Hamilton");
+    let silent = SilentNeighbour::listen(hamilton);
+    // Updates made at Alford now are for Hamilton too: they find its link down, start an attempt,
+    // and wait behind the hello.
+    let mut alford = herd.client("Alford");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let first = loop {
+        alford.iamat("silent-during", UCLA, &now_text());
+        if let Some(first) = silent.attempts_of("Alford").first().cloned() {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{style}: with Hamilton dead and a listener on its port, Alford made no link attempt to it within 2 s \
+             (--link-retry 100ms); connections seen: {}",
+            silent.summary("Alford")
+        );
+        thread::sleep(POLL * 5);
+    };
+    // While the hello hangs, Alford serves its clients and floods to Welsh.
+    reached(&herd, "Alford", "Welsh", "silent-during").unwrap_or_else(|| {
+        panic!(
+            "{style}: while its link to Hamilton hung in the handshake, Alford's updates did not reach Welsh within \
+             {HUNG_RECOVERY_DEADLINE:?}"
+        )
+    });
+    // The attempt is given up at the timeout and another made.
+    let deadline = first.accepted + SILENT_CONNECT_TIMEOUT + SILENT_LATE;
+    let attempts = loop {
+        let attempts = silent.attempts_of("Alford");
+        if attempts.len() >= 2 && attempts[0].closed.is_some() {
+            break attempts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{style}: Alford's link attempt to a Hamilton that never answers its hello was not given up and made again \
+             within {setting} + {SILENT_LATE:?}; connections seen: {}",
+            silent.summary("Alford")
+        );
+        thread::sleep(POLL);
+    };
+    let held = attempts[0].held().unwrap_or_default();
+    eprintln!(
+        "silent neighbour: {style:>18}: Alford gave up an unanswered hello after {:.2} s and tried again {:.2} s after \
+         the first attempt",
+        held.as_secs_f64(),
+        (attempts[1].accepted - attempts[0].accepted).as_secs_f64()
+    );
+    assert!(
+        held + SILENT_EARLY >= SILENT_CONNECT_TIMEOUT,
+        "{style}: Alford gave up its unanswered link hello after {held:.2?}, before {setting}; connections seen: {}",
+        silent.summary("Alford")
+    );
+    let first_nonce = hello_nonce(&attempts[0].bytes, "Alford").unwrap_or_else(|| {
+        panic!(
+            "{style}: an unanswered link attempt must carry one `PEER Alford <32 hex digits>` line and nothing else \
+             (updates wait for the answer); it carried {:?}",
+            String::from_utf8_lossy(&attempts[0].bytes)
+        )
+    });
+    let second = &attempts[1];
+    if second.bytes.ends_with(b"\n") {
+        let second_nonce = hello_nonce(&second.bytes, "Alford").unwrap_or_else(|| {
+            panic!("{style}: Alford's second attempt sent {:?}", String::from_utf8_lossy(&second.bytes))
+        });
+        assert_ne!(first_nonce, second_nonce, "{style}: each link attempt must use a fresh nonce");
+    }
+    alford.iamat("silent-after", UCLA, &now_text());
+    drop(silent);
+    herd.stop();
+    assert_eq!(
+        counter(&herd, "Alford", "links_refused"),
+        0,
+        "{style}: an unanswered hello given up at {setting} is not a refused link"
+    );
 }

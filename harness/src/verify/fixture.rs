@@ -1,6 +1,6 @@
-//! The fixture: one places backend and five herd servers of a style, started by the harness's own
-//! herd launcher ([`harness::herd::Herd`], the one `harness run` uses) from the real binary, each
-//! on a free loopback port.
+//! The fixture: one places backend and five herd servers of a style (or one echo server), started
+//! by the harness's own herd launcher ([`harness::herd::Herd`], the one `harness run` uses) from
+//! the real binary, each on a free loopback port.
 //!
 //! ```text
 //! harness places --listen 127.0.0.1:P0
@@ -26,11 +26,15 @@ use herd_core::Limits;
 use super::client::Client;
 use crate::herd::{self, ExitedAtStartUp, HerdSpec};
 use crate::result::ServerCounters;
+use crate::serve::Mode;
 
 pub use crate::herd::Upstream;
 
 /// The default topology's servers (DESIGN.md; `harness/topology.toml`), which the cases name.
 pub const SERVERS: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
+
+/// The one server of an echo herd ([`Herd::start_echo`]).
+pub const ECHO: &str = "Echo";
 
 /// Attempts at starting a whole herd when a port picked free was taken before the child bound it.
 const START_ATTEMPTS: usize = 3;
@@ -51,18 +55,30 @@ impl Herd {
     }
 
     pub fn start_with(style: &str, upstream: &Upstream) -> Self {
-        Self::launch(style, upstream, &Limits::default())
+        Self::start_with_upstream_and_limits(style, upstream, &Limits::default())
     }
 
     /// Five servers of `style` under `limits`, and a well-behaved places backend.
     pub fn start_with_limits(style: &str, limits: &Limits) -> Self {
-        Self::launch(style, &Upstream::Backend(Vec::new()), limits)
+        Self::start_with_upstream_and_limits(style, &Upstream::Backend(Vec::new()), limits)
     }
 
-    fn launch(style: &str, upstream: &Upstream, limits: &Limits) -> Self {
+    /// Five servers of `style` under `limits`, and `upstream` as their places backend.
+    pub fn start_with_upstream_and_limits(style: &str, upstream: &Upstream, limits: &Limits) -> Self {
+        Self::launch(style, Mode::Herd, upstream, limits)
+    }
+
+    /// One echo server of `style` under `limits` (`serve --mode echo`), named [`ECHO`]; no places
+    /// backend, no peers, no key.
+    pub fn start_echo(style: &str, limits: &Limits) -> Self {
+        Self::launch(style, Mode::Echo, &Upstream::Backend(Vec::new()), limits)
+    }
+
+    fn launch(style: &str, mode: Mode, upstream: &Upstream, limits: &Limits) -> Self {
         let mut errors = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let spec = HerdSpec {
+                mode,
                 upstream: upstream.clone(),
                 limits: limits.clone(),
                 ..HerdSpec::new(&super::settings().exe, style, logs(style))
@@ -175,11 +191,7 @@ impl Drop for Suspended<'_> {
 /// A new directory for one herd's output and logs.
 fn logs(style: &str) -> PathBuf {
     static HERDS: AtomicUsize = AtomicUsize::new(0);
-    super::settings().logs.join(format!(
-        "{style}-{}-{}",
-        std::process::id(),
-        HERDS.fetch_add(1, Ordering::Relaxed)
-    ))
+    super::settings().logs.join(format!("{style}-{}-{}", std::process::id(), HERDS.fetch_add(1, Ordering::Relaxed)))
 }
 
 impl Drop for Herd {

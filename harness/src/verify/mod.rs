@@ -60,6 +60,14 @@ pub const CASES: &[Case] = &[
     ("forged_updates_change_nothing", cases::forged_updates_change_nothing),
     ("wrong_key_and_replayed_links_are_refused", cases::wrong_key_and_replayed_links_are_refused),
     ("connections_past_the_cap_are_closed", cases::connections_past_the_cap_are_closed),
+    ("echo_mode_returns_every_line_unchanged", cases::echo_mode_returns_every_line_unchanged),
+    ("slow_upstream_answered_at_the_timeout", cases::slow_upstream_answered_at_the_timeout),
+    ("a_client_owed_past_max_output_is_closed", cases::a_client_owed_past_max_output_is_closed),
+    (
+        "a_client_that_never_reads_is_closed_after_the_write_stall",
+        cases::a_client_that_never_reads_is_closed_after_the_write_stall,
+    ),
+    ("unanswered_link_hello_is_abandoned_and_retried", cases::unanswered_link_hello_is_abandoned_and_retried),
 ];
 
 /// Where the cases find the binary their herds run, and where the herds' files go.
@@ -119,55 +127,66 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     if args.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let names: Vec<String> = match args.implementation.as_str() {
-        "all" => crate::impls::all()?.into_iter().map(|m| m.name).collect(),
-        "guests" => crate::guest::names(),
-        list => crate::sweep::names(list),
-    };
-    let cases: Vec<Case> = CASES.iter().copied().filter(|(n, _)| args.case.as_ref().is_none_or(|c| n.contains(c.as_str()))).collect();
+    let names = crate::impls::expand(&args.implementation)?;
+    let cases: Vec<Case> =
+        CASES.iter().copied().filter(|(n, _)| args.case.as_ref().is_none_or(|c| n.contains(c.as_str()))).collect();
     if cases.is_empty() {
         let all: Vec<&str> = CASES.iter().map(|(n, _)| *n).collect();
         bail!("no case matches --case {:?}; the cases: {}", args.case.as_deref().unwrap_or(""), all.join(", "));
     }
     // Every name resolves, and every guest is set up, before the first herd starts.
-    let mut guests = Vec::new();
     for name in &names {
         crate::impls::find(name)?;
-        guests.push(crate::guest::find(name)?.map(|g| g.prepare().map(|r| (g, r))).transpose()?);
-    }
-    let logs = crate::workload::workspace_root()
-        .join("target/verify")
-        .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
-    configure(Settings { exe: std::env::current_exe().context("finding this binary")?, logs: logs.clone() });
-    // The cases report through their panics; the table says what each one said.
-    std::panic::set_hook(Box::new(|_| {}));
-    let mut failed_any = false;
-    for (name, guest) in names.iter().zip(guests) {
-        eprintln!("== verify {name}: {} cases, {} at a time", cases.len(), args.jobs);
-        let outcomes = run_cases(name, &cases, args.jobs, args.case_timeout);
-        let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
-        println!("{}", table(name, &outcomes));
-        if failed == 0 {
-            if let Some((guest, record)) = &guest
-                && cases.len() == CASES.len()
-            {
-                guest.mark_verified(&record.content_hash)?;
-            }
-            println!("verify: {name} passed all {} cases", outcomes.len());
-        } else {
-            failed_any = true;
-            println!(
-                "verify: {name} failed {failed} of {} cases (each failed case's output and logs kept under {})",
-                outcomes.len(),
-                logs.display()
-            );
+        if let Some(guest) = crate::guest::find(name)? {
+            guest.prepare()?;
         }
     }
-    let _ = std::panic::take_hook();
-    if failed_any {
-        bail!("verify failed: see the table above for the reason of each failed case");
+    let mut failed = Vec::new();
+    for name in &names {
+        if !verify(name, &cases, args.jobs, args.case_timeout)? {
+            failed.push(name.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("verify failed for {}: see the table above for the reason of each failed case", failed.join(", "));
     }
     Ok(())
+}
+
+/// Runs `cases` against `name` from this binary, prints the table, and stamps a guest that passed
+/// every case verified. Returns whether every case passed.
+pub fn verify(name: &str, cases: &[Case], jobs: usize, timeout: Duration) -> Result<bool> {
+    let guest = crate::guest::find(name)?;
+    let record = guest.as_ref().map(crate::guest::Guest::prepare).transpose()?;
+    let logs = crate::workload::workspace_root().join("target/verify").join(format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    ));
+    configure(Settings { exe: std::env::current_exe().context("finding this binary")?, logs: logs.clone() });
+    eprintln!("== verify {name}: {} cases, {jobs} at a time", cases.len());
+    // The cases report through their panics; the table says what each one said.
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcomes = run_cases(name, cases, jobs, timeout);
+    std::panic::set_hook(previous_hook);
+    let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    println!("{}", table(name, &outcomes));
+    if failed > 0 {
+        println!(
+            "verify: {name} failed {failed} of {} cases (each failed case's output and logs kept under {})",
+            outcomes.len(),
+            logs.display()
+        );
+        return Ok(false);
+    }
+    if let (Some(guest), Some(record)) = (&guest, &record)
+        && cases.len() == CASES.len()
+    {
+        guest.mark_verified(&record.content_hash)?;
+    }
+    println!("verify: {name} passed all {} cases", outcomes.len());
+    Ok(true)
 }
 
 /// Runs `cases` against `style`, `jobs` at a time, each in a thread of its own.
@@ -203,7 +222,9 @@ pub fn run_cases(style: &str, cases: &[Case], jobs: usize, timeout: Duration) ->
             outcomes[index] = Some(CaseOutcome {
                 case: cases[index].0,
                 elapsed: started.elapsed(),
-                failure: Some(format!("still running after {timeout:?}: the server never answered what the case waits for")),
+                failure: Some(format!(
+                    "still running after {timeout:?}: the server never answered what the case waits for"
+                )),
             });
             false
         });
@@ -223,7 +244,12 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// The pass/fail table, one row a case, with the first 300 characters of each failure's reason.
 pub fn table(style: &str, outcomes: &[CaseOutcome]) -> Table {
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_header(vec![format!("{style}: case"), "result".into(), "time".into(), "reason".into()]);
+    table.load_style(UTF8_FULL_CONDENSED).set_header(vec![
+        format!("{style}: case"),
+        "result".into(),
+        "time".into(),
+        "reason".into(),
+    ]);
     for o in outcomes {
         let reason = o.failure.as_deref().map(|r| {
             let r = r.replace('\n', " ");
