@@ -143,6 +143,25 @@ func (s *server) serveConn(c net.Conn) {
 // readLine returns the next line without its newline, or errOversized and the line's first bytes.
 func (cn *conn) readLine() ([]byte, error) {
 	limit := cn.s.lim.maxLine
+	if limit < cn.in.Size() {
+		// A limit inside the read buffer: a line is oversized as soon as more than --max-line
+		// bytes without a newline are buffered, and answered then, not when (if ever) its newline
+		// comes. ReadSlice alone would wait for the newline or a full buffer.
+		for {
+			b, _ := cn.in.Peek(cn.in.Buffered())
+			if bytes.IndexByte(b, '\n') >= 0 {
+				break
+			}
+			if len(b) > limit {
+				quoted := append([]byte(nil), quote(b)...)
+				_, _ = cn.in.Discard(len(b))
+				return quoted, errOversized
+			}
+			if _, err := cn.in.Peek(len(b) + 1); err != nil {
+				return nil, err // the end of the stream: a fragment without its newline is dropped
+			}
+		}
+	}
 	line, err := cn.in.ReadSlice('\n')
 	if err == nil {
 		line = line[:len(line)-1]

@@ -30,6 +30,8 @@
 //! Guests are listed here too (`guests/`); their setup runs once, and a machine that cannot set
 //! one up says SKIPPED for it (CI installs their runtimes and sets `HERDBENCH_REQUIRE_GUESTS`).
 
+mod common;
+
 use harness::verify;
 
 /// Points the cases at the binary cargo built and their herds' files at cargo's temporary folder;
@@ -46,8 +48,9 @@ fn ready(style: &str) -> bool {
         Ok(_) => true,
         Err(e) if std::env::var_os("HERDBENCH_REQUIRE_GUESTS").is_some() => panic!("guest {style}: {e:#}"),
         Err(e) => {
-            eprintln!(
-                "SKIPPED: guest {style} cannot be set up on this machine ({e:#}); .ci/run installs what it needs"
+            common::skipped(
+                &format!("{style}'s conformance case"),
+                &format!("guest {style} cannot be set up on this machine ({e:#}); .ci/run installs what it needs"),
             );
             false
         }
@@ -109,3 +112,9 @@ conformance!(future_async_std, "future-async-std");
 conformance!(future_smol, "future-smol");
 conformance!(callback, "callback");
 conformance!(completion_monoio, "completion-monoio");
+// Guests (guests/<name>): the same cases through `harness serve --impl <guest>`.
+conformance!(guest_go, "go");
+conformance!(guest_node, "node");
+conformance!(guest_asyncio, "asyncio");
+conformance!(guest_asyncio_uvloop, "asyncio+uvloop");
+conformance!(guest_twisted, "twisted");
