@@ -5,8 +5,11 @@ alive and reuses them (at most ``--upstream-idle-max`` idle ones are kept, as he
 ``PlacesPool``), and retries a request once on a fresh connection when a kept-alive one turns
 out to have been closed by the backend before any byte of the answer came back — herd-core's
 one stale-connection retry, which Twisted does for idempotent requests on its own. The whole
-exchange (connect, the retry, the body) has one deadline, ``--upstream-timeout``, by
-``Deferred.addTimeout``: cancelling the Deferred aborts whatever connection it is on.
+exchange (connect, the retry, the body) has one deadline, ``--upstream-timeout``:
+``Deferred.addTimeout`` cancels the exchange at it, and the cancellation reaches whatever the
+exchange waits on and aborts that connection (a timed-out connection never goes back to the
+pool, and the pool does not retry a cancelled request). The deadline is also checked when the
+exchange ends, because the timeout's call can be overdue: see ``Places._settle``.
 
 ``lookup`` never fails: an upstream failure becomes herd-core's error JSON, so the client's
 WHATSAT reply is always framed (the AT line, JSON, two newlines).
@@ -14,7 +17,7 @@ WHATSAT reply is always framed (the AT line, JSON, two newlines).
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -110,11 +113,28 @@ class Places:
         if self._address is None:
             return succeed(self._herd.complete(query, None, "no places backend configured"))
         url = self._prefix + f"location={query.location}&radius={query.radius_m}&key=herdbench".encode()
+        deadline = self._reactor.seconds() + self._timeout
         d = self._agent.request(b"GET", url)
         d.addCallback(self._read)
         d.addTimeout(self._timeout, self._reactor)
-        d.addCallbacks(self._answered, self._failed, callbackArgs=(query,), errbackArgs=(query,))
+        d.addBoth(self._settle, query, deadline)
         return d
+
+    def _settle(self, outcome: tuple[int, bytes] | Failure, query: PlacesQuery, deadline: float) -> bytes:
+        """The reply, once the exchange ended: answered, failed, or cancelled at the deadline.
+
+        Whatever ends the exchange at or past its deadline is the timeout, as in herd-core. The
+        ``addTimeout`` call alone does not ensure that: after a stall of the reactor thread (a
+        starved CPU, a slow write in a timer such as the log's flush), the reactor handles the
+        reads that became ready during it before the timed calls that came due during it, so a
+        late answer can end the exchange before its overdue timeout call runs (and cancels that
+        call). Such an answer was read whole, so its connection went back to the pool clean.
+        """
+        if self._reactor.seconds() >= deadline:
+            return self._herd.complete(query, None, "upstream timed out")
+        if isinstance(outcome, Failure):
+            return self._herd.complete(query, None, _describe(outcome))
+        return self._answered(outcome, query)
 
     @staticmethod
     def _read(response) -> Deferred[tuple[int, bytes]]:
@@ -132,15 +152,10 @@ class Places:
             return self._herd.complete(query, None, str(e))
         return self._herd.complete(query, places, None)
 
-    def _failed(self, failure: Failure, query: PlacesQuery) -> bytes:
-        return self._herd.complete(query, None, _describe(failure))
-
 
 def _describe(failure: Failure) -> str:
     """herd-core's ``UpstreamError`` text for what went wrong."""
     e = failure.value
-    if failure.check(TimeoutError):
-        return "upstream timed out"
     if failure.check(ConnectError):
         return f"upstream unreachable: {e}"
     if failure.check(ResponseNeverReceived):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import TestCase
@@ -20,6 +21,7 @@ import core
 from core import Herd, Limits, Link, PlacesQuery
 from events import EventLog
 from links import UP, FloodLink
+from places import Places
 from serving import HerdServer
 
 NOW = core.parse_time("1479413884.655887836")
@@ -249,3 +251,65 @@ class Connections(TestCase):
         self.assertEqual(out[1], b"? " + b"y" * 64)
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.herd.stats["oversized"], 1)
+
+
+class PlacesDeadline(TestCase):
+    """One deadline for the whole places exchange, over the real Agent and pool on a fake
+    reactor: the backend's side of each connection is a StringTransport."""
+
+    BODY = b'{"results": [{"name": "a"}, {"name": "b"}], "status": "OK"}'
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.herd = herd("Alford", [])
+        self.places = Places(self.clock, ("127.0.0.1", 9), Limits(upstream_timeout=0.6), self.herd)
+        self.query = PlacesQuery("AT Alford +0.1 k +1-2 1.5", "+1,-2", 10_000, 5)
+
+    def lookup(self) -> list[bytes]:
+        replies: list[bytes] = []
+        self.places.lookup(self.query).addCallback(replies.append)
+        return replies
+
+    def accept(self, n: int) -> tuple[object, Transport]:
+        """The n-th connection the pool opened, made: its request is written."""
+        factory = self.clock.tcpClients[n][2]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9))
+        transport = Transport()
+        protocol.makeConnection(transport)
+        self.assertIn(b"GET /maps/api/place/nearbysearch/json?location=+1,-2", transport.value())
+        return protocol, transport
+
+    def test_an_answer_in_time_is_used_and_its_connection_kept_for_the_next(self) -> None:
+        replies = self.lookup()
+        protocol, transport = self.accept(0)
+        self.clock.advance(0.5)
+        protocol.dataReceived(self.ANSWER)
+        self.assertIn(b'"status": "OK"', replies[0])
+        transport.clear()
+        self.lookup()
+        self.assertEqual(len(self.clock.tcpClients), 1, "the kept-alive connection is reused")
+        self.assertIn(b"GET /maps/api/place/nearbysearch/json", transport.value())
+
+    def test_at_the_deadline_the_connection_is_aborted_and_never_reused(self) -> None:
+        replies = self.lookup()
+        _, transport = self.accept(0)
+        self.clock.advance(0.6)
+        self.assertIn(b'"status": "UNKNOWN_ERROR"', replies[0])
+        self.assertIn(b"upstream timed out", replies[0])
+        self.assertTrue(transport.disconnected, "aborted: its late answer is never read")
+        self.lookup()
+        self.assertEqual(len(self.clock.tcpClients), 2, "the next exchange opens a fresh connection")
+
+    def test_an_answer_handled_after_the_deadline_is_a_timeout(self) -> None:
+        """A stalled reactor handles the reads that became ready before the timeout's overdue
+        call: the answer that ends the exchange past its deadline must not be taken."""
+        replies = self.lookup()
+        protocol, _ = self.accept(0)
+        self.clock.rightNow += 1.0  # a stall: the deadline passed, its call has not run yet
+        protocol.dataReceived(self.ANSWER)
+        self.assertIn(b'"status": "UNKNOWN_ERROR"', replies[0])
+        self.assertIn(b"upstream timed out", replies[0])
+        self.assertEqual((self.herd.stats["upstream_ok"], self.herd.stats["upstream_errors"]), (0, 1))
+        self.clock.advance(0)  # the overdue call finds the exchange over
+        self.assertEqual(len(replies), 1)
