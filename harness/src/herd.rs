@@ -379,7 +379,7 @@ impl Herd {
                 args.extend(flags.iter().map(OsString::from));
                 let launch = herd.spec.hosts.as_ref().map_or(Launch::Here, |h| Launch::Host(h.places().0));
                 herd.launch("places", &launch, &args, false)?;
-                herd.wait_accepting("places", places_addr, interrupted)?;
+                herd.wait_accepting("places", places_addr, &launch, interrupted)?;
             }
         }
         for (name, plan) in names.iter().zip(plans) {
@@ -398,7 +398,7 @@ impl Herd {
             });
         }
         for server in &herd.servers {
-            herd.wait_accepting(&server.name, server.listen, interrupted)?;
+            herd.wait_accepting(&server.name, server.listen, &server.launch, interrupted)?;
         }
         // A server that failed to bind while something else answered on its port is caught here.
         if let Some(server) = herd.servers.iter().find(|s| !herd.children.is_running(&s.name)) {
@@ -532,7 +532,7 @@ impl Herd {
         let server = self.server(name)?;
         let (addr, launch, args) = (server.listen, server.launch.clone(), server.args.clone());
         self.launch(name, &launch, &args, true)?;
-        self.wait_accepting(name, addr, &AtomicBool::new(false))
+        self.wait_accepting(name, addr, &launch, &AtomicBool::new(false))
     }
 
     /// SIGTERM to every child, up to `grace` for them to exit, then SIGKILL; reaps them all and
@@ -602,12 +602,20 @@ impl Herd {
         Ok(())
     }
 
-    /// Waits until `addr` accepts a connection (10 s at most), failing early if the child died.
-    fn wait_accepting(&self, name: &str, addr: SocketAddr, interrupted: &AtomicBool) -> Result<()> {
+    /// Waits until `addr` accepts a connection (10 s at most) on a listener of the child's own,
+    /// failing early if the child died. Whose listener it is matters: a port picked free can be
+    /// taken by another herd's child before ours binds it, and a child slow to start (a guest's
+    /// interpreter loading) then finds it taken only after the other one has answered for it.
+    fn wait_accepting(&self, name: &str, addr: SocketAddr, launch: &Launch, interrupted: &AtomicBool) -> Result<()> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
+                // A launcher that runs the command elsewhere (ssh) has no listener of its own here.
+                let theirs = launch.host().is_none()
+                    && self.children.pid(name).and_then(|pid| owns_listener(pid, addr)) == Some(false);
+                if !theirs {
+                    return Ok(());
+                }
             }
             if interrupted.load(Relaxed) {
                 bail!("interrupted while starting {name}");
@@ -621,6 +629,31 @@ impl Herd {
             std::thread::sleep(START_POLL);
         }
     }
+}
+
+/// Whether process `pid` holds the socket listening on `addr`, read from /proc (the listening
+/// sockets of its network namespace, `/proc/<pid>/net/tcp[6]`, and its descriptors); `None` when
+/// it cannot be told (no such listener seen there, /proc unreadable).
+fn owns_listener(pid: i32, addr: SocketAddr) -> Option<bool> {
+    const LISTEN: &str = "0A";
+    let table = if addr.is_ipv4() { "tcp" } else { "tcp6" };
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
+    let port = format!(":{:04X}", addr.port());
+    // Fields: sl local_address rem_address st … uid timeout inode.
+    let inodes: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1].ends_with(&port) && f[3] == LISTEN)
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    }))
 }
 
 /// `n` distinct ports of `ip`, reserved by listening on them until the caller lets go.
@@ -644,4 +677,23 @@ fn open_output(logs: &Path, name: &str, append: bool) -> Result<File> {
         options.write(true).truncate(true);
     }
     options.open(&path).with_context(|| format!("creating {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_of_ours_is_told_apart_from_another_process_s() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let addr = listener.local_addr().expect("its address");
+        assert_eq!(owns_listener(std::process::id() as i32, addr), Some(true), "ours");
+        let mut other = std::process::Command::new("sleep").arg("5").spawn().expect("sleep runs");
+        let theirs = owns_listener(other.id() as i32, addr);
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(theirs, Some(false), "a process that does not hold it");
+        drop(listener);
+        assert_eq!(owns_listener(std::process::id() as i32, addr), None, "nobody listens");
+    }
 }

@@ -158,12 +158,14 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
 pub fn verify(name: &str, cases: &[Case], jobs: usize, timeout: Duration) -> Result<bool> {
     let guest = crate::guest::find(name)?;
     let record = guest.as_ref().map(crate::guest::Guest::prepare).transpose()?;
-    let logs = crate::workload::workspace_root().join("target/verify").join(format!(
+    // One folder for every herd of this process: the settings are set once, later calls keep them.
+    let here = crate::workload::workspace_root().join("target/verify").join(format!(
         "{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
         std::process::id()
     ));
-    configure(Settings { exe: std::env::current_exe().context("finding this binary")?, logs: logs.clone() });
+    configure(Settings { exe: std::env::current_exe().context("finding this binary")?, logs: here });
+    let logs = settings().logs.clone();
     eprintln!("== verify {name}: {} cases, {jobs} at a time", cases.len());
     // The cases report through their panics; the table says what each one said.
     let previous_hook = std::panic::take_hook();
