@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server CPU per request at one fixed open-loop echo rate: every style (one thread) against the C
-# reference server (../shared/reference/echo_epoll), in the same rounds, pinned apart (the server
+# reference server (the project's floor, scripts/floor/echo_epoll.c), in the same rounds, pinned apart (the server
 # on the last CPU, the generator on CPU 0), 256 connections, 64 B messages. CPU is counted over the
 # measured window only (not start-up or warm-up): for the styles from the result file, for
 # echo_epoll through `harness load --probe-pid`.
@@ -22,8 +22,11 @@ styles=("$@")
 if [ ${#styles[@]} -eq 0 ]; then
   styles=(threadpool thread-per-request two-stage event-handler callback future-tokio future-async-std future-smol coroutine completion-monoio)
 fi
-ref=../shared/reference
-[ -x "$ref/echo_epoll" ] || "$ref/build.sh" >/dev/null
+floor=target/floor/echo_epoll
+if [ ! -x "$floor" ] || [ scripts/floor/echo_epoll.c -nt "$floor" ]; then
+  mkdir -p target/floor
+  cc -O2 -o "$floor" scripts/floor/echo_epoll.c
+fi
 cargo build --release -p harness
 last=$(( $(nproc) - 1 ))
 out=${OUT:-target/cpu-at-rate/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -34,7 +37,7 @@ server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null' EXIT
 for i in $(seq "$rounds"); do
   port=$(( 20000 + RANDOM % 20000 ))
-  taskset -c "$last" "$ref/echo_epoll" "$port" &
+  taskset -c "$last" "$floor" "$port" &
   server=$!
   sleep 0.3
   taskset -c 0 target/release/harness load --addr "127.0.0.1:$port" --workload echo --load "$rate" \
