@@ -23,7 +23,13 @@ from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseNeverReceived,
+    _RetryingHTTP11ClientProtocol,
+)
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -38,6 +44,29 @@ IDLE_TIMEOUT = 240.0
 class ResponseTooLargeError(Exception):
     def __str__(self) -> str:
         return f"response larger than {MAX_RESPONSE} bytes"
+
+
+class _Pool(HTTPConnectionPool):
+    """``HTTPConnectionPool`` handing out the most recently returned idle connection first.
+
+    Twisted's pool takes the oldest (``pop(0)``), which keeps every connection a burst opened in
+    rotation; herd-core (and the contract, §8) take the newest: the one least likely to have been
+    closed by the backend, and the others age out. ``_putConnection`` already drops the oldest
+    when more than ``maxPersistentPerHost`` are idle. The rest is Twisted's ``getConnection``.
+    """
+
+    def getConnection(self, key, endpoint):
+        connections = self._connections.get(key)
+        while connections:
+            connection = connections.pop()
+            self._timeouts.pop(connection).cancel()
+            if connection.state == "QUIESCENT":
+                if self.retryAutomatically:
+                    connection = _RetryingHTTP11ClientProtocol(
+                        connection, lambda: self._newConnection(key, endpoint)
+                    )
+                return succeed(connection)
+        return self._newConnection(key, endpoint)
 
 
 @implementer(IStreamClientEndpoint)
@@ -101,7 +130,7 @@ class Places:
         if address is None:
             return
         host, port = address
-        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool = _Pool(reactor, persistent=True)
         pool.maxPersistentPerHost = limits.upstream_idle_max
         pool.cachedConnectionTimeout = IDLE_TIMEOUT
         pool.retryAutomatically = True  # the one retry of a stale kept-alive connection
