@@ -4,10 +4,10 @@
 //
 // How it works: one thread runs JavaScript, and libuv's event loop (epoll) calls it back. There
 // are no hand-offs: a connection's 'data' callback frames its lines and handles every complete one
-// at once (store, flood, reply); the replies of one read leave in one write. A WHATSAT starts an
-// `http.request` on a kept-alive Agent and returns; its callback, later, fills the WHATSAT's place
-// in the connection's reply order, so later lines of that client are handled meanwhile and their
-// replies wait behind it. Flood links are sockets on the same loop, written once per loop turn.
+// at once (store, flood, reply); the replies of one read leave in one write. A WHATSAT sends its
+// request on a kept-alive places connection and returns; its callback, later, fills the WHATSAT's
+// place in the connection's reply order, so later lines of that client are handled meanwhile and
+// their replies wait behind it. Flood links are sockets on the same loop, written once per loop turn.
 // Waiting is only ever the loop waiting: for readable sockets, for write completions (the write
 // callbacks are the back-pressure signal), for timers (retries, deadlines, stalls).
 //
