@@ -2,7 +2,7 @@
 # The guests against the Rust styles, in interleaved rounds of one run folder: herd-mixed and
 # herd-query at 2k/s (every style and every guest; CPU, syscalls and switches per request), 1,000
 # connections at 2k/s (the guests, event-handler), a knee sweep of herd-mixed (the guests beside
-# event-handler and future-tokio), then `harness report` over the folder. CPU per request at a fixed
+# event-handler), then `harness report` over the folder. CPU per request at a fixed
 # echo rate against the C floor is scripts/cpu-at-rate.sh's (see the README's guest section).
 #   scripts/guests.sh [FOLDER] [ROUNDS] [WINDOW] [WARMUP]
 # Defaults: results/runs/<UTC timestamp>, 3 rounds of a 3 s window after 1 s of warm-up. About 20
@@ -35,6 +35,6 @@ h() {
 h light       --impl all,guests --workload herd-mixed --load 2k --repeat "$rounds"
 h fixed       --impl all,guests --workload herd-query --load 2k --repeat "$rounds"
 h connections --impl guests,event-handler --workload herd-mixed --load 2k --connections 1000 --repeat 2
-h knee        --impl guests,event-handler,future-tokio --workload herd-mixed \
-  --load 1k,2k,3k,5k,7k,10k,15k,20k,30k --repeat 1
+h knee        --impl guests,event-handler --workload herd-mixed \
+  --load 1k,2k,3k,5k,7k,10k,15k,20k --repeat 1
 target/release/harness report "$dir"
