@@ -322,7 +322,10 @@ impl SyscallCount {
         // counted nothing). So it is told to answer first, and the window waits for that.
         let ready = count.command("ping", Duration::from_secs(15));
         if let Some(late) = ready.iter().position(Option::is_none) {
-            return Err(io::Error::other(format!("perf for process {} did not start within 15 s", count.perfs[late].pid)));
+            return Err(io::Error::other(format!(
+                "perf for process {} did not start within 15 s",
+                count.perfs[late].pid
+            )));
         }
         Ok(count)
     }
