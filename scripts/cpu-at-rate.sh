@@ -39,7 +39,8 @@ for i in $(seq "$rounds"); do
   port=$(( 20000 + RANDOM % 20000 ))
   taskset -c "$last" "$floor" "$port" &
   server=$!
-  sleep 0.3
+  # Until it accepts (a loaded machine may take longer than any fixed pause), 5 s at most.
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   taskset -c 0 target/release/harness load --addr "127.0.0.1:$port" --workload echo --load "$rate" \
     --connections 256 --warmup 1s --duration "${secs}s" --probe-pid "$server" > "$out/echo_epoll-$i.txt"
   kill "$server"; wait "$server" 2>/dev/null || true
