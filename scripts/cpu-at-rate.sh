@@ -22,11 +22,7 @@ styles=("$@")
 if [ ${#styles[@]} -eq 0 ]; then
   styles=(threadpool thread-per-request two-stage event-handler callback future-tokio future-async-std future-smol coroutine completion-monoio)
 fi
-floor=target/floor/echo_epoll
-if [ ! -x "$floor" ] || [ scripts/floor/echo_epoll.c -nt "$floor" ]; then
-  mkdir -p target/floor
-  cc -O2 -o "$floor" scripts/floor/echo_epoll.c
-fi
+floor=$(scripts/floor/build.sh)/echo_epoll
 cargo build --release -p harness
 last=$(( $(nproc) - 1 ))
 out=${OUT:-target/cpu-at-rate/$(date -u +%Y%m%dT%H%M%SZ)}

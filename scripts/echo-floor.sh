@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Echo against the floor, all in one run, pinned apart (servers on the last CPU, clients on CPU 0),
 # 64 B messages, 256 connections, closed loop, ROUNDS rounds alternating:
-#   1. ../shared/reference/echo_client → echo_epoll        (the C client's round trips/s)
+#   1. echo_client → echo_epoll                             (the C client's round trips/s; both in
+#                                                           scripts/floor, built by its build.sh)
 #   2. harness load → echo_epoll                            (our generator against the same server)
 #   3. harness run --impl STYLE --mode echo --threads 1     (each STYLE given, single-threaded)
 # and prints, per round, generator/echo_client and STYLE/echo_epoll (both through our generator).
@@ -12,8 +13,7 @@ secs=${1:-5}
 rounds=${2:-3}
 shift $(( $# > 2 ? 2 : $# )) || true
 styles=("$@")
-ref=../shared/reference
-[ -x "$ref/echo_epoll" ] && [ -x "$ref/echo_client" ] || "$ref/build.sh" >/dev/null
+ref=$(scripts/floor/build.sh)
 [ -x target/release/harness ] || cargo build --release -p harness
 last=$(( $(nproc) - 1 ))
 port=$(( 20000 + RANDOM % 20000 ))

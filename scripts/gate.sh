@@ -46,17 +46,9 @@ else
   cargo build --release -p harness
   harness=target/release/harness
 fi
-# The floor: the C echo server every CPU figure is divided by, built from the project's own copy.
-if ! command -v cc >/dev/null; then
-  echo "== installing gcc (the floor, scripts/floor/echo_epoll.c, is C)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc >/dev/null \
-    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc >/dev/null; }
-fi
-floor=target/floor/echo_epoll
-if [ ! -x "$floor" ] || [ scripts/floor/echo_epoll.c -nt "$floor" ]; then
-  mkdir -p target/floor
-  cc -O2 -o "$floor" scripts/floor/echo_epoll.c
-fi
+# The floor: the C echo server every CPU figure is divided by, built from the project's own copy
+# (scripts/floor/build.sh installs gcc if the machine has no C compiler).
+floor=$(scripts/floor/build.sh)/echo_epoll
 # The first two CPUs: the generator on one, every server on the other (`--pin` splits them). A
 # style's thread count follows the CPUs it may use (event loops, runtime workers), so this keeps
 # the experiment the same on a bigger machine, and with one loop per server no count depends on
@@ -125,8 +117,8 @@ instructions_run() { # OUTPUT_FILE STYLE
 }
 
 # Three rounds; in each the floor, then every style once, in an order rotated by one each round.
-# One `harness run` per style and round, since `run --pin` leaves the harness pinned to the
-# generator's CPU after its first point (a second point would find one CPU to split).
+# One `harness run` per style and round: each a separate invocation (ports, thread placement and
+# start-up drawn afresh), as the baseline's runs were.
 gate_run() { # OUTPUT_DIR [STYLES]
   local out=$1 styles style i round
   IFS=, read -r -a styles <<< "${2:-${GATE_STYLES:-$("$harness" gate styles)}}"

@@ -46,31 +46,53 @@ pub struct CompareArgs {
     /// Also judge runs whose generator fell behind its schedule (left out by default).
     #[arg(long)]
     pub include_behind: bool,
-    /// Metrics to compare: p50, p99, cpu (server CPU per request), syscalls and switches (per
-    /// request, over the window), throughput.
+    /// Metrics to compare: p50, p99, p999, cpu (server CPU per request), syscalls and switches (per
+    /// request, over the window), throughput; the long names (`cpu-per-request`) work too.
     #[arg(long, value_delimiter = ',', default_value = "p50,p99,cpu,syscalls,switches,throughput")]
     pub metrics: Vec<MetricName>,
 }
 
+/// A metric of one result, as `compare`, `--threshold`, findings and `export` name it: each has
+/// one name ([`MetricName::name`]: what `export` writes and `--threshold` reads) and one unit;
+/// `compare --metrics` and REPORT.md's check lines also take the short names they always have
+/// (`cpu`, `syscalls`, `switches`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricName {
     P50,
     P99,
+    P999,
+    #[value(alias = "cpu-per-request")]
     Cpu,
+    #[value(alias = "syscalls-per-request")]
     Syscalls,
+    #[value(alias = "switches-per-request")]
     Switches,
     Throughput,
+    Errors,
 }
 
 impl MetricName {
+    pub const ALL: [MetricName; 8] = [
+        MetricName::P50,
+        MetricName::P99,
+        MetricName::P999,
+        MetricName::Cpu,
+        MetricName::Syscalls,
+        MetricName::Switches,
+        MetricName::Throughput,
+        MetricName::Errors,
+    ];
+
     pub fn value(self, m: &Metrics) -> f64 {
         match self {
             MetricName::P50 => m.p50_us,
             MetricName::P99 => m.p99_us,
+            MetricName::P999 => m.p999_us,
             MetricName::Cpu => m.cpu_us_per_request,
             MetricName::Syscalls => m.syscalls_per_request,
             MetricName::Switches => m.switches_per_request,
             MetricName::Throughput => m.achieved_rps,
+            MetricName::Errors => m.errors,
         }
     }
 
@@ -78,14 +100,59 @@ impl MetricName {
         self == MetricName::Throughput
     }
 
+    /// Its one name: `p99`, `cpu-per-request`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricName::P50 => "p50",
+            MetricName::P99 => "p99",
+            MetricName::P999 => "p999",
+            MetricName::Cpu => "cpu-per-request",
+            MetricName::Syscalls => "syscalls-per-request",
+            MetricName::Switches => "switches-per-request",
+            MetricName::Throughput => "throughput",
+            MetricName::Errors => "errors",
+        }
+    }
+
+    /// The metric called `name` (or its alias), or an error that lists the names.
+    pub fn named(name: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(name, false).map_err(|_| {
+            let names: Vec<&str> = Self::ALL.iter().map(|m| m.name()).collect();
+            format!("no metric `{name}`; the metrics are {}", names.join(", "))
+        })
+    }
+
+    /// Its unit, as trackers show it.
+    pub fn unit(self) -> &'static str {
+        match self {
+            MetricName::P50 | MetricName::P99 | MetricName::P999 | MetricName::Cpu => "µs",
+            MetricName::Syscalls => "calls",
+            MetricName::Switches => "switches",
+            MetricName::Throughput => "requests/s",
+            MetricName::Errors => "requests",
+        }
+    }
+
+    /// Whether it is a time (given with a unit: `800us`, `10ms`).
+    pub fn is_time(self) -> bool {
+        self.unit() == "µs"
+    }
+
+    /// Whether only the servers' counters give it (a `harness run`, not a `harness load`).
+    pub fn of_servers(self) -> bool {
+        matches!(self, MetricName::Cpu | MetricName::Syscalls | MetricName::Switches)
+    }
+
     fn label(self) -> &'static str {
         match self {
             MetricName::P50 => "p50 µs",
             MetricName::P99 => "p99 µs",
+            MetricName::P999 => "p99.9 µs",
             MetricName::Cpu => "CPU µs/req",
             MetricName::Syscalls => "syscalls/req",
             MetricName::Switches => "switches/req",
             MetricName::Throughput => "achieved/s",
+            MetricName::Errors => "errors",
         }
     }
 }

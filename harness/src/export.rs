@@ -10,8 +10,12 @@
 //! - `hlog`: an HdrHistogram interval log of every run's latency histograms, for
 //!   HistogramLogProcessor and the like (see [`crate::hlog`]).
 //!
-//! A benchmark is one experiment (`workload/style/load`, and `/tN` with `--threads`), named the
-//! same in every format so that a tracker's history follows it.
+//! A benchmark is one experiment, `workload/style/load/cN` (`N` connections; `/tN` after it with
+//! `--threads`): every key results are grouped by, so two experiments never share a name, and the
+//! same name in every format so that a tracker's history follows it. A measure is named after its
+//! metric ([`MetricName::name`]) with its unit where the name does not say it (`p99-us`,
+//! `cpu-per-request-us`, `throughput-rps`): BMF has no unit field, and Bencher's built-in
+//! `latency` is in nanoseconds where ours are microseconds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,15 +51,25 @@ pub enum Format {
     Hlog,
 }
 
-/// The measures exported, with the unit a tracker shows.
-const MEASURES: [(MetricName, &str, &str); 6] = [
-    (MetricName::P50, "p50", "µs"),
-    (MetricName::P99, "p99", "µs"),
-    (MetricName::Cpu, "cpu-per-request", "µs"),
-    (MetricName::Syscalls, "syscalls-per-request", "calls"),
-    (MetricName::Switches, "switches-per-request", "switches"),
-    (MetricName::Throughput, "throughput", "requests/s"),
+/// The metrics exported (errors are not a measure a tracker plots: a run with errors fails CI).
+const MEASURES: [MetricName; 7] = [
+    MetricName::P50,
+    MetricName::P99,
+    MetricName::P999,
+    MetricName::Cpu,
+    MetricName::Syscalls,
+    MetricName::Switches,
+    MetricName::Throughput,
 ];
+
+/// A metric's measure name: its name, and its unit unless the name says it.
+pub fn measure_name(metric: MetricName) -> String {
+    match metric.unit() {
+        "µs" => format!("{}-us", metric.name()),
+        "requests/s" => format!("{}-rps", metric.name()),
+        _ => metric.name().to_owned(),
+    }
+}
 
 pub fn run(args: &ExportArgs) -> Result<()> {
     let loaded = collection::load(&args.inputs)?;
@@ -63,7 +77,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         let log = crate::hlog::write(&loaded)?;
         return match &args.output {
             Some(path) => std::fs::write(path, log).with_context(|| format!("writing {}", path.display())),
-            None => std::io::Write::write_all(&mut std::io::stdout(), &log).context("writing to standard output"),
+            None => to_stdout(&log),
         };
     }
     let mut groups: BTreeMap<Key, Vec<Metrics>> = BTreeMap::new();
@@ -73,10 +87,18 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let text = serde_json::to_string_pretty(&export(&groups, args.format))?;
     match &args.output {
         Some(path) => std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display())),
-        None => {
-            println!("{text}");
-            Ok(())
-        }
+        None => to_stdout((text + "\n").as_bytes()),
+    }
+}
+
+/// Writes `bytes` to standard output; a reader that stopped reading (`harness export … | head -1`)
+/// ends the program quietly, as it does `cat`, instead of as an error.
+pub fn to_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to standard output"),
+        _ => Ok(()),
     }
 }
 
@@ -88,13 +110,14 @@ pub fn export(groups: &BTreeMap<Key, Vec<Metrics>>, format: Format) -> Value {
     for (key, runs) in groups {
         let name = benchmark_name(key);
         let mut measures = serde_json::Map::new();
-        for (metric, measure, unit) in MEASURES {
+        for metric in MEASURES {
+            let (measure, unit) = (measure_name(metric), metric.unit());
             let values: Vec<f64> = runs.iter().map(|m| metric.value(m)).filter(|v| v.is_finite()).collect();
             if values.is_empty() {
                 continue;
             }
             let (value, low, high) = (median(&values), min(&values), max(&values));
-            measures.insert(measure.into(), json!({ "value": value, "lower_value": low, "upper_value": high }));
+            measures.insert(measure.clone(), json!({ "value": value, "lower_value": low, "upper_value": high }));
             if (format == Format::GithubBigger) == metric.higher_is_better() {
                 list.push(json!({
                     "name": format!("{name} {measure}"),
@@ -117,7 +140,7 @@ pub fn export(groups: &BTreeMap<Key, Vec<Metrics>>, format: Format) -> Value {
 
 fn benchmark_name(key: &Key) -> String {
     let threads = key.threads.map(|t| format!("/t{t}")).unwrap_or_default();
-    format!("{}/{}/{}{threads}", key.workload, key.implementation, key.load)
+    format!("{}/{}/{}/c{}{threads}", key.workload, key.implementation, key.load, key.connections)
 }
 
 fn min(values: &[f64]) -> f64 {
@@ -167,22 +190,45 @@ mod tests {
     #[test]
     fn bencher_metric_format_has_median_and_bounds_and_skips_what_was_not_measured() {
         let doc = export(&groups(), Format::Bmf);
-        let bench = &doc["herd-mixed/event-handler/2k"];
-        assert_eq!(bench["p50"], json!({ "value": 130.0, "lower_value": 120.0, "upper_value": 140.0 }));
-        assert_eq!(bench["throughput"]["value"], 2000.0);
+        let bench = &doc["herd-mixed/event-handler/2k/c64"];
+        assert_eq!(bench["p50-us"], json!({ "value": 130.0, "lower_value": 120.0, "upper_value": 140.0 }));
+        assert_eq!(bench["cpu-per-request-us"]["value"], 280.0);
+        assert_eq!(bench["throughput-rps"]["value"], 2000.0);
         assert!(bench.get("syscalls-per-request").is_none(), "no --syscalls: left out, not null");
+        let units: Vec<&String> = bench.as_object().expect("measures").keys().collect();
+        assert_eq!(
+            units,
+            ["p50-us", "p99-us", "p999-us", "cpu-per-request-us", "switches-per-request", "throughput-rps"],
+            "every measure says its unit"
+        );
     }
 
     #[test]
     fn github_formats_split_by_direction() {
         let smaller = export(&groups(), Format::GithubSmaller);
         let names: Vec<&str> = smaller.as_array().expect("a list").iter().filter_map(|e| e["name"].as_str()).collect();
-        assert!(names.contains(&"herd-mixed/event-handler/2k p50"), "{names:?}");
-        assert!(names.contains(&"herd-mixed/event-handler/2k switches-per-request"), "{names:?}");
-        assert!(!names.iter().any(|n| n.ends_with("throughput")), "{names:?}");
+        assert!(names.contains(&"herd-mixed/event-handler/2k/c64 p50-us"), "{names:?}");
+        assert!(names.contains(&"herd-mixed/event-handler/2k/c64 switches-per-request"), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with("throughput-rps")), "{names:?}");
         let bigger = export(&groups(), Format::GithubBigger);
         assert_eq!(bigger.as_array().expect("a list").len(), 1);
-        assert_eq!(bigger[0]["name"], "herd-mixed/event-handler/2k throughput");
+        assert_eq!(bigger[0]["name"], "herd-mixed/event-handler/2k/c64 throughput-rps");
         assert_eq!(bigger[0]["unit"], "requests/s");
+    }
+
+    #[test]
+    fn experiments_that_differ_only_in_connections_keep_their_own_names() {
+        let mut groups = groups();
+        let (key, runs) = groups.first_key_value().map(|(k, v)| (k.clone(), v.clone())).expect("a group");
+        groups.insert(Key { connections: 1000, ..key }, runs.iter().map(|m| Metrics { p50_us: 900.0, ..*m }).collect());
+        let doc = export(&groups, Format::Bmf);
+        assert_eq!(doc["herd-mixed/event-handler/2k/c64"]["p50-us"]["value"], 130.0);
+        assert_eq!(doc["herd-mixed/event-handler/2k/c1000"]["p50-us"]["value"], 900.0);
+        let list = export(&groups, Format::GithubSmaller);
+        let mut names: Vec<&str> = list.as_array().expect("a list").iter().filter_map(|e| e["name"].as_str()).collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "no two entries share a name");
     }
 }

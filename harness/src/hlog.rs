@@ -19,6 +19,10 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
 use crate::collection::Loaded;
 
+/// The interval log format written: Java HdrHistogram's current one (tags, V2 compressed
+/// histograms), which `HistogramLogReader` in Java, Python and Rust read.
+pub const LOG_FORMAT_VERSION: &str = "1.3";
+
 /// The interval log of `runs`.
 pub fn write(runs: &[Loaded]) -> Result<Vec<u8>> {
     let mut intervals = Vec::new();
@@ -34,13 +38,20 @@ pub fn write(runs: &[Loaded]) -> Result<Vec<u8>> {
     }
     intervals.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
     let base = intervals.first().map_or(SystemTime::UNIX_EPOCH, |i| i.0);
-    let mut out = Vec::new();
+    let since_epoch = base.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    // The header Java's HistogramLogWriter writes, in its order: the format version (readers
+    // branch on it), the start and base times, then the column legend.
+    let mut out = format!(
+        "#[Histogram log format version {LOG_FORMAT_VERSION}]\n\
+         #[herdbench: latency values in microseconds (HistogramLogProcessor: -outputValueUnitRatio 1000 prints milliseconds); \
+         one interval per run and command, tagged style/command]\n\
+         #[StartTime: {since_epoch:.3} (seconds since epoch)]\n\
+         #[BaseTime: {since_epoch:.3} (seconds since epoch)]\n\
+         \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+    )
+    .into_bytes();
     let mut serializer = V2DeflateSerializer::new();
-    let mut log = IntervalLogWriterBuilder::new()
-        .add_comment("herdbench: latency in microseconds; one interval per run and command, tagged style/command")
-        .with_start_time(base)
-        .with_base_time(base)
-        .begin_log_with(&mut out, &mut serializer)?;
+    let mut log = IntervalLogWriterBuilder::new().begin_log_with(&mut out, &mut serializer)?;
     for (start, window, tag, h) in &intervals {
         let at = start.duration_since(base).unwrap_or_default();
         let tag = Tag::new(tag).ok_or_else(|| anyhow!("{tag:?} cannot be an interval log tag"))?;
@@ -66,7 +77,11 @@ mod tests {
         assert_eq!(runs.len(), 2, "two committed event-handler runs");
         let log = write(&runs).expect("writes");
         let text = String::from_utf8(log.clone()).expect("text");
-        assert!(text.contains("#[BaseTime: ") && text.contains("#[StartTime: "), "{text}");
+        let header: Vec<&str> = text.lines().take(5).collect();
+        assert_eq!(header[0], "#[Histogram log format version 1.3]", "{text}");
+        assert!(header[1].contains("microseconds"), "the unit is written down: {text}");
+        assert!(header[2].starts_with("#[StartTime: ") && header[3].starts_with("#[BaseTime: "), "{text}");
+        assert!(header[4].starts_with("\"StartTimestamp\",\"Interval_Length\""), "{text}");
 
         let mut seen = Vec::new();
         for entry in IntervalLogIterator::new(&log) {

@@ -14,6 +14,7 @@
 //! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
 //! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
 //! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline;
+//!   [`thresholds`]: `--threshold` pass/fail criteria (k6's, exit status 99);
 //!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
 //! - [`rng`]: the seeded generator behind schedules, answers, faults and relays.
 //! - [`counters`]: what the kernel counts for a process over the measured window.
@@ -47,6 +48,7 @@ pub mod scenario;
 pub mod serve;
 mod summary;
 pub mod sweep;
+pub mod thresholds;
 pub mod topology;
 pub mod units;
 pub mod verify;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{compare, export, gate, guest, load, merge, places, report, result, run, serve, verify};
+use harness::{compare, export, gate, guest, load, merge, places, report, result, run, serve, thresholds, verify};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]
@@ -19,6 +19,8 @@ struct Cli {
     run: run::RunArgs,
 }
 
+// One value, parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Measure one style: start places and the herd, drive load, write a result file.
@@ -81,13 +83,14 @@ fn main() -> ExitCode {
         Command::Gate(args) => gate::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Merge(args) => merge::run(&args),
-        Command::Schema => {
-            print!("{}", result::schema_json());
-            Ok(())
-        }
+        Command::Schema => export::to_stdout(result::schema_json().as_bytes()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<thresholds::Breached>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(thresholds::EXIT_BREACHED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
@@ -89,6 +89,29 @@ impl RunResult {
     }
 
     /// Writes the result file (its folder too, if missing).
+    /// Whether a result can be written at `path` (its folder made, a file created there and removed
+    /// again unless it was there before): checked before a measurement, so that a path that cannot
+    /// be written fails at once instead of losing the measurement at its end.
+    pub fn check_writable(path: &std::path::Path, flag: &str) -> Result<()> {
+        let hint = || format!("{flag} {}: cannot be written; name a file in a folder you can write", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(hint)?;
+        }
+        if path.is_dir() {
+            bail!(
+                "{flag} {} is a folder; name a file in it, e.g. {}",
+                path.display(),
+                path.join("result.json").display()
+            );
+        }
+        let existed = path.exists();
+        std::fs::OpenOptions::new().append(true).create(true).open(path).with_context(hint)?;
+        if !existed {
+            std::fs::remove_file(path).with_context(hint)?;
+        }
+        Ok(())
+    }
+
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::compare::MetricName;
 use crate::counters::{Counters, SyscallCount, WindowProbe};
 use crate::herd::{Herd, HerdSpec, Upstream};
 use crate::hosts::{HostRecord, Placement, Remote};
@@ -111,6 +112,12 @@ pub struct RunArgs {
     /// Exit non-zero if any run had a failed request (wrong reply, timeout, …): for CI smoke runs.
     #[arg(long)]
     pub fail_on_errors: bool,
+    /// A pass/fail criterion on each run, as k6 writes them (repeatable): `p99<10ms`, `errors==0`,
+    /// `cpu-per-request<300us`, `throughput>=9.5k`; metrics p50, p99, p999, cpu-per-request,
+    /// syscalls-per-request (with --syscalls), switches-per-request, throughput, errors. Printed as
+    /// a table after the run; a breach exits with status 99 (the result file is kept).
+    #[arg(long = "threshold", value_name = "METRIC<VALUE")]
+    pub thresholds: Vec<crate::thresholds::Threshold>,
     /// After SIGTERM, how long servers get to exit before SIGKILL.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
@@ -133,8 +140,10 @@ pub struct RunArgs {
 }
 
 /// The workspace's results folder.
+/// Where results go without `--output`/`--output-dir`: `results/` of the current folder (of the
+/// checkout, when run from its root as the README does; of any folder an installed binary runs in).
 pub fn results_dir() -> PathBuf {
-    crate::workload::workspace_root().join("results")
+    PathBuf::from("results")
 }
 
 /// One point of a matrix.
@@ -172,6 +181,20 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    if let Some(t) = args.thresholds.iter().find(|t| t.metric == MetricName::Syscalls && !args.syscalls) {
+        bail!("--threshold '{t}' judges system calls, which only --syscalls counts: add --syscalls");
+    }
+    // Where the results go is checked before anything is measured, not after.
+    if let Some(path) = &args.output {
+        RunResult::check_writable(path, "--output")?;
+    }
+    // The logs go to results/logs/ whatever the output.
+    let results = args.output_dir.clone().unwrap_or_else(results_dir);
+    for dir in [&results, &results_dir().join("logs")] {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot make the folder {}: run from a folder you can write, or give --output-dir", dir.display())
+        })?;
+    }
     if args.wan.spec(args.generator.seed).is_some() {
         if args.hosts.is_some() {
             bail!("--hosts places the herd on hosts of its own; a WAN herd on this machine (--link-*) cannot join it");
@@ -205,7 +228,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let dir = args.output_dir.clone().unwrap_or_else(|| results_dir().join("runs").join(stamp));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut failures = 0;
+    let (mut failures, mut breached) = (0, Vec::new());
     for (i, point) in points.iter().enumerate() {
         if stop.load(Relaxed) {
             break;
@@ -220,13 +243,23 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         );
         eprintln!("== run {}/{}: {name}", i + 1, points.len());
         // One failed point (a style that crashed) must not lose the rest of the matrix.
-        if let Err(e) = run_one(args, point, Some(dir.join(&name)), &stop, &exe) {
-            eprintln!("run {name} failed: {e:#}");
-            failures += 1;
+        match run_one(args, point, Some(dir.join(&name)), &stop, &exe) {
+            Ok(_) => {}
+            Err(e) => match e.downcast::<crate::thresholds::Breached>() {
+                Ok(b) => breached.extend(b.0.into_iter().map(|t| format!("{t} in {name}"))),
+                Err(e) => {
+                    eprintln!("run {name} failed: {e:#}");
+                    failures += 1;
+                }
+            },
         }
     }
     if failures > 0 {
         bail!("{failures} of {} runs failed; the others are in {}", points.len(), dir.display());
+    }
+    if !breached.is_empty() {
+        eprintln!("results in {}", dir.display());
+        return Err(crate::thresholds::Breached(breached).into());
     }
     Ok(dir)
 }
@@ -393,11 +426,21 @@ fn raise_open_files_limit() {
 /// With `--pin`, splits the CPUs and moves this thread (and the generator threads it will start)
 /// onto the generator's half.
 fn pin_generator(args: &RunArgs) -> Result<Option<Pinning>> {
-    let pinning = args.pin.then(split_cpus).transpose()?;
-    if let Some(p) = &pinning {
-        procs::pin_current_thread(&p.generator_cpus)?;
+    // Split once per process: after the first point this thread may run on the generator's CPUs
+    // only, and splitting those again would leave the servers of the next point none.
+    static SPLIT: std::sync::OnceLock<Pinning> = std::sync::OnceLock::new();
+    if !args.pin {
+        return Ok(None);
     }
-    Ok(pinning)
+    let pinning = match SPLIT.get() {
+        Some(p) => p.clone(),
+        None => {
+            let p = split_cpus()?;
+            SPLIT.get_or_init(|| p).clone()
+        }
+    };
+    procs::pin_current_thread(&pinning.generator_cpus)?;
+    Ok(Some(pinning))
 }
 
 /// Starts the places backend (herd mode) and the servers, each waited for until it accepts, and
@@ -672,7 +715,11 @@ fn report(args: &RunArgs, result: &RunResult, output: &Path, interrupted: bool) 
     if args.fail_on_errors && result.summary.errors > 0 {
         bail!("{} failed requests (--fail-on-errors); the result is in {}", result.summary.errors, output.display());
     }
-    Ok(())
+    let judged = crate::thresholds::judge(&args.thresholds, result);
+    if judged.iter().any(|j| !j.met) {
+        eprintln!("the result is in {}", output.display());
+    }
+    crate::thresholds::report(&judged)
 }
 
 /// Generator on the first half of the CPUs (at least one), servers on the rest.

@@ -28,7 +28,7 @@
 //! Jain's fairness over connections, and a recovery record per disturbance ([`Recovery`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -242,45 +242,43 @@ struct Disturbance<'a> {
     event: Option<&'a Event>,
 }
 
+/// The committed scenarios (`workloads/scenarios/*.toml`), built into the binary like the
+/// workloads (`crate::workload::BUILT_IN`).
+pub const STANDARD: [(&str, &str); 4] = [
+    ("member-crash", include_str!("../../workloads/scenarios/member-crash.toml")),
+    ("member-hang", include_str!("../../workloads/scenarios/member-hang.toml")),
+    ("overload", include_str!("../../workloads/scenarios/overload.toml")),
+    ("upstream-stall", include_str!("../../workloads/scenarios/upstream-stall.toml")),
+];
+
 impl Scenario {
-    /// Loads `workloads/scenarios/<name>.toml`, or the file at `name` if it is a path.
+    /// Loads a built-in scenario ([`STANDARD`], the committed `workloads/scenarios/*.toml`) by
+    /// name, or the file at `name` if it is a path.
     pub fn load(name: &str) -> Result<Self> {
-        let path = Self::path(name);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading scenario {} (the standard ones: {})",
-                path.display(),
-                Self::standard().unwrap_or_default().join(", ")
-            )
-        })?;
-        let mut s: Scenario = toml::from_str(&text).with_context(|| format!("in scenario {}", path.display()))?;
-        s.name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        s.check().with_context(|| format!("in scenario {}", path.display()))?;
+        let p = Path::new(name);
+        let (text, stem) = if p.extension().is_some() || p.components().count() > 1 {
+            let text = std::fs::read_to_string(p).with_context(|| {
+                format!("reading scenario {name} (the standard ones: {})", Self::standard().join(", "))
+            })?;
+            (text, p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        } else {
+            let Some((stem, text)) = STANDARD.iter().find(|(n, _)| *n == name) else {
+                bail!(
+                    "no scenario `{name}`; use --scenario with one of: {} (or the path of a .toml file)",
+                    Self::standard().join(", ")
+                );
+            };
+            ((*text).to_owned(), (*stem).to_owned())
+        };
+        let mut s: Scenario = toml::from_str(&text).with_context(|| format!("in scenario {name}"))?;
+        s.name = stem;
+        s.check().with_context(|| format!("in scenario {name}"))?;
         Ok(s)
     }
 
-    fn dir() -> PathBuf {
-        crate::workload::workspace_root().join("workloads").join("scenarios")
-    }
-
-    fn path(name: &str) -> PathBuf {
-        let p = Path::new(name);
-        if p.extension().is_some() || p.components().count() > 1 {
-            p.to_owned()
-        } else {
-            Self::dir().join(format!("{name}.toml"))
-        }
-    }
-
-    /// The names of the scenarios in workloads/scenarios/.
-    pub fn standard() -> Result<Vec<String>> {
-        let mut names: Vec<String> = std::fs::read_dir(Self::dir())?
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .collect();
-        names.sort();
-        Ok(names)
+    /// The names of the built-in scenarios.
+    pub fn standard() -> Vec<String> {
+        STANDARD.iter().map(|(n, _)| (*n).to_owned()).collect()
     }
 
     /// Phases and events that make sense: at least one phase, no empty phase, events inside the
@@ -903,7 +901,9 @@ mod tests {
 
     #[test]
     fn every_standard_scenario_parses() {
-        let names = Scenario::standard().expect("workloads/scenarios/ is readable");
+        let names = Scenario::standard();
+        let committed = crate::workload::toml_stems(&crate::workload::workspace_root().join("workloads/scenarios"));
+        assert_eq!(names, committed, "workloads/scenarios/ and STANDARD differ");
         for name in ["overload", "member-crash", "member-hang", "upstream-stall"] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
             let s = Scenario::load(name).expect("a standard scenario loads");

@@ -78,35 +78,47 @@ fn default_connections() -> usize {
     64
 }
 
-/// The workspace this harness was built from (workloads, results and REPORT.md live there).
+/// The workspace this harness was built from. Only what belongs to a checkout is looked for
+/// there (the project's guests); workloads and scenarios are built into the binary, and results
+/// go to the current folder, so that an installed `harness` works from any folder.
 pub fn workspace_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     root.canonicalize().unwrap_or(root)
 }
 
-/// The folder of the workspace's workload files.
-pub fn workloads_dir() -> PathBuf {
-    workspace_root().join("workloads")
-}
+/// The committed workloads (`workloads/*.toml`), built into the binary: a name reads one of these,
+/// never a file of the checkout the binary was built in; a path (`--workload my.toml`) reads that
+/// file instead.
+pub const BUILT_IN: [(&str, &str); 6] = [
+    ("churn", include_str!("../../workloads/churn.toml")),
+    ("echo", include_str!("../../workloads/echo.toml")),
+    ("herd-churn-ids", include_str!("../../workloads/herd-churn-ids.toml")),
+    ("herd-mixed", include_str!("../../workloads/herd-mixed.toml")),
+    ("herd-query", include_str!("../../workloads/herd-query.toml")),
+    ("herd-update", include_str!("../../workloads/herd-update.toml")),
+];
 
 impl Workload {
-    /// Loads `name_or_path`: a path to a TOML file, or the name of one in `workloads/`.
+    /// Loads `name_or_path`: a path to a TOML file, or the name of a built-in one ([`BUILT_IN`]).
     pub fn load(name_or_path: &str) -> Result<Self> {
         let as_path = Path::new(name_or_path);
-        let path = if as_path.extension().is_some_and(|e| e == "toml") || as_path.components().count() > 1 {
-            as_path.to_path_buf()
-        } else {
-            workloads_dir().join(format!("{name_or_path}.toml"))
-        };
-        let text = std::fs::read_to_string(&path).with_context(|| {
+        if !(as_path.extension().is_some_and(|e| e == "toml") || as_path.components().count() > 1) {
+            let Some((name, text)) = BUILT_IN.iter().find(|(name, _)| *name == name_or_path) else {
+                bail!(
+                    "no workload `{name_or_path}`; use --workload with one of: {} (or the path of a .toml file)",
+                    available().join(", ")
+                );
+            };
+            return Self::parse(text, name).with_context(|| format!("in the built-in workload {name}"));
+        }
+        let text = std::fs::read_to_string(as_path).with_context(|| {
             format!(
-                "no workload `{name_or_path}` ({}); use --workload with one of: {}",
-                path.display(),
+                "cannot read workload file {name_or_path}; or use --workload with one of: {}",
                 available().join(", ")
             )
         })?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Self::parse(&text, &stem).with_context(|| format!("in workload {}", path.display()))
+        let stem = as_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::parse(&text, &stem).with_context(|| format!("in workload {name_or_path}"))
     }
 
     pub fn parse(text: &str, name: &str) -> Result<Self> {
@@ -145,9 +157,15 @@ impl Workload {
     }
 }
 
-/// Names of the workloads in `workloads/`.
+/// Names of the built-in workloads.
 pub fn available() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(workloads_dir())
+    BUILT_IN.iter().map(|(name, _)| (*name).to_owned()).collect()
+}
+
+/// The `.toml` files' names in a folder, sorted (for tests that hold the built-in lists to the
+/// committed files).
+pub fn toml_stems(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -164,8 +182,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_committed_workload_loads() {
+    fn every_committed_workload_is_built_in_and_loads() {
         let names = available();
+        assert_eq!(names, toml_stems(&workspace_root().join("workloads")), "workloads/ and BUILT_IN differ");
         for required in ["herd-mixed", "herd-update", "herd-query", "echo", "churn"] {
             assert!(names.iter().any(|n| n == required), "workloads/{required}.toml is missing");
         }

@@ -166,6 +166,55 @@ fn a_closed_loop_echo_run_reports_null_offered_rate() {
     assert_eq!(r["servers"].as_array().map(Vec::len), Some(1));
 }
 
+/// k6's thresholds: one short run judged twice from its own result, once with every threshold
+/// met (exit 0) and once with one that cannot be (exit 99, naming it, the result kept).
+#[test]
+fn thresholds_pass_or_exit_99_naming_the_breach_and_keep_the_result() {
+    let dir = temp_dir("thresholds");
+    let out = dir.join("result.json");
+    let run = |thresholds: &[&str]| {
+        let mut args = vec!["run", "--impl", "threadpool", "--load", "300", "--connections", "4", "--duration", "1s"];
+        args.extend(["--warmup", "300ms", "--output", out.to_str().expect("utf8")]);
+        for t in thresholds {
+            args.extend(["--threshold", t]);
+        }
+        harness(&args)
+    };
+    let met = run(&["errors==0", "p99<30s", "throughput>100", "cpu-per-request<1s"]);
+    let stdout = String::from_utf8_lossy(&met.stdout);
+    assert_eq!(met.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&met.stderr));
+    assert!(stdout.contains("p99<30s") && stdout.contains("ok") && !stdout.contains("BREACHED"), "{stdout}");
+    std::fs::remove_file(&out).expect("the result was written");
+    let breached = run(&["errors==0", "p50<1us"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&breached.stdout), String::from_utf8_lossy(&breached.stderr));
+    assert_eq!(breached.status.code(), Some(99), "{stdout}\n{stderr}");
+    assert!(stdout.contains("BREACHED"), "the table marks the breach:\n{stdout}");
+    assert!(stderr.contains("threshold(s) breached: 'p50<1us'"), "{stderr}");
+    assert!(out.exists(), "a breach keeps the measurement");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `harness schema | head -1`: a reader that stops reading ends the program quietly, not with a
+/// panic (exit 101).
+#[test]
+fn a_closed_standard_output_ends_the_program_quietly() {
+    for args in [&["schema"][..], &["export", "--format", "bmf", "results/baseline/smoke"][..]] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("harness starts");
+        // The reading end closed before the program writes: its first write finds no reader.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("harness ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?}\n{stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn bad_arguments_say_what_to_type_instead() {
     let cases: &[(&[&str], &str)] = &[
@@ -182,6 +231,10 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["serve", "--impl", "threadpool"], "--herd-key herd.key"),
         (&["serve", "--impl", "threadpool", "--name", "Al ford", "--insecure-herd"], "--name Alford"),
         (&["serve", "--impl", "threadpool", "--herd-key", "/nonexistent/herd.key"], "cannot read the herd key"),
+        (&["--threshold", "p99<10", "--duration", "1s"], "p99<10ms"),
+        (&["--threshold", "latency<10ms", "--duration", "1s"], "the metrics are p50, p99"),
+        (&["--threshold", "syscalls-per-request<30", "--duration", "1s"], "add --syscalls"),
+        (&["load", "--addr", "127.0.0.1:9", "--threshold", "cpu-per-request<1ms"], "use `harness run`"),
     ];
     for (args, hint) in cases {
         let out = harness(args);
@@ -450,4 +503,58 @@ restart_after = "500ms"
     let phase = &s["phases"][0];
     assert_eq!(phase["per_connection"].as_array().map(Vec::len), Some(10), "{phase}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A new user's first steps outside the checkout: `cargo install --path harness` into a scratch
+/// root, then `run` at a tiny load, `report` and `export` from an empty folder. Everything lands
+/// in that folder; nothing of the checkout changes (its `git status`), and no result of the run
+/// appears in the checkout's results/ (the workloads come from the binary, not from the checkout).
+#[test]
+fn an_installed_binary_works_from_an_empty_folder_and_leaves_the_checkout_alone() {
+    let checkout = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let git_status = || {
+        let out = std::process::Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=all"])
+            .current_dir(checkout)
+            .output()
+            .expect("git runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = git_status();
+    let scratch = temp_dir("installed");
+    let (root, empty) = (scratch.join("root"), scratch.join("empty"));
+    std::fs::create_dir_all(&empty).expect("an empty folder");
+    // The dev profile and this workspace's target folder: what `cargo test` just built is reused.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let install = std::process::Command::new(cargo)
+        .args(["install", "--quiet", "--debug", "--locked", "--offline", "--path"])
+        .arg(checkout.join("harness"))
+        .arg("--root")
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", checkout.join("target"))
+        .output()
+        .expect("cargo runs");
+    assert!(install.status.success(), "cargo install: {}", String::from_utf8_lossy(&install.stderr));
+    let installed = |args: &[&str]| {
+        let out = std::process::Command::new(root.join("bin/harness"))
+            .args(args)
+            .current_dir(&empty)
+            .output()
+            .expect("the installed harness runs");
+        let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "harness {args:?}:\n{text}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let printed =
+        installed(&["run", "--impl", "threadpool", "--load", "200", "--connections", "4", "--duration", "1s"]);
+    let result = printed.lines().last().expect("the result's path").to_owned();
+    assert!(result.starts_with("results/") && empty.join(&result).is_file(), "in the folder it ran in: {result}");
+    let name = std::path::Path::new(&result).file_name().expect("a file name");
+    assert!(!checkout.join("results").join(name).exists(), "a result written into the checkout");
+    installed(&["report", "results", "--out", "report"]);
+    assert!(empty.join("report/report.md").is_file(), "report writes where it is told");
+    let bmf = installed(&["export", "results", "--format", "bmf"]);
+    assert!(bmf.contains("herd-mixed/threadpool/200/c4"), "{bmf}");
+    assert_eq!(git_status(), before, "the checkout changed");
+    let _ = std::fs::remove_dir_all(scratch);
 }

@@ -387,12 +387,21 @@ pub struct LoadArgs {
     /// generators' runs.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
+    /// A pass/fail criterion, as k6 writes them (repeatable): `p99<10ms`, `errors==0`,
+    /// `throughput>=9.5k` (p50, p99, p999, throughput, errors: what a generator measures). A breach
+    /// exits with status 99.
+    #[arg(long = "threshold", value_name = "METRIC<VALUE")]
+    pub thresholds: Vec<crate::thresholds::Threshold>,
     #[command(flatten)]
     pub common: GeneratorArgs,
 }
 
 /// `harness load`: drives `--addr`, then prints the summary line and the errors by kind.
 pub fn run(args: &LoadArgs) -> Result<()> {
+    crate::thresholds::only_of_the_generator(&args.thresholds).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.output {
+        crate::result::RunResult::check_writable(path, "--output")?;
+    }
     let workload = workload_for(&args.workload, args.mode)?;
     let targets = args.addrs.iter().map(|a| Target { addr: *a, name: None }).collect();
     let spec = args.common.spec(targets, workload, args.load)?;
@@ -402,8 +411,9 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let progress = Progress::default();
     let probe = (!args.probe_pids.is_empty()).then(|| WindowProbe::new(args.probe_pids.clone()));
     let outcome = generate(&spec, &progress, &stop, probe.as_ref())?;
+    let result = load_result(args, &spec, &outcome, stop.load(Relaxed));
     if let Some(path) = &args.output {
-        load_result(args, &spec, &outcome, stop.load(Relaxed)).write(path)?;
+        result.write(path)?;
     }
     let s = &outcome.summary;
     println!(
@@ -434,7 +444,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
             per(w.involuntary_switches as f64)
         );
     }
-    Ok(())
+    crate::thresholds::report(&crate::thresholds::judge(&args.thresholds, &result))
 }
 
 /// A result's parameters as the load defines them; what the servers ran with (threads, pinning,

@@ -159,7 +159,7 @@ pub fn verify(name: &str, cases: &[Case], jobs: usize, timeout: Duration) -> Res
     let guest = crate::guest::find(name)?;
     let record = guest.as_ref().map(crate::guest::Guest::prepare).transpose()?;
     // One folder for every herd of this process: the settings are set once, later calls keep them.
-    let here = crate::workload::workspace_root().join("target/verify").join(format!(
+    let here = std::env::temp_dir().join("herdbench-verify").join(format!(
         "{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
         std::process::id()

@@ -14,9 +14,12 @@ pub fn harness(args: &[&str]) -> Output {
     harness_command().args(args).output().expect("harness runs")
 }
 
-/// A `harness` command to add arguments to.
+/// A `harness` command to add arguments to, run from the checkout's root as the README runs it
+/// (results and logs without `--output` land in its `results/`, which git ignores).
 pub fn harness_command() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    cmd
 }
 
 /// A scratch folder of this test process, named after `name` (created; the caller removes it).
