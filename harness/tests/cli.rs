@@ -558,3 +558,71 @@ fn an_installed_binary_works_from_an_empty_folder_and_leaves_the_checkout_alone(
     assert_eq!(git_status(), before, "the checkout changed");
     let _ = std::fs::remove_dir_all(scratch);
 }
+
+/// The README's commands are true: in its code blocks, every command line of the harness
+/// (`cargo run --release -p harness -- …`, `target/release/harness …`, `sudo …` of them) names a
+/// subcommand that answers `--help`, only flags that subcommand's `--help` lists, and only styles,
+/// guests and workloads that exist. A renamed flag or style (the `--impl tokio` it once showed)
+/// fails here.
+#[test]
+fn the_readmes_commands_name_real_subcommands_flags_styles_and_workloads() {
+    let readme = include_str!("../../README.md");
+    let mut in_block = false;
+    let mut commands = Vec::new();
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        let code = line.split("  #").next().unwrap_or(line).trim().trim_end_matches('\\').trim();
+        let code = code.strip_prefix("sudo ").unwrap_or(code);
+        let rest = code
+            .strip_prefix("cargo run --release -p harness -- ")
+            .or_else(|| code.strip_prefix("target/release/harness "))
+            .or_else(|| code.strip_prefix("target/release/harness"));
+        if let (true, Some(rest)) = (in_block, rest) {
+            commands.push(rest.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+        }
+    }
+    assert!(commands.len() >= 20, "the README's commands were not found: {commands:?}");
+    let subcommands = [
+        "run", "serve", "verify", "setup", "keygen", "places", "load", "report", "compare", "gate", "export", "merge",
+        "schema",
+    ];
+    let styles: Vec<String> = harness::impls::all().expect("the styles").into_iter().map(|m| m.name).collect();
+    let guests = harness::impls::expand("guests").expect("the guests");
+    let mut helps = std::collections::BTreeMap::new();
+    for words in &commands {
+        let sub = words.first().filter(|w| subcommands.contains(&w.as_str())).cloned().unwrap_or_else(|| "run".into());
+        let help = helps.entry(sub.clone()).or_insert_with(|| {
+            let out = harness(&[sub.as_str(), "--help"]);
+            assert!(out.status.success(), "harness {sub} --help");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        for (i, word) in words.iter().enumerate() {
+            if word.starts_with("--") && word.len() > 2 {
+                let flag = word.split('=').next().expect("a flag");
+                assert!(
+                    help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                    "README: `harness {sub} … {flag}`: no such flag ({words:?})"
+                );
+            }
+            let value = words.get(i + 1).map(String::as_str).unwrap_or_default();
+            // `--impl mine --guest ~/my-server` names a user's own guest.
+            if word == "--impl" && !words.iter().any(|w| w == "--guest") {
+                for name in value.split(',') {
+                    let known = ["all", "guests"].contains(&name) || styles.iter().chain(&guests).any(|s| s == name);
+                    assert!(known, "README: `--impl {name}`: no such style or guest ({words:?})");
+                }
+            }
+            if word == "--workload" {
+                for name in value.split(',') {
+                    assert!(
+                        harness::workload::available().iter().any(|w| w == name),
+                        "README: `--workload {name}` ({words:?})"
+                    );
+                }
+            }
+        }
+    }
+}
