@@ -51,16 +51,11 @@ pub enum Format {
     Hlog,
 }
 
-/// The metrics exported (errors are not a measure a tracker plots: a run with errors fails CI).
-const MEASURES: [MetricName; 7] = [
-    MetricName::P50,
-    MetricName::P99,
-    MetricName::P999,
-    MetricName::Cpu,
-    MetricName::Syscalls,
-    MetricName::Switches,
-    MetricName::Throughput,
-];
+/// Whether a metric is exported: every one but errors, which is not a measure a tracker plots (a
+/// run with errors fails CI).
+fn exported(metric: &MetricName) -> bool {
+    *metric != MetricName::Errors
+}
 
 /// A metric's measure name: its name, and its unit unless the name says it.
 pub fn measure_name(metric: MetricName) -> String {
@@ -110,7 +105,7 @@ pub fn export(groups: &BTreeMap<Key, Vec<Metrics>>, format: Format) -> Value {
     for (key, runs) in groups {
         let name = benchmark_name(key);
         let mut measures = serde_json::Map::new();
-        for metric in MEASURES {
+        for metric in MetricName::ALL.into_iter().filter(exported) {
             let (measure, unit) = (measure_name(metric), metric.unit());
             let values: Vec<f64> = runs.iter().map(|m| metric.value(m)).filter(|v| v.is_finite()).collect();
             if values.is_empty() {

@@ -703,7 +703,7 @@ pub fn run(args: &GateArgs) -> Result<()> {
 /// by perf over the window exactly as `run --syscalls` counts a style's, written as a result file
 /// whose one server is the floor.
 fn floor(args: &FloorArgs) -> Result<()> {
-    let pinning = args.pin.then(split_cpus).transpose()?;
+    let pinning = args.pin.then(crate::run::split_cpus).transpose()?;
     // A free port, as the kernel picks it; the floor binds it a moment later.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -794,7 +794,7 @@ fn floor(args: &FloorArgs) -> Result<()> {
 /// rates of the same duration.
 fn instructions(args: &InstructionArgs) -> Result<()> {
     let [low, high] = args.rates[..] else { bail!("--rates takes two loads, e.g. 20,100") };
-    let pinning = args.pin.then(split_cpus).transpose()?;
+    let pinning = args.pin.then(crate::run::split_cpus).transpose()?;
     if let Some(p) = &pinning {
         crate::procs::pin_current_thread(&p.generator_cpus)?;
     }
@@ -949,17 +949,6 @@ fn echoes(addr: std::net::SocketAddr) -> bool {
         && stream.write_all(b"floor?\n").is_ok()
         && std::io::BufReader::new(&stream).read_line(&mut line).is_ok()
         && line == "floor?\n"
-}
-
-/// The generator on the first half of the CPUs, the servers on the rest: as `run --pin` splits
-/// them (run.rs), so that the floor runs where the servers ran.
-fn split_cpus() -> Result<Pinning> {
-    let cores = herd_core::available_cores();
-    if cores < 2 {
-        bail!("--pin needs at least 2 CPUs, this machine has {cores}");
-    }
-    let generator = (cores / 2).max(1);
-    Ok(Pinning { generator_cpus: (0..generator).collect(), server_cpus: (generator..cores).collect() })
 }
 
 fn print_rows(rows: &[Row]) {

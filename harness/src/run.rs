@@ -722,8 +722,9 @@ fn report(args: &RunArgs, result: &RunResult, output: &Path, interrupted: bool) 
     crate::thresholds::report(&judged)
 }
 
-/// Generator on the first half of the CPUs (at least one), servers on the rest.
-fn split_cpus() -> Result<Pinning> {
+/// Generator on the first half of the CPUs (at least one), servers on the rest (also how `harness
+/// gate` places the floor and callgrind's servers, so that they run where a gate run's servers ran).
+pub(crate) fn split_cpus() -> Result<Pinning> {
     let cores = herd_core::available_cores();
     if cores < 2 {
         bail!("--pin needs at least 2 CPUs, this machine has {cores}");
