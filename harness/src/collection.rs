@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::counters::Counters;
-use crate::result::{RunResult, SCHEMA_VERSION};
+use herd_record::counters::Counters;
+use herd_record::result::{RunResult, SCHEMA_VERSION};
 
 /// One result file and where it came from.
 #[derive(Debug, Clone)]
@@ -186,7 +186,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Loaded>> {
     Ok(out)
 }
 
-/// The runs whose generator kept its schedule (see [`crate::result::SendLag`]), or all of them with
+/// The runs whose generator kept its schedule (see [`herd_record::result::SendLag`]), or all of them with
 /// `include_behind`; the runs left out are counted on stderr, the first few named. Knees and
 /// compare verdicts use this: a run whose generator fell behind measured partly the generator.
 pub fn on_schedule(loaded: &[Loaded], include_behind: bool) -> Vec<Loaded> {

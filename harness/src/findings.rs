@@ -232,7 +232,7 @@ pub fn check_part(text: &str, loaded: &[Loaded], part: Option<&str>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::RunResult;
+    use herd_record::result::RunResult;
 
     fn claim(text: &str) -> Claim {
         Claim::parse(text).expect("valid claim")
@@ -251,7 +251,7 @@ mod tests {
                 for (i, s) in r.servers.iter_mut().enumerate() {
                     // All the CPU on the first server: the metric is the herd's sum.
                     let cpu_user_s = if i == 0 { cpu(style, round) } else { 0.0 };
-                    s.window = Some(crate::counters::Counters { cpu_user_s, ..Default::default() });
+                    s.window = Some(herd_record::counters::Counters { cpu_user_s, ..Default::default() });
                 }
                 out.push(Loaded { path: PathBuf::from(format!("results/x/{style}-{round}.json")), result: r });
             }

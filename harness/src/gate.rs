@@ -67,8 +67,8 @@ use crate::collection::{self, Loaded, median};
 use crate::counters::{SyscallCount, WindowProbe};
 use crate::load::{GeneratorArgs, Progress, Target};
 use crate::procs::Children;
-use crate::result::{Pinning, RunResult, SCHEMA_VERSION, ServerResult};
-use crate::units::Load;
+use herd_record::result::{Pinning, RunResult, SCHEMA_VERSION, ServerResult};
+use herd_record::units::Load;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
@@ -137,7 +137,7 @@ pub struct InstructionArgs {
     #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [20, 100])]
     pub rates: Vec<u32>,
     /// Each load's duration.
-    #[arg(long, default_value = "3s", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = herd_record::units::parse_duration)]
     pub duration: std::time::Duration,
     /// The servers on the CPUs `run --pin` gives them, the generator on the others.
     #[arg(long)]
@@ -690,7 +690,7 @@ pub fn run(args: &GateArgs) -> Result<()> {
             Ok(())
         }
         GateCommand::Styles => {
-            let names: Vec<String> = crate::impls::all()?.into_iter().map(|m| m.name).collect();
+            let names: Vec<String> = herd_record::catalogue::styles()?.into_iter().map(|m| m.name).collect();
             println!("{}", names.join(","));
             Ok(())
         }
@@ -723,7 +723,7 @@ fn floor(args: &FloorArgs) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let workload = crate::workload::Workload::load("echo")?;
+    let workload = herd_record::workload::Workload::load("echo")?;
     let spec = args.generator.spec(vec![Target { addr, name: None }], workload, args.load)?;
     let perf_dir = args.output.with_extension("perf");
     let count = SyscallCount::start(&[pid], &perf_dir).context("the floor's CPU is counted by perf")?;
@@ -745,12 +745,12 @@ fn floor(args: &FloorArgs) -> Result<()> {
         tool: crate::machine::tool(),
         started_at: RunResult::started_at_text(outcome.started_at),
         machine: crate::machine::machine(),
-        implementation: crate::impls::ImplMeta {
+        implementation: herd_record::catalogue::ImplMeta {
             name: FLOOR.into(),
             style: "the C floor: one thread, epoll, read and write (scripts/floor/echo_epoll.c)".into(),
-            ..crate::impls::ImplMeta::external(crate::serve::Mode::Echo)
+            ..herd_record::catalogue::ImplMeta::external(herd_record::workload::Mode::Echo)
         },
-        parameters: crate::result::Parameters {
+        parameters: herd_record::result::Parameters {
             servers: vec![addr.to_string()],
             pinning,
             ..crate::load::parameters(&spec)
@@ -921,7 +921,7 @@ fn count_instructions(
         "--warmup",
         "0s",
     ])?;
-    let workload = crate::workload::Workload::load("herd-mixed")?;
+    let workload = herd_record::workload::Workload::load("herd-mixed")?;
     let target = Target { addr: std::net::SocketAddr::from(([127, 0, 0, 1], alford)), name: Some("Alford".into()) };
     let load: Load = rate.to_string().parse().map_err(anyhow::Error::msg)?;
     let spec = generator.args.spec(vec![target], workload, load)?;
@@ -1095,7 +1095,8 @@ mod tests {
         let b: Baseline =
             serde_json::from_str(&std::fs::read_to_string(path).expect("the committed baseline")).expect("a baseline");
         assert_eq!(b.format, FORMAT);
-        let mut styles: Vec<String> = crate::impls::all().expect("the styles").into_iter().map(|m| m.name).collect();
+        let mut styles: Vec<String> =
+            herd_record::catalogue::styles().expect("the styles").into_iter().map(|m| m.name).collect();
         styles.sort();
         assert_eq!(b.styles.keys().cloned().collect::<Vec<_>>(), styles);
         assert!(b.instructions.is_some(), "the baseline has no instruction counts");
@@ -1132,7 +1133,7 @@ mod tests {
         r.server_syscalls = Some(BTreeMap::from([("all".to_owned(), 20 * requests)]));
         let share = cpu_s.map(|c| c / r.servers.len() as f64);
         for s in &mut r.servers {
-            s.window = Some(crate::counters::Counters {
+            s.window = Some(herd_record::counters::Counters {
                 voluntary_switches: requests,
                 task_clock_s: share,
                 ..Default::default()

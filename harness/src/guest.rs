@@ -31,10 +31,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::impls::ImplMeta;
+use herd_record::catalogue::ImplMeta;
+use herd_record::catalogue::{GuestRecord, GuestSpec, GuestVariant};
+
+/// The workspace this harness was built from. Only what belongs to a checkout is looked for
+/// there (the project's guests); workloads and scenarios are built into the binary, and results
+/// go to the current folder, so that an installed `harness` works from any folder.
+pub fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.canonicalize().unwrap_or(root)
+}
 
 /// The environment variable that carries `--guest` folders to child processes.
 pub const GUESTS_ENV: &str = "HERDBENCH_GUESTS";
@@ -42,63 +50,6 @@ pub const GUESTS_ENV: &str = "HERDBENCH_GUESTS";
 const WORK_DIR: &str = ".guest";
 /// Names skipped when hashing a guest's folder: what running or setting it up writes there.
 const NOT_CONTENT: &[&str] = &[WORK_DIR, "__pycache__", "node_modules", ".git", ".ruff_cache", ".mypy_cache"];
-
-/// The `[guest]` table of a guest's `impl.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GuestSpec {
-    /// The language it is written in, e.g. "Python 3".
-    pub language: String,
-    /// A shell command run once in the folder (`sh -c`), again whenever its content changes:
-    /// installs the toolchain and dependencies under `.guest/`.
-    pub setup: String,
-    /// A shell command run in the folder after setup, printing `name=version` lines.
-    pub versions: String,
-    /// The server's command, `{dir}` standing for the folder; the settings are appended.
-    pub serve: Vec<String>,
-    /// A shell command run in the folder after setup that checks the sources with the ecosystem's
-    /// own formatter and linter (ruff, `node --check`, gofmt and go vet), failing on a finding.
-    #[serde(default)]
-    pub lint: Option<String>,
-    /// Settings (flag names without `--`) the guest accepts but does not act on.
-    #[serde(default)]
-    pub ignores: Vec<String>,
-    /// Recorded variants (`--impl NAME+VARIANT`), e.g. asyncio on uvloop.
-    #[serde(default)]
-    pub variants: BTreeMap<String, GuestVariant>,
-}
-
-/// A variant of a guest: the same folder with extra arguments, e.g. another event loop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GuestVariant {
-    /// Put after the serve words, before the settings.
-    pub args: Vec<String>,
-    /// The runtime, if the variant changes it (replaces the guest's `runtime` in the record).
-    #[serde(default)]
-    pub runtime: Option<String>,
-}
-
-/// What a result records of the guest it measured, beside its metadata.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct GuestRecord {
-    /// The guest's folder.
-    pub folder: PathBuf,
-    /// The variant run (`--impl NAME+VARIANT`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// The hash of the folder's content (what verify and setup are stamped with).
-    pub content_hash: String,
-    /// The last commit that touched the folder, `-dirty` if it has changes since; none outside git.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git_commit: Option<String>,
-    /// The runtime's and libraries' versions, as its `versions` command printed them.
-    #[serde(default)]
-    pub versions: BTreeMap<String, String>,
-    /// Whether `harness verify` had passed every case for this content when the run started
-    /// (false only for a run made with `--unverified`).
-    pub verified: bool,
-}
 
 /// One guest found on disk.
 #[derive(Debug, Clone)]
@@ -112,7 +63,7 @@ pub struct Guest {
 
 /// The folders guests are looked for in: the workspace's `guests/`, then `HERDBENCH_GUESTS`'s.
 fn search_roots() -> Vec<PathBuf> {
-    let mut roots = vec![crate::workload::workspace_root().join("guests")];
+    let mut roots = vec![workspace_root().join("guests")];
     if let Some(list) = std::env::var_os(GUESTS_ENV) {
         roots.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
     }

@@ -40,10 +40,11 @@ use herd_core::{Limits, Timestamp};
 use crate::hosts::{Placement, Remote};
 use crate::limits::LimitsArgs;
 use crate::procs::Children;
-use crate::result::ProcessResources;
-use crate::serve::Mode;
 use crate::topology::Topology;
-use crate::wan::{Launch, MemberPlan, RelayRecord, WanNet, WanSettings, WanSpec};
+use crate::wan::{Launch, MemberPlan, WanNet, WanSpec};
+use herd_record::result::ProcessResources;
+use herd_record::wan::{RelayRecord, WanSettings};
+use herd_record::workload::Mode;
 
 /// How long a freshly started child may take to accept its first connection.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -562,7 +563,7 @@ impl Herd {
     }
 
     /// Where each process of a herd on named hosts went (`None` without a hosts file).
-    pub fn host_records(&self) -> Option<Vec<crate::hosts::HostRecord>> {
+    pub fn host_records(&self) -> Option<Vec<herd_record::hosts::HostRecord>> {
         let hosts = self.spec.hosts.as_ref()?;
         let mut records = Vec::new();
         if self.places.is_some() && matches!(self.spec.upstream, Upstream::Backend(_)) {

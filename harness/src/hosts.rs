@@ -56,8 +56,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+use herd_record::hosts::HostRecord;
 
 /// The hosts file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,22 +107,6 @@ pub struct Placement {
     generators: Vec<usize>,
     base_port: u16,
     members: BTreeMap<String, usize>,
-}
-
-/// Where one process of a run went, as the result file records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HostRecord {
-    /// `places`, a member's name, or `generator-<k>`.
-    pub process: String,
-    pub host: String,
-    pub address: IpAddr,
-    /// The launcher's command words, filled in (empty: this machine).
-    pub launcher: Vec<String>,
-    /// Whether the process the harness started is the program itself on this kernel (an exec
-    /// launcher such as `ip netns exec`), so that CPU, memory and system calls read from `/proc`
-    /// are its own; `false` (`ssh`): they are the launcher's.
-    pub local_process: bool,
 }
 
 impl Placement {
@@ -364,7 +349,7 @@ const GENERATOR_LEAD: Duration = Duration::from_secs(2);
 
 /// Drives `spec` from the generators `remotes`: each runs `harness load` on its host with slice
 /// `k/n` of the schedule and `1/n` of the connections, all from one start time; their result files
-/// come back into `logs` and are added into one ([`crate::merge::merge`]).
+/// come back into `logs` and are added into one ([`herd_record::merge::merge`]).
 pub fn run_generators(
     remotes: &[Remote],
     spec: &crate::load::LoadSpec,
@@ -372,7 +357,7 @@ pub fn run_generators(
     logs: &Path,
     exe: &Path,
     stop: &std::sync::atomic::AtomicBool,
-) -> Result<(crate::result::RunResult, Vec<HostRecord>)> {
+) -> Result<(herd_record::result::RunResult, Vec<HostRecord>)> {
     let n = remotes.len();
     if spec.scenario.is_some() {
         bail!("a scenario's load runs in this process; leave `generators` out of the hosts file to run one");
@@ -391,7 +376,7 @@ pub fn run_generators(
         let exe_there = remote.harness.clone().unwrap_or_else(|| exe.to_owned());
         let share = crate::load::LoadSpec {
             connections: (spec.connections / n + usize::from(k < spec.connections % n)).max(1),
-            slice: crate::units::Slice { k: k as u32, n: n as u32 },
+            slice: herd_record::units::Slice { k: k as u32, n: n as u32 },
             start_at: Some(start_at.into()),
             ..spec.clone()
         };
@@ -441,11 +426,11 @@ pub fn run_generators(
         let name = format!("generator-{k}.json");
         remote.fetch_into(label, &name, logs)?;
         let text = std::fs::read_to_string(logs.join(&name))?;
-        let result: crate::result::RunResult =
+        let result: herd_record::result::RunResult =
             serde_json::from_str(&text).with_context(|| format!("generator {k}'s result ({name})"))?;
         runs.push((name, result));
     }
-    Ok((crate::merge::merge(runs)?, records))
+    Ok((herd_record::merge::merge(runs)?, records))
 }
 
 /// Whether process `pid` on this kernel runs `exe` (so the pid is the program's, not a launcher's).
@@ -522,11 +507,11 @@ mod tests {
     #[test]
     fn every_workload_reaches_a_generator_unchanged() {
         // The generators on other hosts read the workload from the file run_generators writes.
-        for name in crate::workload::available() {
-            let w = crate::workload::Workload::load(&name).expect("a committed workload");
+        for name in herd_record::workload::available() {
+            let w = herd_record::workload::Workload::load(&name).expect("a committed workload");
             let text = toml::to_string(&w).expect("serialises");
-            let back =
-                crate::workload::Workload::parse(&text, &name).unwrap_or_else(|e| panic!("{name}: {e:#}\n{text}"));
+            let back = herd_record::workload::Workload::parse(&text, &name)
+                .unwrap_or_else(|e| panic!("{name}: {e:#}\n{text}"));
             assert_eq!(serde_json::to_value(&back).expect("json"), serde_json::to_value(&w).expect("json"), "{name}");
         }
     }

@@ -10,7 +10,7 @@
 
 use herd_core::Limits;
 
-use crate::units::{ByteSize, Interval};
+use herd_record::units::{ByteSize, Interval};
 
 /// One flag per [`Limits`] field. Sizes take `1MiB`, `64KiB` or plain bytes; durations `500ms`, `5s`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]

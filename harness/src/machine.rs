@@ -1,6 +1,6 @@
 //! What the run happened on: machine, kernel, toolchain and checkout, for the result file.
 
-use crate::result::{Machine, Tool};
+use herd_record::result::{Machine, Tool};
 
 pub fn machine() -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();

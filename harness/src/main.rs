@@ -6,7 +6,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{compare, export, gate, guest, load, merge, places, report, result, run, serve, thresholds, verify};
+use harness::{compare, export, gate, guest, load, places, report, run, serve, thresholds, verify};
+use herd_record::{merge, result};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]

@@ -79,7 +79,7 @@ struct Look {
 /// know is grey).
 fn look(implementation: &str) -> Look {
     let mut names: Vec<String> =
-        crate::impls::all().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
+        herd_record::catalogue::styles().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
     names.extend(crate::guest::names());
     let index = names.iter().position(|n| n == implementation);
     match index {
@@ -356,7 +356,7 @@ fn scenario_panels(loaded: &[Loaded]) -> Vec<Panels> {
         }
         let common = bases.iter().max_by_key(|(_, n)| **n).filter(|(_, n)| **n >= 2).map(|(b, _)| *b);
         let runs: Vec<&Loaded> = runs.into_iter().filter(|l| common.is_none_or(|c| base(l) == c)).collect();
-        let mut firsts: BTreeMap<&str, &crate::scenario::ScenarioRecord> = BTreeMap::new();
+        let mut firsts: BTreeMap<&str, &herd_record::scenario::ScenarioRecord> = BTreeMap::new();
         for l in &runs {
             if let Some(s) = &l.result.scenario {
                 firsts.entry(l.result.implementation.name.as_str()).or_insert(s);
@@ -365,7 +365,7 @@ fn scenario_panels(loaded: &[Loaded]) -> Vec<Panels> {
         let Some(first) = firsts.values().next() else { continue };
         let shaded: Vec<(f64, f64)> =
             first.recovery.iter().map(|r| (r.start_ms as f64 / 1000.0, r.end_ms as f64 / 1000.0)).collect();
-        type Metric = fn(&crate::scenario::ScenarioRecord, &crate::scenario::StepRecord) -> Option<f64>;
+        type Metric = fn(&herd_record::scenario::ScenarioRecord, &herd_record::scenario::StepRecord) -> Option<f64>;
         let metrics: [(&str, (&'static str, Unit), Metric); 4] = [
             ("throughput", ("replies", Unit::PerSecond), |s, st| Some(st.completed as f64 * 1000.0 / s.step_ms as f64)),
             ("p99", ("p99 (log)", Unit::Micros), |_, st| (st.completed > 0).then_some(st.p99_us.max(1) as f64)),
@@ -617,7 +617,7 @@ mod tests {
 
     #[test]
     fn every_style_keeps_one_look_and_no_two_share_it() {
-        let all = crate::impls::all().expect("registry");
+        let all = herd_record::catalogue::styles().expect("registry");
         let looks: Vec<Look> = all.iter().map(|m| look(&m.name)).collect();
         for (i, a) in looks.iter().enumerate() {
             assert_eq!(*a, look(&all[i].name), "the same style, the same look");

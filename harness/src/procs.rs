@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::result::ProcessResources;
+use herd_record::result::ProcessResources;
 
 /// A running child process.
 #[derive(Debug)]

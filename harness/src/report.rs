@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use crate::collection::{self, Key, Loaded, Metrics, median};
 use crate::findings;
 use crate::plots;
-use crate::result::RunResult;
+use herd_record::result::RunResult;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
@@ -391,7 +391,7 @@ mod tests {
             "/../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
         ))
         .expect("a committed result file");
-        let mut r: crate::result::RunResult = serde_json::from_str(&text).expect("valid");
+        let mut r: herd_record::result::RunResult = serde_json::from_str(&text).expect("valid");
         r.summary.requests = 1000;
         r.server_syscalls = Some(BTreeMap::from([
             ("all".to_owned(), 3000),

@@ -17,27 +17,31 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::compare::MetricName;
-use crate::counters::{Counters, SyscallCount, WindowProbe};
+use crate::counters::{SyscallCount, WindowProbe};
 use crate::herd::{Herd, HerdSpec, Upstream};
-use crate::hosts::{HostRecord, Placement, Remote};
-use crate::impls::{self, ImplMeta};
+use crate::hosts::{Placement, Remote};
+use crate::impls;
 use crate::limits::LimitsArgs;
 use crate::load::worker::Window;
 use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
-use crate::result::{
-    HerdAuth, Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
-    ServerResult,
-};
-use crate::scenario::{self, EventRecord, Scenario, ScenarioRecord};
-use crate::serve::Mode;
+use crate::scenario::{self, Scenario};
 use crate::summary;
 use crate::sweep::{self, LoadList, ThreadList};
 use crate::topology::Topology;
-use crate::units::{Load, parse_duration};
 use crate::wan::WanArgs;
-use crate::workload::Workload;
+use herd_record::catalogue::ImplMeta;
+use herd_record::counters::Counters;
+use herd_record::hosts::HostRecord;
+use herd_record::result::{
+    HerdAuth, Latency, LimitsRecord, Parameters, Pinning, ProcessResources, RunResult, SCHEMA_VERSION, ServerCounters,
+    ServerResult,
+};
+use herd_record::scenario::{EventRecord, ScenarioRecord};
+use herd_record::units::{Load, parse_duration};
+use herd_record::workload::Mode;
+use herd_record::workload::Workload;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -601,7 +605,8 @@ fn scenario_record(
     let fine = outcome.fine.as_ref()?;
     let window = performed.window?;
     let names = herd.names();
-    let samples = names.iter().map(|n| (n.clone(), scenario::read_samples(&herd.spec().samples_file(n)))).collect();
+    let samples =
+        names.iter().map(|n| (n.clone(), herd_record::scenario::read_samples(&herd.spec().samples_file(n)))).collect();
     Some(scenario.record(scenario::Measured {
         base_rps: spec.load.offered_rps(),
         fine,

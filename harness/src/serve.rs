@@ -18,18 +18,8 @@ use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, HerdKey, Ser
 
 use crate::impls::{self, AnyService};
 use crate::limits::LimitsArgs;
-use crate::result::ServerCounters;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// The proxy herd (IAMAT, WHATSAT, flooding).
-    Herd,
-    /// Every line is sent back unchanged.
-    Echo,
-}
+use herd_record::result::ServerCounters;
+use herd_record::workload::Mode;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -77,7 +67,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub samples: Option<PathBuf>,
     /// How often `--samples` gets a line.
-    #[arg(long, default_value = "100ms", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = herd_record::units::parse_duration)]
     pub sample_every: Duration,
     /// Seconds a stored location lives.
     #[arg(long, default_value_t = herd_core::store::DEFAULT_TTL_SECS)]
@@ -171,8 +161,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if !meta.modes.iter().any(|m| m == mode_name) {
         bail!("{} does not support --mode {mode_name}", meta.name);
     }
-    if args.driver.is_some() && !impls::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
-        bail!("{} has one way of waiting; --driver is for {}", meta.name, impls::CHOOSE_DRIVER.join(", "));
+    if args.driver.is_some() && !herd_record::catalogue::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
+        bail!(
+            "{} has one way of waiting; --driver is for {}",
+            meta.name,
+            herd_record::catalogue::CHOOSE_DRIVER.join(", ")
+        );
     }
     if meta.guest.is_some() {
         return become_guest(args);
@@ -307,7 +301,7 @@ impl ServeArgs {
     }
 }
 
-/// Appends a [`crate::scenario::Sample`] to `path` every `every`, from a thread of its own; each
+/// Appends a [`herd_record::scenario::Sample`] to `path` every `every`, from a thread of its own; each
 /// line is flushed, so a killed server's samples are all there.
 fn start_sampling(
     path: &std::path::Path,
@@ -330,7 +324,7 @@ fn start_sampling(
                 .ok()
                 .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .map_or(0, |pages| pages * page_kib);
-            let sample = crate::scenario::Sample {
+            let sample = herd_record::scenario::Sample {
                 t_ns: crate::load::clock::now(),
                 rss_kib,
                 floods_dropped: stats_of().counters.get("floods_dropped").copied().unwrap_or(0),

@@ -2,7 +2,7 @@
 
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 
-use crate::result::{Percentiles, RunResult};
+use herd_record::result::{Percentiles, RunResult};
 
 pub fn print(r: &RunResult) {
     let s = &r.summary;
@@ -99,7 +99,7 @@ pub fn print(r: &RunResult) {
 }
 
 /// A scenario's phases, what it did when, and how the run recovered from each disturbance.
-fn print_scenario(s: &crate::scenario::ScenarioRecord) {
+fn print_scenario(s: &herd_record::scenario::ScenarioRecord) {
     let ms = |v: Option<u64>| v.map_or_else(|| "not done".to_owned(), |v| format!("{:.1} s", v as f64 / 1000.0));
     eprintln!("scenario {}: {}", s.name, s.description);
     for e in &s.events {

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use crate::units::Load;
+use herd_record::units::Load;
 
 /// Parses a comma list whose items are single values or `FROM..TO/STEP` ranges (inclusive).
 fn expand<T: FromStr<Err = String> + Copy>(

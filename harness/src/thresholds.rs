@@ -16,7 +16,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::collection::Metrics;
 use crate::compare::MetricName;
-use crate::result::RunResult;
+use herd_record::result::RunResult;
 
 /// The exit status of a command whose thresholds were breached (k6's `ThresholdsHaveFailed`).
 pub const EXIT_BREACHED: u8 = 99;
@@ -83,9 +83,9 @@ impl FromStr for Threshold {
                     metric.name()
                 ));
             }
-            crate::units::parse_duration(value).map_err(|e| format!("`{text}`: {e}"))?.as_secs_f64() * 1e6
+            herd_record::units::parse_duration(value).map_err(|e| format!("`{text}`: {e}"))?.as_secs_f64() * 1e6
         } else if metric == MetricName::Throughput {
-            let load: crate::units::Load =
+            let load: herd_record::units::Load =
                 value.trim_end_matches("/s").parse().map_err(|e| format!("`{text}`: {e}"))?;
             load.offered_rps()
                 .ok_or_else(|| format!("`{text}`: throughput is compared with a rate, e.g. throughput>9.5k"))?

@@ -370,7 +370,7 @@ fn echo_server() -> std::net::SocketAddr {
 
 #[test]
 fn merge_adds_two_generators_histograms_and_says_what_it_assumed() {
-    use harness::result::{Percentiles, RunResult};
+    use herd_record::result::{Percentiles, RunResult};
     let dir = temp_dir("merge");
     let addr = echo_server().to_string();
     let file = |name: &str| dir.join(name).to_str().expect("utf8").to_owned();
@@ -589,7 +589,8 @@ fn the_readmes_commands_name_real_subcommands_flags_styles_and_workloads() {
         "run", "serve", "verify", "setup", "keygen", "places", "load", "report", "compare", "gate", "export", "merge",
         "schema",
     ];
-    let styles: Vec<String> = harness::impls::all().expect("the styles").into_iter().map(|m| m.name).collect();
+    let styles: Vec<String> =
+        herd_record::catalogue::styles().expect("the styles").into_iter().map(|m| m.name).collect();
     let guests = harness::impls::expand("guests").expect("the guests");
     let mut helps = std::collections::BTreeMap::new();
     for words in &commands {
@@ -618,7 +619,7 @@ fn the_readmes_commands_name_real_subcommands_flags_styles_and_workloads() {
             if word == "--workload" {
                 for name in value.split(',') {
                     assert!(
-                        harness::workload::available().iter().any(|w| w == name),
+                        herd_record::workload::available().iter().any(|w| w == name),
                         "README: `--workload {name}` ({words:?})"
                     );
                 }

@@ -13,8 +13,8 @@ mod common;
 
 use common::{read_result, skipped, temp_dir};
 use harness::herd::{Herd, HerdSpec};
-use harness::result::{Latency, ServerCounters};
 use harness::wan::{WanSpec, netns};
+use herd_record::result::{Latency, ServerCounters};
 
 const LINK_DELAY: Duration = Duration::from_millis(10);
 

@@ -28,11 +28,11 @@ use hdrhistogram::Histogram;
 use herd_core::Timestamp;
 
 use crate::counters::WindowProbe;
-use crate::result::{Latency, Percentiles, SendLag, Summary, TimelinePoint};
 use crate::rng::SplitMix64;
-use crate::serve::Mode;
-use crate::units::{Load, Slice};
-use crate::workload::Workload;
+use herd_record::result::{Latency, Percentiles, SendLag, Summary, TimelinePoint};
+use herd_record::units::{Load, Slice};
+use herd_record::workload::Mode;
+use herd_record::workload::Workload;
 pub use requests::{Failure, KINDS};
 pub use schedule::{Arrival, RateProfile};
 pub use worker::{Progress, Step, StepPlan, StepReport, Target};
@@ -368,7 +368,7 @@ fn merge(
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Server address (IP:PORT or HOST:PORT, any address); repeat to spread connections over several.
-    #[arg(long = "addr", required = true, value_parser = crate::units::parse_addr)]
+    #[arg(long = "addr", required = true, value_parser = herd_record::units::parse_addr)]
     pub addrs: Vec<SocketAddr>,
     /// Offered load: requests/s such as 10k or 1.5M (open loop), or `max` (closed loop).
     #[arg(long, default_value = "10k")]
@@ -400,7 +400,7 @@ pub struct LoadArgs {
 pub fn run(args: &LoadArgs) -> Result<()> {
     crate::thresholds::only_of_the_generator(&args.thresholds).map_err(anyhow::Error::msg)?;
     if let Some(path) = &args.output {
-        crate::result::RunResult::check_writable(path, "--output")?;
+        herd_record::result::RunResult::check_writable(path, "--output")?;
     }
     let workload = workload_for(&args.workload, args.mode)?;
     let targets = args.addrs.iter().map(|a| Target { addr: *a, name: None }).collect();
@@ -449,8 +449,8 @@ pub fn run(args: &LoadArgs) -> Result<()> {
 
 /// A result's parameters as the load defines them; what the servers ran with (threads, pinning,
 /// servers, topology, limits, round, herd keys) is left empty for the caller to fill in.
-pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
-    crate::result::Parameters {
+pub fn parameters(spec: &LoadSpec) -> herd_record::result::Parameters {
+    herd_record::result::Parameters {
         mode: spec.workload.mode,
         load: spec.load.to_string(),
         arrival: match spec.load {
@@ -482,14 +482,19 @@ pub fn parameters(spec: &LoadSpec) -> crate::result::Parameters {
 
 /// The result file of a `harness load`: what the generator measured; of the server, only its
 /// addresses (`implementation` is `external`, `servers` empty).
-fn load_result(args: &LoadArgs, spec: &LoadSpec, outcome: &LoadOutcome, interrupted: bool) -> crate::result::RunResult {
-    use crate::result::{Parameters, RunResult, SCHEMA_VERSION};
+fn load_result(
+    args: &LoadArgs,
+    spec: &LoadSpec,
+    outcome: &LoadOutcome,
+    interrupted: bool,
+) -> herd_record::result::RunResult {
+    use herd_record::result::{Parameters, RunResult, SCHEMA_VERSION};
     RunResult {
         schema_version: SCHEMA_VERSION,
         tool: crate::machine::tool(),
         started_at: RunResult::started_at_text(outcome.started_at),
         machine: crate::machine::machine(),
-        implementation: crate::impls::ImplMeta::external(spec.workload.mode),
+        implementation: herd_record::catalogue::ImplMeta::external(spec.workload.mode),
         parameters: Parameters { servers: args.addrs.iter().map(SocketAddr::to_string).collect(), ..parameters(spec) },
         workload: spec.workload.clone(),
         summary: outcome.summary.clone(),
@@ -537,13 +542,13 @@ pub struct GeneratorArgs {
     #[arg(long)]
     pub connections: Option<usize>,
     /// Measured window.
-    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = herd_record::units::parse_duration)]
     pub duration: Duration,
     /// Warm-up before the window, excluded from the results.
-    #[arg(long, default_value = "2s", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = herd_record::units::parse_duration)]
     pub warmup: Duration,
     /// A request unanswered this long counts as a timeout.
-    #[arg(long, default_value = "5s", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = herd_record::units::parse_duration)]
     pub timeout: Duration,
     /// Spacing of intended send times in an open loop.
     #[arg(long, value_enum, default_value_t = Arrival::Uniform)]

@@ -13,8 +13,8 @@ use std::io::Write;
 use herd_core::{Delta, Timestamp};
 
 use crate::rng::SplitMix64;
-use crate::serve::Mode;
-use crate::workload::Workload;
+use herd_record::workload::Mode;
+use herd_record::workload::Workload;
 
 /// Request types, the key of the per-command histograms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_draws_the_same_requests() {
-        let w = crate::workload::Workload::load("herd-mixed").expect("workload");
+        let w = herd_record::workload::Workload::load("herd-mixed").expect("workload");
         let draw = |seed| {
             let mut src = RequestSource::new(&w, SplitMix64::new(seed));
             let mut out = Vec::new();

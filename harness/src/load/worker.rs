@@ -38,7 +38,7 @@ use super::requests::{Expect, Failure, KINDS, Kind, RequestSource, check, reply_
 use super::schedule::{Arrival, OpenLoopSchedule, RateProfile};
 use super::timer::{self, Timer};
 use crate::rng::SplitMix64;
-use crate::workload::Workload;
+use herd_record::workload::Workload;
 
 const TIMER: Token = Token(usize::MAX);
 /// Timeouts, reconnects, progress and the timeline's seconds are looked at this often.

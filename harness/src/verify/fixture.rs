@@ -25,8 +25,8 @@ use herd_core::Limits;
 
 use super::client::Client;
 use crate::herd::{self, ExitedAtStartUp, HerdSpec};
-use crate::result::ServerCounters;
-use crate::serve::Mode;
+use herd_record::result::ServerCounters;
+use herd_record::workload::Mode;
 
 pub use crate::herd::Upstream;
 

@@ -107,7 +107,7 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 4)]
     pub jobs: usize,
     /// A case still running after this long is reported failed (its herd is left to the process's end).
-    #[arg(long, default_value = "120s", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = herd_record::units::parse_duration)]
     pub case_timeout: Duration,
     /// A guest's folder (or a folder of guests) to look for `--impl` names in, beside guests/.
     #[arg(long = "guest", value_name = "PATH")]

@@ -37,12 +37,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use crate::units::{parse_duration, parse_percent};
+use herd_record::units::{parse_duration, parse_percent};
+use herd_record::wan::{Overhead, RelayRecord, WanSettings};
 use netns::Namespaces;
-use relay::{Overhead, Relay, RelayStats, Shape};
+use relay::{Relay, RelayStats, Shape};
 
 /// Where every member listens, inside its own namespace.
 pub const MEMBER_PORT: u16 = 12000;
@@ -315,45 +314,4 @@ pub fn netem_available(dev: &str) -> String {
         Ok(out) => format!("unavailable ({}); links use the relay", String::from_utf8_lossy(&out.stderr).trim()),
         Err(e) => format!("unknown ({e}); links use the relay"),
     }
-}
-
-/// A WAN herd's settings, as `parameters.wan` records them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WanSettings {
-    /// One-way delay of each flood link, each direction.
-    pub link_delay_s: f64,
-    /// ± jitter of that delay (uniform; byte order kept).
-    pub link_jitter_s: f64,
-    /// Segment loss of each flood link, 0 to 1.
-    pub link_loss: f64,
-    /// One-way delay of each client connection; null: clients connected directly.
-    pub client_delay_s: Option<f64>,
-    /// What made the delay: `relay` (a user-space TCP relay per directed link, in the harness).
-    pub emulation: String,
-    /// Whether the kernel had netem.
-    pub netem: String,
-    /// How loss is modelled.
-    pub loss_model: String,
-    /// The members' network namespaces, in server order.
-    pub namespaces: Vec<String>,
-}
-
-/// What the relays of a WAN herd did and cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RelayRecord {
-    pub relays: usize,
-    pub connections: u64,
-    pub chunks: u64,
-    pub bytes: u64,
-    /// Chunks held back as lost.
-    pub held_as_lost: u64,
-    /// Connections a relay accepted but could not join to its member (member not up yet).
-    pub target_refused: u64,
-    /// CPU time of the relays' threads (user + system).
-    pub cpu_s: f64,
-    /// A 0 ms relay against a direct path, measured on loopback when the herd started.
-    pub overhead: Option<Overhead>,
-    pub note: String,
 }

@@ -38,6 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::rng::SplitMix64;
+use herd_record::wan::Overhead;
 
 /// The most a pump reads at once.
 const CHUNK: usize = 64 * 1024;
@@ -345,23 +346,6 @@ fn thread_cpu_ns() -> u64 {
     };
     let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
     ns(usage.ru_utime) + ns(usage.ru_stime)
-}
-
-/// What a relay adds at zero delay, measured by ping-pong on loopback: 64-byte round trips to an
-/// echo thread, alternately direct and through a 0 ms relay (both directions relayed), so that
-/// both paths see the same machine (a wake-up on this VM takes 4 µs or 60 µs depending on what
-/// else runs).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Overhead {
-    /// Round trips on each path.
-    pub round_trips: u64,
-    pub direct_p50_us: f64,
-    pub direct_p99_us: f64,
-    pub relayed_p50_us: f64,
-    pub relayed_p99_us: f64,
-    /// Relay CPU time (user + system) per relayed round trip (two chunks), in microseconds.
-    pub relay_cpu_us_per_round_trip: f64,
 }
 
 /// Measures [`Overhead`] with `round_trips` round trips on each path (loopback only), after a

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::result::RunResult;
+use herd_record::result::RunResult;
 
 /// `harness` with `args`, as cargo built it for these tests.
 pub fn harness(args: &[&str]) -> Output {

@@ -15,8 +15,8 @@ use herd_core::{Limits, StatsSnapshot};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::catalogue::ImplMeta;
 use crate::counters::Counters;
-use crate::impls::ImplMeta;
 use crate::workload::Workload;
 
 /// Bumped on any change a reader of old files would trip over.
@@ -159,7 +159,7 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Parameters {
-    pub mode: crate::serve::Mode,
+    pub mode: crate::workload::Mode,
     /// `--load` as given (`10k`, `max`).
     pub load: String,
     /// `uniform` or `poisson` (open loop); `closed` for `--load max`.
