@@ -22,31 +22,22 @@
 //! - [`wan`]: a WAN herd on one machine (members in network namespaces, links through delaying
 //!   relays).
 
-mod collection;
-pub mod compare;
 pub mod counters;
-pub mod export;
-pub mod findings;
 pub mod gate;
 pub mod guest;
 pub mod herd;
-pub mod hlog;
 pub mod hosts;
 pub mod impls;
 pub mod limits;
 pub mod load;
 mod machine;
 pub mod places;
-pub mod plots;
 mod procs;
-pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;
 pub mod serve;
-mod summary;
 pub mod sweep;
-pub mod thresholds;
 pub mod topology;
 pub mod verify;
 pub mod wan;

@@ -6,8 +6,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{compare, export, gate, guest, load, places, report, run, serve, thresholds, verify};
+use harness::{gate, guest, load, places, run, serve, verify};
 use herd_record::{merge, result};
+use herd_report::{compare, export, report, thresholds};
 
 /// Compare concurrency styles on one network service, with numbers you can trust.
 #[derive(Debug, Parser)]

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::compare::MetricName;
 use crate::counters::{SyscallCount, WindowProbe};
 use crate::herd::{Herd, HerdSpec, Upstream};
 use crate::hosts::{Placement, Remote};
@@ -27,7 +26,6 @@ use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
 use crate::machine;
 use crate::procs;
 use crate::scenario::{self, Scenario};
-use crate::summary;
 use crate::sweep::{self, LoadList, ThreadList};
 use crate::topology::Topology;
 use crate::wan::WanArgs;
@@ -42,6 +40,8 @@ use herd_record::scenario::{EventRecord, ScenarioRecord};
 use herd_record::units::{Load, parse_duration};
 use herd_record::workload::Mode;
 use herd_record::workload::Workload;
+use herd_report::compare::MetricName;
+use herd_report::summary;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -121,7 +121,7 @@ pub struct RunArgs {
     /// syscalls-per-request (with --syscalls), switches-per-request, throughput, errors. Printed as
     /// a table after the run; a breach exits with status 99 (the result file is kept).
     #[arg(long = "threshold", value_name = "METRIC<VALUE")]
-    pub thresholds: Vec<crate::thresholds::Threshold>,
+    pub thresholds: Vec<herd_report::thresholds::Threshold>,
     /// After SIGTERM, how long servers get to exit before SIGKILL.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub grace: Duration,
@@ -249,7 +249,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         // One failed point (a style that crashed) must not lose the rest of the matrix.
         match run_one(args, point, Some(dir.join(&name)), &stop, &exe) {
             Ok(_) => {}
-            Err(e) => match e.downcast::<crate::thresholds::Breached>() {
+            Err(e) => match e.downcast::<herd_report::thresholds::Breached>() {
                 Ok(b) => breached.extend(b.0.into_iter().map(|t| format!("{t} in {name}"))),
                 Err(e) => {
                     eprintln!("run {name} failed: {e:#}");
@@ -263,7 +263,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     }
     if !breached.is_empty() {
         eprintln!("results in {}", dir.display());
-        return Err(crate::thresholds::Breached(breached).into());
+        return Err(herd_report::thresholds::Breached(breached).into());
     }
     Ok(dir)
 }
@@ -720,11 +720,11 @@ fn report(args: &RunArgs, result: &RunResult, output: &Path, interrupted: bool) 
     if args.fail_on_errors && result.summary.errors > 0 {
         bail!("{} failed requests (--fail-on-errors); the result is in {}", result.summary.errors, output.display());
     }
-    let judged = crate::thresholds::judge(&args.thresholds, result);
+    let judged = herd_report::thresholds::judge(&args.thresholds, result);
     if judged.iter().any(|j| !j.met) {
         eprintln!("the result is in {}", output.display());
     }
-    crate::thresholds::report(&judged)
+    herd_report::thresholds::report(&judged)
 }
 
 /// Generator on the first half of the CPUs (at least one), servers on the rest (also how `harness

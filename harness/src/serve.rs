@@ -171,6 +171,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if meta.guest.is_some() {
         return become_guest(args);
     }
+    // The stop signals are caught before the port is open: a client (or the herd) that sees it
+    // listening may stop it at once, and must get the counters and a clean exit, not the default
+    // action's death (seen in the hang-up test: SIGHUP sent between `listen` and this line).
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let listener = listen(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let (log, flusher) = match &args.log {
         Some(path) => {
@@ -223,8 +228,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             std::process::exit(1);
         }
     })?;
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let _ = signals.forever().next();
     log.event(Event::Stopping);
     if let Some(path) = &args.stats {

@@ -306,7 +306,7 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     assert!(md.contains("| threadpool | 300 | default | 4 |"), "{md}");
     assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
     // A PNG beside each SVG where a font for its text exists; otherwise the report says why not.
-    let font = harness::plots::FONT_FILES.iter().any(|f| std::path::Path::new(f).exists());
+    let font = herd_report::plots::FONT_FILES.iter().any(|f| std::path::Path::new(f).exists());
     let png = report_dir.join("latency-spectrum-herd-mixed.png");
     if font {
         let bytes = std::fs::read(&png).expect("a PNG beside the SVG");

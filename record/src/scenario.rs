@@ -3,9 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// A p99 back within this factor of its level before a disturbance counts as recovered …
+pub const RECOVERED_WITHIN: f64 = 1.5;
+/// … once it has stayed there this long.
+pub const RECOVERY_HOLD: Duration = Duration::from_millis(500);
+/// The level before a disturbance: the p99 of this long before it.
+pub const BASELINE: Duration = Duration::from_secs(2);
+/// A restarted member has converged when its connections have seen no failure for this long.
+pub const CONVERGED_HOLD: Duration = Duration::from_secs(1);
 
 /// An event as the result file records it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -137,4 +147,16 @@ pub fn read_samples(path: &Path) -> Vec<Sample> {
     std::fs::read_to_string(path)
         .map(|text| text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
         .unwrap_or_default()
+}
+
+/// Jain's fairness index of the values: (Σx)² / (n·Σx²); `None` without values or when all are 0.
+pub fn jain(values: impl Iterator<Item = u64>) -> Option<f64> {
+    let (mut n, mut sum, mut squares) = (0.0, 0.0, 0.0);
+    for v in values {
+        let v = v as f64;
+        n += 1.0;
+        sum += v;
+        squares += v * v;
+    }
+    (squares > 0.0).then(|| sum * sum / (n * squares))
 }

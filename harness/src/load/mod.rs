@@ -339,7 +339,7 @@ fn merge(
         latency_us: Percentiles::of(&all),
     };
     let send_lag = spec.offered_rps().map(|_| SendLag {
-        fell_behind: own.value_at_quantile(0.99) > worker::FELL_BEHIND_P99_US,
+        fell_behind: own.value_at_quantile(0.99) > herd_record::result::FELL_BEHIND_P99_US,
         own_us: Latency::from_histogram(&own),
         socket_wait_us: Latency::from_histogram(&socket_wait),
     });
@@ -391,14 +391,14 @@ pub struct LoadArgs {
     /// `throughput>=9.5k` (p50, p99, p999, throughput, errors: what a generator measures). A breach
     /// exits with status 99.
     #[arg(long = "threshold", value_name = "METRIC<VALUE")]
-    pub thresholds: Vec<crate::thresholds::Threshold>,
+    pub thresholds: Vec<herd_report::thresholds::Threshold>,
     #[command(flatten)]
     pub common: GeneratorArgs,
 }
 
 /// `harness load`: drives `--addr`, then prints the summary line and the errors by kind.
 pub fn run(args: &LoadArgs) -> Result<()> {
-    crate::thresholds::only_of_the_generator(&args.thresholds).map_err(anyhow::Error::msg)?;
+    herd_report::thresholds::only_of_the_generator(&args.thresholds).map_err(anyhow::Error::msg)?;
     if let Some(path) = &args.output {
         herd_record::result::RunResult::check_writable(path, "--output")?;
     }
@@ -430,7 +430,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         println!("  {k}: {n}");
     }
     if let Some(lag) = &outcome.send_lag {
-        println!("{}", send_lag_line(lag));
+        println!("{}", herd_report::summary::send_lag_line(lag));
     }
     for (pid, window) in args.probe_pids.iter().zip(probe.map(|p| p.deltas()).unwrap_or_default()) {
         let Some(w) = window else { bail!("could not read process {pid} at both edges of the window") };
@@ -444,7 +444,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
             per(w.involuntary_switches as f64)
         );
     }
-    crate::thresholds::report(&crate::thresholds::judge(&args.thresholds, &result))
+    herd_report::thresholds::report(&herd_report::thresholds::judge(&args.thresholds, &result))
 }
 
 /// A result's parameters as the load defines them; what the servers ran with (threads, pinning,
@@ -512,26 +512,6 @@ fn load_result(
         merged: None,
         scenario: None,
         wan_relay: None,
-    }
-}
-
-/// One line on how the generator kept its schedule, with a warning when it fell behind.
-pub fn send_lag_line(lag: &SendLag) -> String {
-    let (own, wait) = (&lag.own_us.percentiles_us, &lag.socket_wait_us.percentiles_us);
-    let line = format!(
-        "send lag µs: generator's own p50 {} p99 {} max {}; socket wait (back-pressure) p50 {} p99 {} max {}",
-        own.p50, own.p99, own.max, wait.p50, wait.p99, wait.max
-    );
-    if lag.fell_behind {
-        format!(
-            "{line}\nWARNING: the generator fell behind its own schedule (own lateness p99 {} µs > {} µs): part of \
-             this latency is the generator's; knees and compare leave this run out (give it more CPU, \
-             --gen-threads, or a lower --load)",
-            own.p99,
-            worker::FELL_BEHIND_P99_US
-        )
-    } else {
-        line
     }
 }
 
@@ -821,7 +801,7 @@ mod tests {
         // wait hundreds of milliseconds for the socket. The generator itself was on time.
         assert!(wait.p99 >= 100_000, "socket wait p99 {} µs: the back-pressure was not seen", wait.p99);
         assert!(own.p99 * 10 < wait.p99, "own lateness p99 {} µs against socket wait {} µs", own.p99, wait.p99);
-        assert_eq!(lag.fell_behind, own.p99 > worker::FELL_BEHIND_P99_US);
+        assert_eq!(lag.fell_behind, own.p99 > herd_record::result::FELL_BEHIND_P99_US);
         let connects = outcome.connect_us.expect("the connect is timed");
         assert_eq!(connects.count, 1);
         // The timeline's second carries the latency of the replies that came in it (taken from

@@ -14,7 +14,7 @@
 //! that woke late, a loop busy with replies, a starved CPU: the generator's fault), and its
 //! **socket wait**, how long its bytes then waited for a socket that would not take them (the
 //! server not reading: back-pressure, the server's doing, and part of its latency). A run whose own
-//! lateness has a p99 above [`FELL_BEHIND_P99_US`] is marked: its latency is partly the generator's.
+//! lateness has a p99 above [`FELL_BEHIND_P99_US`](herd_record::result::FELL_BEHIND_P99_US) is marked: its latency is partly the generator's.
 //!
 //! # Connecting
 //! Every connect is non-blocking (a dropped SYN must not stall the loop) and timed from
@@ -54,11 +54,6 @@ const READ_ROOM: usize = 512;
 const CONNECT_TIMEOUT: Nanos = 2 * SECOND;
 /// Initial connects in flight at once.
 pub const CONNECT_IN_FLIGHT: usize = 32;
-/// Own lateness above this at p99 means the generator fell behind its schedule: at that point it
-/// would show in any percentile herdbench reports. Measured on a shared 2-core VM, echo at 20k/s
-/// against the C server on the other core: the generator alone on its core, own lateness p50 29 µs
-/// and p99 0.9 ms; sharing its core with a busy loop, p50 0.4 ms and p99 4.9 ms.
-pub const FELL_BEHIND_P99_US: u64 = 1_000;
 
 /// A server the generator talks to.
 #[derive(Debug, Clone)]

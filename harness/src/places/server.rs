@@ -550,4 +550,69 @@ pub(super) mod tests {
         let _ = stop.send(());
         timeout(Duration::from_secs(3), task).await.expect("shuts down").expect("no panic").expect("Ok");
     }
+
+    /// The injected faults (places::faults), as a client of the server meets them.
+    mod faults {
+        use std::time::Duration;
+
+        use herd_core::places::{NEARBY_PATH, trim_places};
+        use tokio::time::{Instant, timeout};
+
+        use super::TestServer;
+        use crate::places::PlacesConfig;
+
+        #[tokio::test]
+        async fn fail_rate_one_answers_503() {
+            let server = TestServer::start(PlacesConfig { fail_rate: 1.0, ..PlacesConfig::default() }).await;
+            let mut client = server.connect().await;
+            for _ in 0..2 {
+                let response = client.get(&format!("{NEARBY_PATH}?location=1,2&radius=10")).await;
+                assert_eq!(response.status, 503);
+                let json: serde_json::Value = serde_json::from_slice(&response.body).expect("a JSON error body");
+                assert_eq!(json["status"], "UNKNOWN_ERROR");
+                client.take_head(&response);
+            }
+            server.shut_down().await;
+        }
+
+        #[tokio::test]
+        async fn malformed_rate_one_answers_truncated_json() {
+            let server = TestServer::start(PlacesConfig { malformed_rate: 1.0, ..PlacesConfig::default() }).await;
+            let mut client = server.connect().await;
+            let response = client.get(&format!("{NEARBY_PATH}?location=34.068930,-118.445127&radius=10000")).await;
+            assert_eq!(response.status, 200);
+            assert!(!response.body.is_empty());
+            assert!(trim_places(&response.body, 5).is_err(), "a truncated body must be rejected");
+            server.shut_down().await;
+        }
+
+        #[tokio::test]
+        async fn stalls_hold_the_request_and_shutdown_releases_them() {
+            let server = TestServer::start(PlacesConfig { stall_rate: 1.0, ..PlacesConfig::default() }).await;
+            let mut client = server.connect().await;
+            client
+                .send(format!("GET {NEARBY_PATH}?location=1,2&radius=10 HTTP/1.1\r\nHost: places\r\n\r\n").as_bytes())
+                .await;
+            assert!(timeout(Duration::from_millis(200), client.read_some()).await.is_err(), "no answer while stalled");
+            let started = Instant::now();
+            server.shut_down().await;
+            assert!(started.elapsed() < Duration::from_millis(500));
+            // The stalled request was never answered: the connection just closes.
+            assert_eq!(timeout(Duration::from_secs(1), client.read_some()).await.expect("closed promptly"), None);
+            assert!(client.buf.is_empty());
+        }
+
+        #[tokio::test]
+        async fn fixed_latency_delays_the_answer() {
+            let server =
+                TestServer::start(PlacesConfig { latency: "50ms".parse().expect("valid"), ..PlacesConfig::default() })
+                    .await;
+            let mut client = server.connect().await;
+            let started = Instant::now();
+            let response = client.get(&format!("{NEARBY_PATH}?location=1,2&radius=10")).await;
+            assert_eq!(response.status, 200);
+            assert!(started.elapsed() >= Duration::from_millis(50));
+            server.shut_down().await;
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::collection::{self, Key, Loaded, Metrics, median};
+use crate::collection::{self, Loaded, Metrics, Row, median};
 use crate::findings;
 use crate::plots;
 use herd_record::result::RunResult;
@@ -40,16 +40,6 @@ pub struct ReportArgs {
     /// their findings to the main run (e.g. `--part guests` for the guests' own run).
     #[arg(long, requires = "update")]
     pub part: Option<String>,
-}
-
-/// One table row: an experiment's medians over its repeats, and how much they spread.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub key: Key,
-    pub repeats: usize,
-    pub m: Metrics,
-    /// Each metric's relative spread over the repeats (median absolute deviation over the median).
-    pub spread: Metrics,
 }
 
 /// The capacity knee of one style on one workload.
@@ -357,6 +347,7 @@ pub fn replace_sections(text: &str, sections: &[(String, String)]) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collection::Key;
 
     fn row(implementation: &str, offered: f64, achieved: f64, p99_us: f64, errors: f64) -> Row {
         let key = Key {

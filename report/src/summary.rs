@@ -2,7 +2,7 @@
 
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 
-use herd_record::result::{Percentiles, RunResult};
+use herd_record::result::{FELL_BEHIND_P99_US, Percentiles, RunResult, SendLag};
 
 pub fn print(r: &RunResult) {
     let s = &r.summary;
@@ -38,7 +38,7 @@ pub fn print(r: &RunResult) {
     }
     eprintln!("{latency}");
     if let Some(lag) = r.send_lag.as_ref().filter(|l| l.fell_behind) {
-        eprintln!("{}", crate::load::send_lag_line(lag));
+        eprintln!("{}", send_lag_line(lag));
     }
 
     let errors: Vec<String> = r.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
@@ -152,4 +152,23 @@ fn print_scenario(s: &herd_record::scenario::ScenarioRecord) {
         ]);
     }
     eprintln!("{recovery}");
+}
+
+/// One line on how the generator kept its schedule, with a warning when it fell behind.
+pub fn send_lag_line(lag: &SendLag) -> String {
+    let (own, wait) = (&lag.own_us.percentiles_us, &lag.socket_wait_us.percentiles_us);
+    let line = format!(
+        "send lag µs: generator's own p50 {} p99 {} max {}; socket wait (back-pressure) p50 {} p99 {} max {}",
+        own.p50, own.p99, own.max, wait.p50, wait.p99, wait.max
+    );
+    if lag.fell_behind {
+        format!(
+            "{line}\nWARNING: the generator fell behind its own schedule (own lateness p99 {} µs > {} µs): part of \
+             this latency is the generator's; knees and compare leave this run out (give it more CPU, \
+             --gen-threads, or a lower --load)",
+            own.p99, FELL_BEHIND_P99_US
+        )
+    } else {
+        line
+    }
 }

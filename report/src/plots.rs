@@ -29,8 +29,8 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
+use crate::collection::Row;
 use crate::collection::{Key, Loaded};
-use crate::report::Row;
 
 /// Tableau 10: distinct, and readable on white.
 const COLORS: [RGBColor; 10] = [
@@ -74,21 +74,36 @@ struct Look {
     filled: bool,
 }
 
-/// The look of `implementation`: the n-th style of the registry (then the guests, in their order)
-/// gets the n-th colour, and shapes cycle so that no two share both (a name the registry does not
-/// know is grey).
-fn look(implementation: &str) -> Look {
-    let mut names: Vec<String> =
-        herd_record::catalogue::styles().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
-    names.extend(crate::guest::names());
-    let index = names.iter().position(|n| n == implementation);
-    match index {
-        Some(i) => Look {
-            color: COLORS[i % (COLORS.len() - 1)],
-            shape: SHAPES[i % SHAPES.len()],
-            filled: (i / SHAPES.len()).is_multiple_of(2),
-        },
-        None => Look { color: COLORS[COLORS.len() - 1], shape: Shape::Cross, filled: false },
+/// Who gets which look: the registry's styles in its order, then every other implementation of the
+/// results drawn (the guests), by name.
+#[derive(Debug, Clone)]
+struct Palette {
+    names: Vec<String>,
+}
+
+impl Palette {
+    fn of(loaded: &[Loaded]) -> Self {
+        let mut names: Vec<String> =
+            herd_record::catalogue::styles().map(|all| all.into_iter().map(|m| m.name).collect()).unwrap_or_default();
+        let mut others: Vec<String> =
+            loaded.iter().map(|l| l.result.implementation.name.clone()).filter(|n| !names.contains(n)).collect();
+        others.sort();
+        others.dedup();
+        names.extend(others);
+        Self { names }
+    }
+
+    /// The look of `implementation`: the n-th name gets the n-th colour, and shapes cycle so that
+    /// no two share both (a name the palette does not know is grey).
+    fn look(&self, implementation: &str) -> Look {
+        match self.names.iter().position(|n| n == implementation) {
+            Some(i) => Look {
+                color: COLORS[i % (COLORS.len() - 1)],
+                shape: SHAPES[i % SHAPES.len()],
+                filled: (i / SHAPES.len()).is_multiple_of(2),
+            },
+            None => Look { color: COLORS[COLORS.len() - 1], shape: Shape::Cross, filled: false },
+        }
     }
 }
 
@@ -236,12 +251,13 @@ struct Panels {
 /// Writes every figure the results support (SVG, and PNG beside it when a font is found); returns
 /// the SVGs' paths.
 pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<PathBuf>> {
+    let palette = Palette::of(loaded);
     let mut workloads: Vec<&str> = rows.iter().map(|r| r.key.workload.as_str()).collect();
     workloads.sort();
     workloads.dedup();
     let mut figures = Vec::new();
     for workload in workloads {
-        for (threads, spectrum) in spectrum_series(loaded, workload) {
+        for (threads, spectrum) in spectrum_series(loaded, workload, &palette) {
             let (suffix, given) =
                 threads.map_or((String::new(), String::new()), |t| (format!("-t{t}"), format!(", --threads {t}")));
             figures.push(Figure {
@@ -253,7 +269,7 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
                 shaded: Vec::new(),
             });
         }
-        for (suffix, lines) in series_by(rows, workload, |r| r.m.offered_rps.map(|o| (r.key.threads, o))) {
+        for (suffix, lines) in series_by(rows, workload, &palette, |r| r.m.offered_rps.map(|o| (r.key.threads, o))) {
             let of = |metric: fn(&Row) -> f64| -> Vec<Series> {
                 lines
                     .iter()
@@ -280,7 +296,7 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
                 });
             }
         }
-        for (suffix, lines) in series_by(rows, workload, |r| r.key.threads.map(|t| (None, t as f64))) {
+        for (suffix, lines) in series_by(rows, workload, &palette, |r| r.key.threads.map(|t| (None, t as f64))) {
             figures.push(Figure {
                 name: format!("throughput-vs-threads-{workload}{suffix}"),
                 title: format!("{workload}{}: throughput against --threads", suffix.replace('-', " ")),
@@ -305,7 +321,7 @@ pub fn write_all(loaded: &[Loaded], rows: &[Row], out: &Path) -> Result<Vec<Path
 /// Writes each scenario's timeline (`scenario-<name>`, SVG and PNG) from the scenario runs among
 /// `loaded`; returns the SVGs' paths.
 pub fn write_scenarios(loaded: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
-    write(&scenario_panels(loaded), out)
+    write(&scenario_panels(loaded, &Palette::of(loaded)), out)
 }
 
 /// Writes each figure as SVG and, with a font, PNG; returns the SVGs' paths.
@@ -338,7 +354,7 @@ const PANEL_HEIGHT: u32 = 300;
 
 /// For each scenario in the results, its timeline: one line per style (its first run of the
 /// scenario), one panel per metric, the disturbances of the first run shaded.
-fn scenario_panels(loaded: &[Loaded]) -> Vec<Panels> {
+fn scenario_panels(loaded: &[Loaded], palette: &Palette) -> Vec<Panels> {
     let mut by_name: BTreeMap<&str, Vec<&Loaded>> = BTreeMap::new();
     for l in loaded {
         if let Some(s) = &l.result.scenario {
@@ -388,7 +404,7 @@ fn scenario_panels(loaded: &[Loaded]) -> Vec<Panels> {
                     .iter()
                     .map(|(style, s)| Series {
                         label: (*style).to_owned(),
-                        look: look(style),
+                        look: palette.look(style),
                         points: s
                             .steps
                             .iter()
@@ -427,6 +443,7 @@ fn png_font() -> Result<(), String> {
 fn series_by<'a>(
     rows: &'a [Row],
     workload: &str,
+    palette: &Palette,
     x_of: impl Fn(&Row) -> Option<(Option<usize>, f64)>,
 ) -> Vec<(String, Vec<(String, Look, Vec<(f64, &'a Row)>)>)> {
     let rows: Vec<&Row> = rows.iter().filter(|r| r.key.workload == workload).collect();
@@ -447,7 +464,7 @@ fn series_by<'a>(
             .entry(r.key.connections)
             .or_default()
             .entry(label)
-            .or_insert_with(|| (look(&r.key.implementation), Vec::new()));
+            .or_insert_with(|| (palette.look(&r.key.implementation), Vec::new()));
         line.1.push((x, r));
     }
     groups
@@ -469,7 +486,7 @@ fn series_by<'a>(
 
 /// For each style, the latency spectrum at the workload's most measured load (repeats merged); runs
 /// with `--threads N` apart from those at each style's default (`None`).
-fn spectrum_series(loaded: &[Loaded], workload: &str) -> BTreeMap<Option<usize>, Vec<Series>> {
+fn spectrum_series(loaded: &[Loaded], workload: &str, palette: &Palette) -> BTreeMap<Option<usize>, Vec<Series>> {
     let runs: Vec<&Loaded> = loaded.iter().filter(|l| l.result.workload.name == workload).collect();
     let mut load_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &runs {
@@ -480,7 +497,7 @@ fn spectrum_series(loaded: &[Loaded], workload: &str) -> BTreeMap<Option<usize>,
     for l in runs.iter().filter(|l| l.result.parameters.load == load) {
         for latency in l.result.commands.values() {
             let Ok(h) = latency.histogram() else { continue };
-            let entry = merged.entry(Key::of(&l.result)).or_insert_with(herd_core::stats::new_histogram);
+            let entry = merged.entry(Key::of(&l.result)).or_insert_with(herd_record::result::new_histogram);
             let _ = entry.add(&h);
         }
     }
@@ -497,7 +514,11 @@ fn spectrum_series(loaded: &[Loaded], workload: &str) -> BTreeMap<Option<usize>,
                     (nines, h.value_at_quantile(1.0 - 10f64.powf(-nines)).max(1) as f64)
                 })
                 .collect();
-            Series { label: format!("{} @ {load}", key.implementation), look: look(&key.implementation), points }
+            Series {
+                label: format!("{} @ {load}", key.implementation),
+                look: palette.look(&key.implementation),
+                points,
+            }
         };
         figures.entry(key.threads).or_default().push(series);
     }
@@ -618,14 +639,15 @@ mod tests {
     #[test]
     fn every_style_keeps_one_look_and_no_two_share_it() {
         let all = herd_record::catalogue::styles().expect("registry");
-        let looks: Vec<Look> = all.iter().map(|m| look(&m.name)).collect();
+        let palette = Palette::of(&[]);
+        let looks: Vec<Look> = all.iter().map(|m| palette.look(&m.name)).collect();
         for (i, a) in looks.iter().enumerate() {
-            assert_eq!(*a, look(&all[i].name), "the same style, the same look");
+            assert_eq!(*a, palette.look(&all[i].name), "the same style, the same look");
             for b in &looks[i + 1..] {
                 assert!(a != b, "two styles drawn alike: {a:?}");
                 assert!(a.color != b.color || all.len() > COLORS.len() - 1, "{a:?} and {b:?} share a colour");
             }
         }
-        assert_eq!(look("not-a-style").color, COLORS[COLORS.len() - 1]);
+        assert_eq!(palette.look("not-a-style").color, COLORS[COLORS.len() - 1]);
     }
 }

@@ -63,7 +63,7 @@ pub fn write(runs: &[Loaded]) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use hdrhistogram::serialization::Deserializer;
+
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     use super::*;
@@ -87,9 +87,7 @@ mod tests {
         for entry in IntervalLogIterator::new(&log) {
             let LogEntry::Interval(i) = entry.expect("parses") else { continue };
             let tag = i.tag().expect("tagged").as_str().to_owned();
-            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, i.encoded_histogram())
-                .expect("base64");
-            let h: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice()).expect("V2");
+            let h = herd_record::result::decode_histogram(i.encoded_histogram()).expect("base64 of a V2 histogram");
             seen.push((tag, i.start_timestamp(), i.duration(), h));
         }
         let expected: usize = runs.iter().map(|l| l.result.commands.len()).sum();

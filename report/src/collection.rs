@@ -260,6 +260,16 @@ pub fn noise_band(k: f64, samples: &[&[f64]]) -> f64 {
     k * samples.iter().map(|s| relative_spread(s)).fold(0.0, f64::max)
 }
 
+/// One table row: an experiment's medians over its repeats, and how much they spread.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub key: Key,
+    pub repeats: usize,
+    pub m: Metrics,
+    /// Each metric's relative spread over the repeats (median absolute deviation over the median).
+    pub spread: Metrics,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
