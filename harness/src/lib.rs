@@ -22,22 +22,11 @@
 //! - [`wan`]: a WAN herd on one machine (members in network namespaces, links through delaying
 //!   relays).
 
-pub mod counters;
-pub mod gate;
-pub mod guest;
-pub mod herd;
-pub mod hosts;
-pub mod impls;
-pub mod limits;
+pub mod base;
+pub mod env;
 pub mod load;
-mod machine;
 pub mod places;
-mod procs;
-pub mod rng;
+pub mod probe;
 pub mod run;
-pub mod scenario;
-pub mod serve;
-pub mod sweep;
-pub mod topology;
+pub mod server;
 pub mod verify;
-pub mod wan;

@@ -6,7 +6,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use harness::{gate, guest, load, places, run, serve, verify};
+use harness::run::{self, gate};
+use harness::server::{guest, serve};
+use harness::{load, places, verify};
 use herd_record::{merge, result};
 use herd_report::{compare, export, report, thresholds};
 
@@ -59,7 +61,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `--guest PATH` folders reach every process this one starts (see `harness::guest`).
+    // `--guest PATH` folders reach every process this one starts (see `harness::server::guest`).
     let guest_folders = match &cli.command {
         None => &cli.run.guests,
         Some(Command::Run(args)) => &args.guests,

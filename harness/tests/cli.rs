@@ -591,7 +591,7 @@ fn the_readmes_commands_name_real_subcommands_flags_styles_and_workloads() {
     ];
     let styles: Vec<String> =
         herd_record::catalogue::styles().expect("the styles").into_iter().map(|m| m.name).collect();
-    let guests = harness::impls::expand("guests").expect("the guests");
+    let guests = harness::server::impls::expand("guests").expect("the guests");
     let mut helps = std::collections::BTreeMap::new();
     for words in &commands {
         let sub = words.first().filter(|w| subcommands.contains(&w.as_str())).cloned().unwrap_or_else(|| "run".into());

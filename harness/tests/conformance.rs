@@ -42,7 +42,7 @@ fn ready(style: &str) -> bool {
         exe: env!("CARGO_BIN_EXE_harness").into(),
         logs: std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance"),
     });
-    let guest = harness::guest::find(style).unwrap_or_else(|e| panic!("{style}: {e:#}"));
+    let guest = harness::server::guest::find(style).unwrap_or_else(|e| panic!("{style}: {e:#}"));
     let Some(guest) = guest else { return true };
     match guest.prepare() {
         Ok(_) => true,

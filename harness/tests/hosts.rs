@@ -11,7 +11,7 @@ use std::process::Command;
 mod common;
 
 use common::{read_result, skipped, temp_dir};
-use harness::wan::netns::{self, Namespaces};
+use harness::env::wan::netns::{self, Namespaces};
 use herd_record::result::RunResult;
 
 fn hosts_file(dir: &Path, ns: &str, here_ip: &str, ns_ip: &str) -> PathBuf {

@@ -12,8 +12,8 @@ use std::time::Duration;
 mod common;
 
 use common::{read_result, skipped, temp_dir};
-use harness::herd::{Herd, HerdSpec};
-use harness::wan::{WanSpec, netns};
+use harness::env::herd::{Herd, HerdSpec};
+use harness::env::wan::{WanSpec, netns};
 use herd_record::result::{Latency, ServerCounters};
 
 const LINK_DELAY: Duration = Duration::from_millis(10);

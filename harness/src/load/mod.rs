@@ -11,7 +11,6 @@
 //! - [`worker`]: one thread's event loop.
 //! - [`timer`]: a timerfd for sub-millisecond wake-ups.
 
-pub mod clock;
 pub mod requests;
 pub mod schedule;
 pub mod timer;
@@ -27,8 +26,9 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use herd_core::Timestamp;
 
-use crate::counters::WindowProbe;
-use crate::rng::SplitMix64;
+use crate::base::clock;
+use crate::base::rng::SplitMix64;
+use crate::probe::counters::WindowProbe;
 use herd_record::result::{Latency, Percentiles, SendLag, Summary, TimelinePoint};
 use herd_record::units::{Load, Slice};
 use herd_record::workload::Mode;
@@ -491,9 +491,9 @@ fn load_result(
     use herd_record::result::{Parameters, RunResult, SCHEMA_VERSION};
     RunResult {
         schema_version: SCHEMA_VERSION,
-        tool: crate::machine::tool(),
+        tool: crate::probe::machine::tool(),
         started_at: RunResult::started_at_text(outcome.started_at),
-        machine: crate::machine::machine(),
+        machine: crate::probe::machine::machine(),
         implementation: herd_record::catalogue::ImplMeta::external(spec.workload.mode),
         parameters: Parameters { servers: args.addrs.iter().map(SocketAddr::to_string).collect(), ..parameters(spec) },
         workload: spec.workload.clone(),

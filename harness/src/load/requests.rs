@@ -12,7 +12,7 @@ use std::io::Write;
 
 use herd_core::{Delta, Timestamp};
 
-use crate::rng::SplitMix64;
+use crate::base::rng::SplitMix64;
 use herd_record::workload::Mode;
 use herd_record::workload::Workload;
 

@@ -1,7 +1,7 @@
 //! When each request should be sent (open loop).
 
-use super::clock::Nanos;
-use crate::rng::SplitMix64;
+use crate::base::clock::Nanos;
+use crate::base::rng::SplitMix64;
 
 /// How intended send times are spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -28,7 +28,7 @@ impl RateProfile {
     }
 
     /// Rates in requests/s from the given ns offsets; the first offset is 0, the offsets ascend and
-    /// every rate is above 0 (checked where they are read, in [`crate::scenario`]).
+    /// every rate is above 0 (checked where they are read, in [`crate::run::scenario`]).
     pub fn stepped(steps: &[(Nanos, f64)]) -> Self {
         let mut out: Vec<(f64, f64, f64)> = Vec::with_capacity(steps.len());
         for &(at, rate) in steps {
@@ -119,8 +119,8 @@ impl OpenLoopSchedule {
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::SECOND;
     use super::*;
+    use crate::base::clock::SECOND;
 
     #[test]
     fn uniform_times_do_not_drift() {

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::clock::{Nanos, SECOND};
+use crate::base::clock::{Nanos, SECOND};
 
 #[derive(Debug)]
 pub struct Timer {
@@ -22,7 +22,7 @@ impl Timer {
         Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
-    /// Fires once at `at` (a [`clock`](super::clock) time; at once if it has passed).
+    /// Fires once at `at` (a [`clock`](crate::base::clock) time; at once if it has passed).
     pub fn arm(&self, at: Nanos) -> io::Result<()> {
         let at = at.max(1); // an all-zero it_value would disarm the timer
         let spec = libc::itimerspec {

@@ -33,11 +33,11 @@ use herd_core::Timestamp;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::clock::{self, MICROSECOND, MILLISECOND, Nanos, SECOND, micros_between};
 use super::requests::{Expect, Failure, KINDS, Kind, RequestSource, check, reply_len};
 use super::schedule::{Arrival, OpenLoopSchedule, RateProfile};
 use super::timer::{self, Timer};
-use crate::rng::SplitMix64;
+use crate::base::clock::{self, MICROSECOND, MILLISECOND, Nanos, SECOND, micros_between};
+use crate::base::rng::SplitMix64;
 use herd_record::workload::Workload;
 
 const TIMER: Token = Token(usize::MAX);

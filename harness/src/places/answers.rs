@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use crate::rng::{SplitMix64, mix64};
+use crate::base::rng::{SplitMix64, mix64};
 
 /// Places in every OK answer: Google's page size, and the largest WHATSAT bound, so trimming to the
 /// bound is exercised by every query.

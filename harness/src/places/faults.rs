@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::PlacesConfig;
-use crate::rng::{SplitMix64, mix64};
+use crate::base::rng::{SplitMix64, mix64};
 
 /// The body of an injected 503, in the shape of Google's errors.
 pub(super) const UNAVAILABLE_BODY: &str = "{\n  \"html_attributions\": [],\n  \"results\": [],\n  \"status\": \"UNKNOWN_ERROR\",\n  \"error_message\": \"injected fault: service unavailable\"\n}";

@@ -1,5 +1,5 @@
 //! The fixture: one places backend and five herd servers of a style (or one echo server), started
-//! by the harness's own herd launcher ([`harness::herd::Herd`], the one `harness run` uses) from
+//! by the harness's own herd launcher ([`harness::env::herd::Herd`], the one `harness run` uses) from
 //! the real binary, each on a free loopback port.
 //!
 //! ```text
@@ -24,11 +24,11 @@ use std::time::Duration;
 use herd_core::Limits;
 
 use super::client::Client;
-use crate::herd::{self, ExitedAtStartUp, HerdSpec};
+use crate::env::herd::{self, ExitedAtStartUp, HerdSpec};
 use herd_record::result::ServerCounters;
 use herd_record::workload::Mode;
 
-pub use crate::herd::Upstream;
+pub use crate::env::herd::Upstream;
 
 /// The default topology's servers (DESIGN.md; `harness/topology.toml`), which the cases name.
 pub const SERVERS: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];

@@ -127,7 +127,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     if args.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let names = crate::impls::expand(&args.implementation)?;
+    let names = crate::server::impls::expand(&args.implementation)?;
     let cases: Vec<Case> =
         CASES.iter().copied().filter(|(n, _)| args.case.as_ref().is_none_or(|c| n.contains(c.as_str()))).collect();
     if cases.is_empty() {
@@ -136,8 +136,8 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     }
     // Every name resolves, and every guest is set up, before the first herd starts.
     for name in &names {
-        crate::impls::find(name)?;
-        if let Some(guest) = crate::guest::find(name)? {
+        crate::server::impls::find(name)?;
+        if let Some(guest) = crate::server::guest::find(name)? {
             guest.prepare()?;
         }
     }
@@ -156,8 +156,8 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
 /// Runs `cases` against `name` from this binary, prints the table, and stamps a guest that passed
 /// every case verified. Returns whether every case passed.
 pub fn verify(name: &str, cases: &[Case], jobs: usize, timeout: Duration) -> Result<bool> {
-    let guest = crate::guest::find(name)?;
-    let record = guest.as_ref().map(crate::guest::Guest::prepare).transpose()?;
+    let guest = crate::server::guest::find(name)?;
+    let record = guest.as_ref().map(crate::server::guest::Guest::prepare).transpose()?;
     // One folder for every herd of this process: the settings are set once, later calls keep them.
     let here = std::env::temp_dir().join("herdbench-verify").join(format!(
         "{}-{}",

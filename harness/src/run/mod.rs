@@ -1,5 +1,5 @@
 //! `harness run`: a whole measurement. Start the places backend and the herd as child processes
-//! ([`crate::herd`]), wait until each accepts, drive the load, stop everything, write the result
+//! ([`crate::env::herd`]), wait until each accepts, drive the load, stop everything, write the result
 //! file, print a summary. [`run`] walks a matrix of points; `run_one` measures one, in named steps.
 //!
 //! ```text
@@ -7,6 +7,10 @@
 //!                      │          │              ├─ load generator threads ──► every server
 //!                    Welsh ── Ball ── Holiday    └─ children: reaped with wait4 for CPU and RSS
 //! ```
+
+pub mod gate;
+pub mod remote;
+pub mod scenario;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,19 +20,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::counters::{SyscallCount, WindowProbe};
-use crate::herd::{Herd, HerdSpec, Upstream};
-use crate::hosts::{Placement, Remote};
-use crate::impls;
-use crate::limits::LimitsArgs;
+use crate::base::sweep::{self, LoadList, ThreadList};
+use crate::base::topology::Topology;
+use crate::env::herd::{Herd, HerdSpec, Upstream};
+use crate::env::hosts::{Placement, Remote};
+use crate::env::wan::WanArgs;
 use crate::load::worker::Window;
 use crate::load::{self, GeneratorArgs, LoadOutcome, LoadSpec, Progress, Target};
-use crate::machine;
-use crate::procs;
-use crate::scenario::{self, Scenario};
-use crate::sweep::{self, LoadList, ThreadList};
-use crate::topology::Topology;
-use crate::wan::WanArgs;
+use crate::probe::counters::{SyscallCount, WindowProbe};
+use crate::probe::machine;
+use crate::probe::procs;
+use crate::server::impls;
+use crate::server::limits::LimitsArgs;
 use herd_record::catalogue::ImplMeta;
 use herd_record::counters::Counters;
 use herd_record::hosts::HostRecord;
@@ -42,6 +45,7 @@ use herd_record::workload::Mode;
 use herd_record::workload::Workload;
 use herd_report::compare::MetricName;
 use herd_report::summary;
+use scenario::Scenario;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -86,7 +90,7 @@ pub struct RunArgs {
     pub stack_kib: Option<usize>,
     /// The kernel interface for a style with a choice (`serve --driver`; recorded in the result).
     #[arg(long, value_enum)]
-    pub driver: Option<crate::serve::Driver>,
+    pub driver: Option<crate::server::serve::Driver>,
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
@@ -204,7 +208,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
             bail!("--hosts places the herd on hosts of its own; a WAN herd on this machine (--link-*) cannot join it");
         }
         // Said before anything starts, not after the places backend and a herd key.
-        crate::wan::netns::require_root()?;
+        crate::env::wan::netns::require_root()?;
     }
     if args.hosts.is_some() && args.scenario.is_some() {
         bail!("a scenario signals its herd's processes here; with --hosts they run elsewhere: drop one of the two");
@@ -345,7 +349,7 @@ fn run_one(
 /// now before anything is measured: one that has not is verified first (every case, as `harness
 /// verify` runs them), and refused if a case fails; `--unverified` skips this, and its result says so.
 fn check_guest(name: &str, unverified: bool) -> Result<()> {
-    let Some(guest) = crate::guest::find(name)? else { return Ok(()) };
+    let Some(guest) = crate::server::guest::find(name)? else { return Ok(()) };
     if guest.prepare()?.verified || unverified {
         return Ok(());
     }
@@ -376,7 +380,7 @@ impl Plan {
     /// reads the topology.
     fn new(args: &RunArgs, point: &Point) -> Result<Self> {
         let mut meta = impls::find(&point.implementation)?;
-        if let Some(guest) = crate::guest::find(&point.implementation)? {
+        if let Some(guest) = crate::server::guest::find(&point.implementation)? {
             meta.guest_record = Some(guest.prepare()?);
         }
         let workload = load::workload_for(&point.workload, args.mode)?;
@@ -559,7 +563,7 @@ fn prepare_load(plan: &Plan, herd: &Herd, spec: &LoadSpec) -> Result<()> {
 }
 
 /// With generators on hosts (`--hosts`): they drive the load there (see
-/// [`crate::hosts::run_generators`]) and their merged result is this run's outcome. No window
+/// [`remote::run_generators`]) and their merged result is this run's outcome. No window
 /// counters: the generators, not this process, know when the window opened.
 fn drive_remote_load(
     plan: &Plan,
@@ -570,7 +574,7 @@ fn drive_remote_load(
     exe: &Path,
 ) -> Result<(LoadOutcome, (RunResult, Vec<HostRecord>))> {
     prepare_load(plan, herd, spec)?;
-    let (merged, records) = crate::hosts::run_generators(remotes, spec, &herd.spec().label(), herd.logs(), exe, stop)?;
+    let (merged, records) = remote::run_generators(remotes, spec, &herd.spec().label(), herd.logs(), exe, stop)?;
     let outcome = LoadOutcome {
         started_at: merged.start_time()?,
         summary: merged.summary.clone(),

@@ -14,7 +14,7 @@
 //!
 //! `harness serve --impl twisted …` checks its settings as for any style and then *becomes* the
 //! guest (`exec` of the guest's serve words with the settings appended in their one canonical form,
-//! [`crate::serve::ServeArgs::guest_args`]): same pid, same signals, so every tool that starts a
+//! [`crate::server::serve::ServeArgs::guest_args`]): same pid, same signals, so every tool that starts a
 //! server through `harness serve` — the herd, the conformance suite, scenarios, WAN herds — starts a
 //! guest unchanged, and everything measured from /proc and perf needs nothing from it.
 //!
@@ -306,7 +306,7 @@ pub struct SetupArgs {
 pub fn setup(args: &SetupArgs) -> Result<()> {
     let wanted = match args.implementation.as_str() {
         "guests" => all().into_iter().map(|g| g.map(|g| g.meta.name)).collect::<Result<Vec<_>>>()?,
-        list => crate::sweep::names(list),
+        list => crate::base::sweep::names(list),
     };
     for name in wanted {
         let guest =

@@ -124,12 +124,12 @@ pub enum Launch {
     /// On this machine behind words that exec the command line after them (`ip netns exec <ns>`).
     Prefixed(Vec<OsString>),
     /// On a host of a hosts file (`run --hosts`), through its launcher, with its files kept there.
-    Host(crate::hosts::Remote),
+    Host(crate::env::hosts::Remote),
 }
 
 impl Launch {
     /// The host a hosts file put the member on.
-    pub fn host(&self) -> Option<&crate::hosts::Remote> {
+    pub fn host(&self) -> Option<&crate::env::hosts::Remote> {
         match self {
             Self::Host(remote) => Some(remote),
             Self::Here | Self::Prefixed(_) => None,
@@ -140,8 +140,8 @@ impl Launch {
     pub fn command(&self, local_exe: &std::path::Path, args: &[OsString]) -> std::process::Command {
         let words = |exe: &std::path::Path| std::iter::once(exe.into()).chain(args.iter().cloned());
         match self {
-            Self::Here => crate::hosts::command(&[], words(local_exe)),
-            Self::Prefixed(prefix) => crate::hosts::command(prefix, words(local_exe)),
+            Self::Here => crate::env::hosts::command(&[], words(local_exe)),
+            Self::Prefixed(prefix) => crate::env::hosts::command(prefix, words(local_exe)),
             Self::Host(remote) => remote.command(words(remote.harness.as_deref().unwrap_or(local_exe))),
         }
     }
@@ -162,7 +162,7 @@ pub struct MemberPlan {
 }
 
 /// A WAN herd's network: namespaces, veth pairs and relays. Dropping it stops the relays and
-/// removes the namespaces (after the herd's processes are gone: [`crate::herd::Herd`] drops its
+/// removes the namespaces (after the herd's processes are gone: [`crate::env::herd::Herd`] drops its
 /// children first).
 #[derive(Debug)]
 pub struct WanNet {

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, HerdKey, ServeOptions, Service};
 
-use crate::impls::{self, AnyService};
-use crate::limits::LimitsArgs;
+use crate::server::impls::{self, AnyService};
+use crate::server::limits::LimitsArgs;
 use herd_record::result::ServerCounters;
 use herd_record::workload::Mode;
 
@@ -243,10 +243,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 }
 
 /// Replaces this process with guest `args.implementation`, given the settings (see
-/// [`crate::guest`]): the pid the herd watches, measures and signals is the guest's own.
+/// [`crate::server::guest`]): the pid the herd watches, measures and signals is the guest's own.
 fn become_guest(args: &ServeArgs) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let guest = crate::guest::find(&args.implementation)?.context("the guest vanished while starting")?;
+    let guest = crate::server::guest::find(&args.implementation)?.context("the guest vanished while starting")?;
     // Cached: set up once before the herd starts (`run` and `verify` do), so this only checks.
     guest.prepare()?;
     if args.mode == Mode::Herd && args.herd_key.is_none() && !args.insecure_herd {
@@ -328,7 +328,7 @@ fn start_sampling(
                 .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .map_or(0, |pages| pages * page_kib);
             let sample = herd_record::scenario::Sample {
-                t_ns: crate::load::clock::now(),
+                t_ns: crate::base::clock::now(),
                 rss_kib,
                 floods_dropped: stats_of().counters.get("floods_dropped").copied().unwrap_or(0),
             };

@@ -35,8 +35,8 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer};
 
-use crate::herd::Herd;
-use crate::load::clock::{self, MILLISECOND, Nanos};
+use crate::base::clock::{self, MILLISECOND, Nanos};
+use crate::env::herd::Herd;
 use crate::load::{Failure, Progress, RateProfile, ScenarioLoad, StepPlan, StepReport};
 use herd_record::scenario::{
     BASELINE, CONVERGED_HOLD, EventRecord, PhaseRecord, RECOVERED_WITHIN, RECOVERY_HOLD, Recovery, Sample,
@@ -239,10 +239,10 @@ struct Disturbance<'a> {
 /// The committed scenarios (`workloads/scenarios/*.toml`), built into the binary like the
 /// workloads (`herd_record::workload::BUILT_IN`).
 pub const STANDARD: [(&str, &str); 4] = [
-    ("member-crash", include_str!("../../workloads/scenarios/member-crash.toml")),
-    ("member-hang", include_str!("../../workloads/scenarios/member-hang.toml")),
-    ("overload", include_str!("../../workloads/scenarios/overload.toml")),
-    ("upstream-stall", include_str!("../../workloads/scenarios/upstream-stall.toml")),
+    ("member-crash", include_str!("../../../workloads/scenarios/member-crash.toml")),
+    ("member-hang", include_str!("../../../workloads/scenarios/member-hang.toml")),
+    ("overload", include_str!("../../../workloads/scenarios/overload.toml")),
+    ("upstream-stall", include_str!("../../../workloads/scenarios/upstream-stall.toml")),
 ];
 
 impl Scenario {
@@ -676,12 +676,13 @@ mod tests {
     #[test]
     fn every_standard_scenario_parses() {
         let names = Scenario::standard();
-        let committed = herd_record::workload::toml_stems(&crate::guest::workspace_root().join("workloads/scenarios"));
+        let committed =
+            herd_record::workload::toml_stems(&crate::server::guest::workspace_root().join("workloads/scenarios"));
         assert_eq!(names, committed, "workloads/scenarios/ and STANDARD differ");
         for name in ["overload", "member-crash", "member-hang", "upstream-stall"] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
             let s = Scenario::load(name).expect("a standard scenario loads");
-            s.check_members(&crate::topology::Topology::default_herd().servers).expect("members of the herd");
+            s.check_members(&crate::base::topology::Topology::default_herd().servers).expect("members of the herd");
         }
     }
 

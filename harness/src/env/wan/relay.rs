@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::rng::SplitMix64;
+use crate::base::rng::SplitMix64;
 use herd_record::wan::Overhead;
 
 /// The most a pump reads at once.

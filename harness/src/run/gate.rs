@@ -15,9 +15,9 @@ use herd_report::gate::{
     floor_s_per_echo, load_run, print_rows, record,
 };
 
-use crate::counters::{SyscallCount, WindowProbe};
 use crate::load::{GeneratorArgs, Progress, Target};
-use crate::procs::Children;
+use crate::probe::counters::{SyscallCount, WindowProbe};
+use crate::probe::procs::Children;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
@@ -203,7 +203,7 @@ fn floor(args: &FloorArgs) -> Result<()> {
     cmd.arg(port.to_string());
     let pid = children.spawn(FLOOR, cmd, pinning.as_ref().map(|p| p.server_cpus.clone()))?;
     if let Some(p) = &pinning {
-        crate::procs::pin_current_thread(&p.generator_cpus)?;
+        crate::probe::procs::pin_current_thread(&p.generator_cpus)?;
     }
     // Up when it echoes a line; what answers on the port must be the floor (another process could
     // have taken the port between our bind and its own).
@@ -233,9 +233,9 @@ fn floor(args: &FloorArgs) -> Result<()> {
         .context("the floor was not reaped")?;
     let result = RunResult {
         schema_version: SCHEMA_VERSION,
-        tool: crate::machine::tool(),
+        tool: crate::probe::machine::tool(),
         started_at: RunResult::started_at_text(outcome.started_at),
-        machine: crate::machine::machine(),
+        machine: crate::probe::machine::machine(),
         implementation: herd_record::catalogue::ImplMeta {
             name: FLOOR.into(),
             style: "the C floor: one thread, epoll, read and write (scripts/floor/echo_epoll.c)".into(),
@@ -287,7 +287,7 @@ fn instructions(args: &InstructionArgs) -> Result<()> {
     let [low, high] = args.rates[..] else { bail!("--rates takes two loads, e.g. 20,100") };
     let pinning = args.pin.then(crate::run::split_cpus).transpose()?;
     if let Some(p) = &pinning {
-        crate::procs::pin_current_thread(&p.generator_cpus)?;
+        crate::probe::procs::pin_current_thread(&p.generator_cpus)?;
     }
     let dir = args.output.with_extension("d");
     let mut measured = Vec::new();

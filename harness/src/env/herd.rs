@@ -8,16 +8,16 @@
 //! harness serve --impl <style> --name Alford --listen 127.0.0.1:P1 --mode herd \
 //!     --peer Hamilton=127.0.0.1:P3 --peer Welsh=127.0.0.1:P5 --places 127.0.0.1:P0 \
 //!     --log <logs>/Alford.log --stats <logs>/Alford.stats.json \
-//!     --max-line 64KiB --link-retry 100ms … (every limit, see `crate::limits`)
+//!     --max-line 64KiB --link-retry 100ms … (every limit, see `crate::server::limits`)
 //! … one `serve` for each other server of the topology …
 //! ```
 //!
 //! With [`HerdSpec::wan`], each server runs in a network namespace of its own (`ip netns exec
 //! <ns> harness serve …`, listening on its namespace's address) and reaches each neighbour through
-//! that link's delaying relay (see [`crate::wan`]); the places backend and the generator stay in the
+//! that link's delaying relay (see [`crate::env::wan`]); the places backend and the generator stay in the
 //! root namespace. With [`HerdSpec::hosts`], each server and the places backend run on the host a
 //! hosts file names, through its launcher, with their files in a folder there that the herd reads
-//! back when it stops (see [`crate::hosts`]). Either way, a [`MemberPlan`] per server says how it
+//! back when it stops (see [`crate::env::hosts`]). Either way, a [`MemberPlan`] per server says how it
 //! is launched, where it listens and how it reaches the others.
 //!
 //! Every child writes its stdout and stderr to `<logs>/<name>.out`. Children are killed by the
@@ -37,11 +37,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use herd_core::{Limits, Timestamp};
 
-use crate::hosts::{Placement, Remote};
-use crate::limits::LimitsArgs;
-use crate::procs::Children;
-use crate::topology::Topology;
-use crate::wan::{Launch, MemberPlan, WanNet, WanSpec};
+use crate::base::topology::Topology;
+use crate::env::hosts::{Placement, Remote};
+use crate::env::wan::{Launch, MemberPlan, WanNet, WanSpec};
+use crate::probe::procs::Children;
+use crate::server::limits::LimitsArgs;
 use herd_record::result::ProcessResources;
 use herd_record::wan::{RelayRecord, WanSettings};
 use herd_record::workload::Mode;
@@ -81,7 +81,7 @@ pub struct HerdSpec {
     pub io_threads: Option<usize>,
     pub stack_kib: Option<usize>,
     /// `serve --driver`, passed on when given (styles with a choice of kernel interface).
-    pub driver: Option<crate::serve::Driver>,
+    pub driver: Option<crate::server::serve::Driver>,
     /// The policy layer's limits, passed to every server as flags (all of them, defaults too, so a
     /// server's command line says what it ran under).
     pub limits: Limits,
@@ -358,7 +358,7 @@ impl Herd {
             let key = herd.spec.key_file();
             // A fresh key for every herd: a key left by an earlier run in the same folder goes.
             let _ = std::fs::remove_file(&key);
-            crate::serve::write_key(&key)?;
+            crate::server::serve::write_key(&key)?;
             // Each host with members gets the same key, in this run's folder there.
             if let Some(hosts) = &herd.spec.hosts {
                 let bytes = std::fs::read(&key)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use herd_core::{Echo, Herd, ServeOptions};
 
-use crate::guest;
+use crate::server::guest;
 use herd_record::catalogue::{ImplMeta, styles};
 
 /// The metadata of `name` — a built-in style or a guest (`guests/`, `--guest PATH`) — or an error
@@ -32,7 +32,7 @@ pub fn find(name: &str) -> Result<ImplMeta> {
 /// each of its variants); other names stand for themselves.
 pub fn expand(list: &str) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for name in crate::sweep::names(list) {
+    for name in crate::base::sweep::names(list) {
         match name.as_str() {
             "all" => names.extend(styles()?.into_iter().map(|m| m.name)),
             "guests" => names.extend(guest::names()),

@@ -1,0 +1,102 @@
+//! Remote generators (`generators = [...]` in a hosts file): each runs `harness load` on its host
+//! with a slice of one schedule, through its launcher; their results come back and are merged.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use herd_record::hosts::HostRecord;
+
+use crate::env::hosts::Remote;
+
+/// How long after the generators are started their load begins: time for each launcher to start
+/// `harness load` on its host.
+const GENERATOR_LEAD: Duration = Duration::from_secs(2);
+
+/// Drives `spec` from the generators `remotes`: each runs `harness load` on its host with slice
+/// `k/n` of the schedule and `1/n` of the connections, all from one start time; their result files
+/// come back into `logs` and are added into one ([`herd_record::merge::merge`]).
+pub fn run_generators(
+    remotes: &[Remote],
+    spec: &crate::load::LoadSpec,
+    label: &str,
+    logs: &Path,
+    exe: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(herd_record::result::RunResult, Vec<HostRecord>)> {
+    let n = remotes.len();
+    if spec.scenario.is_some() {
+        bail!("a scenario's load runs in this process; leave `generators` out of the hosts file to run one");
+    }
+    if n > 1 && spec.load.offered_rps().is_none() {
+        bail!("several generators share an open-loop schedule: give --load a rate (e.g. 10k), not max");
+    }
+    let start_at = chrono::Utc::now() + GENERATOR_LEAD;
+    let workload = toml::to_string(&spec.workload).context("writing the workload for the generators")?;
+    let mut children = Vec::new();
+    let mut records = Vec::new();
+    for (k, remote) in remotes.iter().enumerate() {
+        let dir = remote.run_dir(label);
+        let workload_file = dir.join(format!("{}.toml", spec.workload.name));
+        remote.put(&workload_file, workload.as_bytes())?;
+        let exe_there = remote.harness.clone().unwrap_or_else(|| exe.to_owned());
+        let share = crate::load::LoadSpec {
+            connections: (spec.connections / n + usize::from(k < spec.connections % n)).max(1),
+            slice: herd_record::units::Slice { k: k as u32, n: n as u32 },
+            start_at: Some(start_at.into()),
+            ..spec.clone()
+        };
+        let mut words: Vec<OsString> = vec![exe_there.into(), "load".into()];
+        words.extend(share.to_load_args(&workload_file)?);
+        words.extend(["--output".into(), dir.join(format!("generator-{k}.json")).into()]);
+        let mut cmd = remote.command(words);
+        let out = std::fs::File::create(logs.join(format!("generator-{k}.out")))?;
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        children.push(cmd.spawn().with_context(|| format!("starting generator {k} on host {}", remote.host))?);
+    }
+    // Looked at once the launchers had time to exec (`ip netns exec` becomes `harness` only then).
+    std::thread::sleep(GENERATOR_LEAD / 2);
+    for (k, (remote, child)) in remotes.iter().zip(&children).enumerate() {
+        records.push(remote.record(&format!("generator-{k}"), Some(child.id() as i32), exe));
+    }
+    eprintln!(
+        "herdbench: {n} generator(s) on {}, starting at {}; their output in {}",
+        remotes.iter().map(|r| r.host.as_str()).collect::<Vec<_>>().join(", "),
+        start_at.to_rfc3339(),
+        logs.display()
+    );
+    let deadline =
+        Instant::now() + GENERATOR_LEAD + spec.warmup + spec.duration + spec.timeout + Duration::from_secs(30);
+    let mut failed = Vec::new();
+    for (k, child) in children.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.is_some_and(|s| s.success()) {
+            failed.push(format!("generator {k} on host {} ({status:?})", remotes[k].host));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} failed or overran; see generator-<k>.out in {}", failed.join(", "), logs.display());
+    }
+    let mut runs = Vec::new();
+    for (k, remote) in remotes.iter().enumerate() {
+        let name = format!("generator-{k}.json");
+        remote.fetch_into(label, &name, logs)?;
+        let text = std::fs::read_to_string(logs.join(&name))?;
+        let result: herd_record::result::RunResult =
+            serde_json::from_str(&text).with_context(|| format!("generator {k}'s result ({name})"))?;
+        runs.push((name, result));
+    }
+    Ok((herd_record::merge::merge(runs)?, records))
+}
