@@ -3,24 +3,24 @@
 //! (`src/main.rs`) only parses the command line and calls one entry point per subcommand.
 //!
 //! # Layout
-//! - [`run`]: orchestration of a measurement; [`herd`]: the herd launcher (the places backend and
-//!   the servers as child processes); `procs`: child processes; `machine`: the environment.
-//! - [`serve`]: one server process; [`impls`]: the registry of styles and guests; [`guest`]:
-//!   servers from other ecosystems (setup, stamps, `exec`); [`limits`]: the policy layer's limits
-//!   as flags of `serve` and `run`.
-//! - [`verify`]: the conformance cases, run by `harness verify` against any implementation and by
-//!   the conformance test suite.
-//! - [`places`]: the places backend.
-//! - [`load`]: the load generator; [`workload`]: workload files; [`topology`]: the herd's shape.
-//! - [`result`]: the result file format; `summary`: the printed table; [`units`]: CLI units.
-//! - [`report`]: tables and plots from result files; [`compare`]: a run against a baseline;
-//!   [`thresholds`]: `--threshold` pass/fail criteria (k6's, exit status 99);
-//!   [`findings`]: REPORT.md's checked claims; [`export`]: formats for CI trackers.
-//! - [`rng`]: the seeded generator behind schedules, answers, faults and relays.
-//! - [`counters`]: what the kernel counts for a process over the measured window.
-//! - [`scenario`]: phases of load and timed faults inside one run, and how the run recovered.
-//! - [`wan`]: a WAN herd on one machine (members in network namespaces, links through delaying
-//!   relays).
+//! Below the harness are two crates of its own: `herd-record` (the result file and everything in it)
+//! and `herd-report` (tables, figures, findings, compare, the gate's judge, thresholds, exports).
+//! Inside, folders in dependency order, lowest first; a module imports only from folders before
+//! its own (or its own parent and children), which scripts/modgraph.py checks in CI:
+//!
+//! 1. [`base`]: the seeded rng, the monotonic clock, the herd's topology, command-line sweeps.
+//! 2. [`probe`]: what is measured of processes and the machine — kernel counters, the
+//!    child-process guard, the machine record.
+//! 3. [`load`] (the open-loop generator), [`places`] (the places backend), [`server`] (`harness
+//!    serve`: the style dispatch, guests, a style's knobs and the policy's limits as flags).
+//! 4. [`env`]: where processes go and how they start — launchers and hosts files, WAN herds in
+//!    network namespaces, the herd launcher.
+//! 5. [`verify`]: the conformance cases, run by `harness verify` against any implementation and by
+//!    the conformance test suite.
+//! 6. [`run`]: `harness run` — a matrix and one run, scenarios, remote generators, the gate's
+//!    measurements (`gate instructions`, `gate floor`).
+//!
+//! `src/main.rs` parses the command line and calls one entry point per subcommand.
 
 pub mod base;
 pub mod env;

@@ -110,11 +110,23 @@ pub fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
 /// Parses `10s`, `500ms`, `2m`, `1.5s`, `250us`, `100ns`, or a bare number of seconds; exact to the
 /// nanosecond, so what [`Interval`] prints parses back to the same value.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_or(s, Some("s"))
+}
+
+/// Parses a duration whose unit is written (`20ms`, `1.5s`, `250us`; only `0` may go without):
+/// where a bare number would be a guess (the places backend's `--latency 20` could mean 20 ms).
+pub fn parse_duration_with_unit(s: &str) -> Result<Duration, String> {
+    parse_duration_or(s, None)
+}
+
+/// Parses a duration, reading a bare number in `bare_unit` (none: a bare number other than 0 is
+/// an error).
+fn parse_duration_or(s: &str, bare_unit: Option<&str>) -> Result<Duration, String> {
     let t = s.trim();
     let hint = "expected a duration such as 10s, 500ms or 2m";
     let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic() || c == 'µ') {
         Some(i) => (t[..i].trim_end(), &t[i..]),
-        None => (t, "s"),
+        None => (t, bare_unit.unwrap_or("")),
     };
     let value: f64 = number.parse().map_err(|_| format!("`{s}`: {hint}"))?;
     let nanos_per_unit = match unit {
@@ -123,6 +135,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => 1e6,
         "s" => 1e9,
         "m" | "min" => 60e9,
+        "" if value == 0.0 => 0.0,
+        "" => return Err(format!("`{s}` has no unit; write one, e.g. {t}ms or {t}s")),
         _ => return Err(format!("`{s}`: unknown unit `{unit}`; {hint}")),
     };
     let nanos = (value * nanos_per_unit).round();

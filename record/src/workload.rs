@@ -18,6 +18,16 @@ pub enum Mode {
     Echo,
 }
 
+impl Mode {
+    /// Its name on the command line and in files: `herd`, `echo`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Herd => "herd",
+            Self::Echo => "echo",
+        }
+    }
+}
+
 /// A workload: what the generator sends and what the places backend is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

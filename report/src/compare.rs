@@ -244,20 +244,20 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     let unit = if args.normalize_by.is_some() { " (ratio)" } else { "" };
+    let metric_header = format!("metric{unit}");
     table.set_header([
-        "workload".to_owned(),
-        "style".to_owned(),
-        "load".to_owned(),
-        "threads".to_owned(),
-        format!("metric{unit}"),
-        "baseline".to_owned(),
-        "current".to_owned(),
-        "change".to_owned(),
-        "noise band".to_owned(),
-        "verdict".to_owned(),
+        "workload",
+        "style",
+        "load",
+        "threads",
+        &metric_header,
+        "baseline",
+        "current",
+        "change",
+        "noise band",
+        "verdict",
     ]);
-    let mut regressions = 0;
-    let mut compared = 0;
+    let (mut regressions, mut compared) = (0, 0);
     for (key, cur) in &current {
         let Some(base) = baseline.get(key) else {
             eprintln!(
@@ -269,65 +269,23 @@ pub fn run(args: &CompareArgs) -> Result<()> {
             );
             continue;
         };
-        let row = |metric: String, b: String, c: String, change: String, band: String, v: Verdict| {
-            [
+        let failures = new_failures(base, cur);
+        let metrics: Vec<Line> = args.metrics.iter().filter_map(|&m| compare_metric(args, m, base, cur)).collect();
+        compared += metrics.len();
+        for line in failures.into_iter().chain(metrics) {
+            regressions += usize::from(line.verdict == Verdict::Regressed);
+            table.add_row([
                 key.workload.clone(),
                 key.implementation.clone(),
                 key.load.clone(),
                 key.threads_label(),
-                metric,
-                b,
-                c,
-                change,
-                band,
-                v.word().to_owned(),
-            ]
-        };
-        // Failures that were not there before regress whatever the latency says: failed requests,
-        // and flood lines dropped (the herd no longer agrees).
-        for (name, count) in
-            [("errors", (|m: &Metrics| m.errors) as fn(&Metrics) -> f64), ("floods dropped", |m| m.floods_dropped)]
-        {
-            let now: f64 = cur.iter().map(count).sum();
-            if now > 0.0 && base.iter().map(count).sum::<f64>() == 0.0 {
-                regressions += 1;
-                table.add_row(row(
-                    name.into(),
-                    "0".into(),
-                    format!("{now}"),
-                    format!("new {name}"),
-                    "–".into(),
-                    Verdict::Regressed,
-                ));
-            }
-        }
-        for &metric in &args.metrics {
-            let b: Vec<f64> = base.iter().map(|m| metric.value(m)).collect();
-            let c: Vec<f64> = cur.iter().map(|m| metric.value(m)).collect();
-            let (bm, cm) = (median(&b), median(&c));
-            if !(bm.is_finite() && cm.is_finite()) || bm == 0.0 {
-                continue;
-            }
-            let change = cm / bm - 1.0;
-            let worse = if metric.higher_is_better() { -change } else { change };
-            let band = if b.len() < 2 || c.len() < 2 {
-                args.single_run_noise.max(args.threshold)
-            } else {
-                noise_band(args.noise_k, &[b.as_slice(), c.as_slice()]).max(args.threshold)
-            };
-            let v = verdict(worse, args.threshold, band);
-            if v == Verdict::Regressed {
-                regressions += 1;
-            }
-            compared += 1;
-            table.add_row(row(
-                metric.label().to_owned(),
-                format!("{bm:.3} (n={})", b.len()),
-                format!("{cm:.3} (n={})", c.len()),
-                format!("{:+.1}%", change * 100.0),
-                format!("±{:.1}%", band * 100.0),
-                v,
-            ));
+                line.metric,
+                line.baseline,
+                line.current,
+                line.change,
+                line.band,
+                line.verdict.word().to_owned(),
+            ]);
         }
     }
     println!("{table}");
@@ -339,6 +297,64 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     }
     println!("no regressions ({compared} comparisons)");
     Ok(())
+}
+
+/// One line of the comparison table, after the experiment's columns.
+#[derive(Debug)]
+struct Line {
+    metric: String,
+    baseline: String,
+    current: String,
+    change: String,
+    band: String,
+    verdict: Verdict,
+}
+
+/// Failures that were not there before regress whatever the latency says: failed requests, and
+/// flood lines dropped (the herd no longer agrees).
+fn new_failures(base: &[Metrics], cur: &[Metrics]) -> Vec<Line> {
+    type Count = fn(&Metrics) -> f64;
+    let kinds: [(&str, Count); 2] = [("errors", |m| m.errors), ("floods dropped", |m| m.floods_dropped)];
+    kinds
+        .into_iter()
+        .filter_map(|(name, count)| {
+            let now: f64 = cur.iter().map(count).sum();
+            (now > 0.0 && base.iter().map(count).sum::<f64>() == 0.0).then(|| Line {
+                metric: name.into(),
+                baseline: "0".into(),
+                current: format!("{now}"),
+                change: format!("new {name}"),
+                band: "–".into(),
+                verdict: Verdict::Regressed,
+            })
+        })
+        .collect()
+}
+
+/// `metric`'s medians over the baseline's and the current runs, and the verdict on their change
+/// (none when either median is not a number, or the baseline's is 0).
+fn compare_metric(args: &CompareArgs, metric: MetricName, base: &[Metrics], cur: &[Metrics]) -> Option<Line> {
+    let b: Vec<f64> = base.iter().map(|m| metric.value(m)).collect();
+    let c: Vec<f64> = cur.iter().map(|m| metric.value(m)).collect();
+    let (bm, cm) = (median(&b), median(&c));
+    if !(bm.is_finite() && cm.is_finite()) || bm == 0.0 {
+        return None;
+    }
+    let change = cm / bm - 1.0;
+    let worse = if metric.higher_is_better() { -change } else { change };
+    let band = if b.len() < 2 || c.len() < 2 {
+        args.single_run_noise.max(args.threshold)
+    } else {
+        noise_band(args.noise_k, &[b.as_slice(), c.as_slice()]).max(args.threshold)
+    };
+    Some(Line {
+        metric: metric.label().to_owned(),
+        baseline: format!("{bm:.3} (n={})", b.len()),
+        current: format!("{cm:.3} (n={})", c.len()),
+        change: format!("{:+.1}%", change * 100.0),
+        band: format!("±{:.1}%", band * 100.0),
+        verdict: verdict(worse, args.threshold, band),
+    })
 }
 
 #[cfg(test)]

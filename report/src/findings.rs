@@ -107,7 +107,7 @@ impl fmt::Display for Claim {
 
 /// What the data says of a claim.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum Support {
     Supported(Evidence),
     NotSupported(Evidence),
     NotResolved(Option<Evidence>, String),
@@ -128,13 +128,13 @@ impl fmt::Display for Evidence {
     }
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for Support {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::Supported(e) => write!(f, "supported: {e}"),
-            Verdict::NotSupported(e) => write!(f, "not supported: {e}"),
-            Verdict::NotResolved(Some(e), why) => write!(f, "not resolved by the data: {e} ({why})"),
-            Verdict::NotResolved(None, why) => write!(f, "not resolved by the data ({why})"),
+            Support::Supported(e) => write!(f, "supported: {e}"),
+            Support::NotSupported(e) => write!(f, "not supported: {e}"),
+            Support::NotResolved(Some(e), why) => write!(f, "not resolved by the data: {e} ({why})"),
+            Support::NotResolved(None, why) => write!(f, "not resolved by the data ({why})"),
         }
     }
 }
@@ -170,16 +170,16 @@ pub fn paired_ratios(claim: &Claim, loaded: &[Loaded]) -> Vec<f64> {
 }
 
 /// Judges `claim` by the paired ratios in `loaded`.
-pub fn evaluate(claim: &Claim, loaded: &[Loaded]) -> Verdict {
+pub fn evaluate(claim: &Claim, loaded: &[Loaded]) -> Support {
     let ratios = paired_ratios(claim, loaded);
     if ratios.is_empty() {
-        return Verdict::NotResolved(None, "no paired runs of these styles on this workload and load".into());
+        return Support::NotResolved(None, "no paired runs of these styles on this workload and load".into());
     }
     let m = median(&ratios);
     let band = noise_band(NOISE_K, &[ratios.as_slice()]);
     let e = Evidence { median: m, low: m / (1.0 + band), high: m * (1.0 + band), pairs: ratios.len() };
     if ratios.len() < MIN_PAIRS {
-        return Verdict::NotResolved(Some(e), format!("fewer than {MIN_PAIRS} paired rounds"));
+        return Support::NotResolved(Some(e), format!("fewer than {MIN_PAIRS} paired rounds"));
     }
     let (holds, fails) = match claim.relation {
         Relation::Lower => (e.high < 1.0, e.low > 1.0),
@@ -187,24 +187,24 @@ pub fn evaluate(claim: &Claim, loaded: &[Loaded]) -> Verdict {
         Relation::Similar(f) => (e.low >= 1.0 / f && e.high <= f, e.high < 1.0 / f || e.low > f),
     };
     if holds {
-        Verdict::Supported(e)
+        Support::Supported(e)
     } else if fails {
-        Verdict::NotSupported(e)
+        Support::NotSupported(e)
     } else {
-        Verdict::NotResolved(Some(e), "the interval straddles the claim".into())
+        Support::NotResolved(Some(e), "the interval straddles the claim".into())
     }
 }
 
 /// Finds every check line in `text`, judges it, and returns the text with each verdict written
 /// after its check, plus the verdicts in order.
-pub fn check_all(text: &str, loaded: &[Loaded]) -> Result<(String, Vec<(Claim, Verdict)>)> {
+pub fn check_all(text: &str, loaded: &[Loaded]) -> Result<(String, Vec<(Claim, Support)>)> {
     check_part(text, loaded, None)
 }
 
 /// [`check_all`] for the check lines of one part of a document: `check [PART]:` lines rest on the
 /// runs of that part (a report made with `--part PART`), plain `check:` lines on the main runs; each
 /// report judges only its own lines and leaves the others as they are.
-pub fn check_part(text: &str, loaded: &[Loaded], part: Option<&str>) -> Result<(String, Vec<(Claim, Verdict)>)> {
+pub fn check_part(text: &str, loaded: &[Loaded], part: Option<&str>) -> Result<(String, Vec<(Claim, Support)>)> {
     let marker = match part {
         Some(p) => format!("check [{p}]:"),
         None => "check:".to_owned(),
@@ -292,22 +292,22 @@ mod tests {
         // The machine slows down 3x over the rounds, but a uses 20 % less CPU in every round.
         let loaded = runs(&t, 5, |s, r| (if s == "a" { 0.8 } else { 1.0 }) * r as f64);
         match evaluate(&claim("w 10k cpu a < b"), &loaded) {
-            Verdict::Supported(e) => assert!((e.median - 0.8).abs() < 1e-9 && e.pairs == 5, "{e}"),
+            Support::Supported(e) => assert!((e.median - 0.8).abs() < 1e-9 && e.pairs == 5, "{e}"),
             v => panic!("expected supported, got {v}"),
         }
-        assert!(matches!(evaluate(&claim("w 10k cpu a > b"), &loaded), Verdict::NotSupported(_)));
-        assert!(matches!(evaluate(&claim("w 10k cpu a ≈ b"), &loaded), Verdict::NotSupported(_)));
-        assert!(matches!(evaluate(&claim("w 10k cpu a ≈30% b"), &loaded), Verdict::Supported(_)));
-        assert!(matches!(evaluate(&claim("w 2k cpu a < b"), &loaded), Verdict::NotResolved(None, _)));
+        assert!(matches!(evaluate(&claim("w 10k cpu a > b"), &loaded), Support::NotSupported(_)));
+        assert!(matches!(evaluate(&claim("w 10k cpu a ≈ b"), &loaded), Support::NotSupported(_)));
+        assert!(matches!(evaluate(&claim("w 10k cpu a ≈30% b"), &loaded), Support::Supported(_)));
+        assert!(matches!(evaluate(&claim("w 2k cpu a < b"), &loaded), Support::NotResolved(None, _)));
     }
 
     #[test]
     fn noisy_or_few_pairs_resolve_nothing() {
         let t = template();
         let noisy = runs(&t, 6, |s, r| if s == "a" && r % 2 == 0 { 1.5 } else { 1.0 });
-        assert!(matches!(evaluate(&claim("w 10k cpu a < b"), &noisy), Verdict::NotResolved(Some(_), _)));
+        assert!(matches!(evaluate(&claim("w 10k cpu a < b"), &noisy), Support::NotResolved(Some(_), _)));
         let few = runs(&t, 2, |s, _| if s == "a" { 0.5 } else { 1.0 });
-        assert!(matches!(evaluate(&claim("w 10k cpu a < b"), &few), Verdict::NotResolved(Some(_), _)));
+        assert!(matches!(evaluate(&claim("w 10k cpu a < b"), &few), Support::NotResolved(Some(_), _)));
     }
 
     #[test]

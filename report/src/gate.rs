@@ -417,9 +417,9 @@ pub fn record(runs: &[GateRun], k: f64, floor: f64, git_commit: Option<String>) 
     })
 }
 
-/// A verdict on one style's metric.
+/// An outcome of the gate for one style's metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Outcome {
     Within,
     /// Past the band, in the gate run and in every confirming run (or there were none yet).
     Regressed,
@@ -438,7 +438,7 @@ pub struct Row {
     pub current: f64,
     /// The same metric in each confirming run that has this style.
     pub confirmations: Vec<f64>,
-    pub verdict: Verdict,
+    pub verdict: Outcome,
 }
 
 /// Checks a run's medians against the baseline. Every style of the baseline must be in the run.
@@ -477,11 +477,11 @@ pub fn check(baseline: &Baseline, run: &GateRun) -> Result<Vec<Row>> {
             let current = *now.get(&metric).with_context(|| format!("{style} has no {}", metric.label()))?;
             let change = current / band.median - 1.0;
             let verdict = if change > band.band {
-                Verdict::Regressed
+                Outcome::Regressed
             } else if change < -band.band {
-                Verdict::Improved
+                Outcome::Improved
             } else {
-                Verdict::Within
+                Outcome::Within
             };
             rows.push(Row {
                 style: style.clone(),
@@ -511,13 +511,13 @@ pub fn confirm(rows: &mut [Row], run: &GateRun, confirmations: &[GateRun]) -> Re
             );
         }
     }
-    for row in rows.iter_mut().filter(|r| r.verdict == Verdict::Regressed) {
+    for row in rows.iter_mut().filter(|r| r.verdict == Outcome::Regressed) {
         row.confirmations = confirmations
             .iter()
             .filter_map(|c| c.medians.get(&row.style).and_then(|metrics| metrics.get(&row.metric)).copied())
             .collect();
         if row.confirmations.iter().any(|&v| v / row.baseline - 1.0 <= row.band) {
-            row.verdict = Verdict::NotReproduced;
+            row.verdict = Outcome::NotReproduced;
         }
     }
     Ok(())
@@ -541,10 +541,10 @@ pub fn print_rows(rows: &[Row]) {
                 .collect::<Vec<_>>()
                 .join(" "),
             match r.verdict {
-                Verdict::Within => "ok",
-                Verdict::Regressed => "REGRESSED",
-                Verdict::NotReproduced => "not reproduced",
-                Verdict::Improved => "improved",
+                Outcome::Within => "ok",
+                Outcome::Regressed => "REGRESSED",
+                Outcome::NotReproduced => "not reproduced",
+                Outcome::Improved => "improved",
             }
             .to_owned(),
         ]);
@@ -601,10 +601,10 @@ mod tests {
             let now = run_of("herd-mixed 300", &[("callback", sys, vol)]);
             check(&b, &now).expect("a check").into_iter().map(|r| r.verdict).collect::<Vec<_>>()
         };
-        assert_eq!(verdict(30.4, 8.1), [Verdict::Within, Verdict::Within]);
-        assert_eq!(verdict(31.5, 8.0), [Verdict::Regressed, Verdict::Within]);
-        assert_eq!(verdict(30.0, 9.0), [Verdict::Within, Verdict::Regressed]);
-        assert_eq!(verdict(27.0, 8.0), [Verdict::Improved, Verdict::Within]);
+        assert_eq!(verdict(30.4, 8.1), [Outcome::Within, Outcome::Within]);
+        assert_eq!(verdict(31.5, 8.0), [Outcome::Regressed, Outcome::Within]);
+        assert_eq!(verdict(30.0, 9.0), [Outcome::Within, Outcome::Regressed]);
+        assert_eq!(verdict(27.0, 8.0), [Outcome::Improved, Outcome::Within]);
     }
 
     #[test]
@@ -622,20 +622,20 @@ mod tests {
             confirm(&mut rows, &now, &confirmations).expect("confirmed");
             rows.iter().map(|r| (r.style.clone(), r.verdict, r.confirmations.clone())).collect::<Vec<_>>()
         };
-        let smol_switches = |rows: &[(String, Verdict, Vec<f64>)]| rows[1].clone();
+        let smol_switches = |rows: &[(String, Outcome, Vec<f64>)]| rows[1].clone();
         // No confirming run yet: the breach stands.
-        assert_eq!(smol_switches(&judged(&[])).1, Verdict::Regressed);
+        assert_eq!(smol_switches(&judged(&[])).1, Outcome::Regressed);
         // Both confirming runs breach: a regression, and the table shows both.
         assert_eq!(
             smol_switches(&judged(&[("smol", 33.4), ("smol", 33.6)])),
-            ("smol".into(), Verdict::Regressed, vec![33.4, 33.6])
+            ("smol".into(), Outcome::Regressed, vec![33.4, 33.6])
         );
         // One of them back within the band: an unlucky run, said as such.
-        assert_eq!(smol_switches(&judged(&[("smol", 33.4), ("smol", 32.3)])).1, Verdict::NotReproduced);
+        assert_eq!(smol_switches(&judged(&[("smol", 33.4), ("smol", 32.3)])).1, Outcome::NotReproduced);
         // A confirming run of another style does not clear smol, and counts within stay within.
         let rows = judged(&[("tokio", 6.8)]);
-        assert_eq!(smol_switches(&rows).1, Verdict::Regressed);
-        assert!(rows.iter().filter(|r| r.0 == "tokio").all(|r| r.1 == Verdict::Within && r.2.is_empty()));
+        assert_eq!(smol_switches(&rows).1, Outcome::Regressed);
+        assert!(rows.iter().filter(|r| r.0 == "tokio").all(|r| r.1 == Outcome::Within && r.2.is_empty()));
         // A confirming run of another experiment is refused.
         let mut rows = check(&b, &now).expect("a check");
         let other = run_of("echo max", &[("smol", 129.0, 32.0)]);

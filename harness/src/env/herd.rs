@@ -42,6 +42,8 @@ use crate::env::hosts::{Placement, Remote};
 use crate::env::wan::{Launch, MemberPlan, WanNet, WanSpec};
 use crate::probe::procs::Children;
 use crate::server::limits::LimitsArgs;
+use crate::server::serve::{SAMPLE_EVERY, ServeArgs};
+use crate::server::style::StyleArgs;
 use herd_record::result::ProcessResources;
 use herd_record::wan::{RelayRecord, WanSettings};
 use herd_record::workload::Mode;
@@ -76,12 +78,10 @@ pub struct HerdSpec {
     pub mode: Mode,
     pub topology: Topology,
     pub upstream: Upstream,
-    /// The style's parallelism, I/O threads and stack size: passed on when given.
+    /// The style's parallelism, passed on when given.
     pub threads: Option<usize>,
-    pub io_threads: Option<usize>,
-    pub stack_kib: Option<usize>,
-    /// `serve --driver`, passed on when given (styles with a choice of kernel interface).
-    pub driver: Option<crate::server::serve::Driver>,
+    /// The style's other knobs (`--io-threads`, `--stack-kib`, `--driver`), passed on when given.
+    pub style: StyleArgs,
     /// The policy layer's limits, passed to every server as flags (all of them, defaults too, so a
     /// server's command line says what it ran under).
     pub limits: Limits,
@@ -115,9 +115,7 @@ impl HerdSpec {
             topology: Topology::default_herd(),
             upstream: Upstream::Backend(Vec::new()),
             threads: None,
-            io_threads: None,
-            stack_kib: None,
-            driver: None,
+            style: StyleArgs::default(),
             limits: Limits::default(),
             log_io: false,
             insecure_herd: false,
@@ -197,47 +195,32 @@ impl HerdSpec {
         host.map_or_else(|| self.logs.clone(), |h| h.run_dir(&self.label()))
     }
 
-    /// `harness serve` for server `name` placed by `plan`, with places at `places`.
+    /// `harness serve` for server `name` placed by `plan`, with places at `places`: the member's
+    /// [`ServeArgs`], written out by their one writer.
     fn serve_args(&self, name: &str, plan: &MemberPlan, places: Option<SocketAddr>) -> Result<Vec<OsString>> {
-        let mode = match self.mode {
-            Mode::Herd => "herd",
-            Mode::Echo => "echo",
-        };
         let dir = self.files_dir(plan.launch.host());
-        let mut args: Vec<OsString> =
-            ["serve", "--impl", &self.implementation, "--name", name, "--mode", mode].map(OsString::from).into();
-        with_value(&mut args, "--listen", plan.listen.to_string());
-        for (peer, addr) in &plan.peers {
-            with_value(&mut args, "--peer", format!("{peer}={addr}"));
-        }
-        if let Some(p) = places {
-            with_value(&mut args, "--places", p.to_string());
-        }
-        for (flag, value) in
-            [("--threads", self.threads), ("--io-threads", self.io_threads), ("--stack-kib", self.stack_kib)]
-        {
-            if let Some(v) = value {
-                with_value(&mut args, flag, v.to_string());
-            }
-        }
-        if let Some(driver) = self.driver {
-            with_value(&mut args, "--driver", driver.io_driver().name().to_owned());
-        }
-        args.extend(LimitsArgs::from(&self.limits).to_serve_args().into_iter().map(OsString::from));
-        match (self.mode, self.insecure_herd) {
-            (Mode::Echo, _) => {}
-            (Mode::Herd, true) => args.push("--insecure-herd".into()),
-            (Mode::Herd, false) => with_value(&mut args, "--herd-key", dir.join(KEY_FILE)),
-        }
-        if self.log_io {
-            args.push("--log-io".into());
-        }
-        with_value(&mut args, "--log", dir.join(format!("{name}.log")));
-        with_value(&mut args, "--stats", dir.join(format!("{name}.stats.json")));
-        if self.samples {
-            with_value(&mut args, "--samples", dir.join(samples_name(name)));
-        }
-        Ok(args)
+        let herd = self.mode == Mode::Herd;
+        let serve = ServeArgs {
+            implementation: self.implementation.clone(),
+            name: name.to_owned(),
+            listen: plan.listen,
+            peers: plan.peers.clone(),
+            places,
+            mode: self.mode,
+            threads: self.threads,
+            style: self.style.clone(),
+            log: Some(dir.join(format!("{name}.log"))),
+            log_io: self.log_io,
+            stats: Some(dir.join(format!("{name}.stats.json"))),
+            samples: self.samples.then(|| dir.join(samples_name(name))),
+            sample_every: herd_record::units::Interval(SAMPLE_EVERY),
+            ttl: herd_core::store::DEFAULT_TTL_SECS,
+            herd_key: (herd && !self.insecure_herd).then(|| dir.join(KEY_FILE)),
+            insecure_herd: herd && self.insecure_herd,
+            limits: LimitsArgs::from(&self.limits),
+            guests: Vec::new(),
+        };
+        Ok(std::iter::once(OsString::from("serve")).chain(serve.to_args()).collect())
     }
 }
 
@@ -260,11 +243,6 @@ fn samples_name(name: &str) -> String {
 }
 
 /// Appends `flag value` to a command line.
-fn with_value(args: &mut Vec<OsString>, flag: &str, value: impl Into<OsString>) {
-    args.push(flag.into());
-    args.push(value.into());
-}
-
 /// One server of a running herd.
 #[derive(Debug, Clone)]
 pub struct Server {

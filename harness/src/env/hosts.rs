@@ -114,7 +114,7 @@ impl Placement {
     pub fn load(path: &Path, servers: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading hosts file {}", path.display()))?;
         let file: HostsFile = toml::from_str(&text).with_context(|| {
-            format!("{} is not a hosts file (see `harness run --help` and harness/src/hosts.rs)", path.display())
+            format!("{} is not a hosts file (see `harness run --help` and harness/src/env/hosts.rs)", path.display())
         })?;
         Self::new(file, servers).with_context(|| format!("in {}", path.display()))
     }

@@ -75,6 +75,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::ensure;
+use herd_record::units::parse_duration_with_unit;
 
 pub use answers::{POLAR_LATITUDE, RESULTS_PER_QUERY, nearby_json};
 pub use server::{MAX_RADIUS_M, run, serve};
@@ -199,7 +200,7 @@ impl LatencySpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatencySpecError {
     input: String,
-    reason: &'static str,
+    reason: String,
 }
 
 impl fmt::Display for LatencySpecError {
@@ -218,19 +219,20 @@ impl FromStr for LatencySpec {
     type Err = LatencySpecError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let error = |reason| LatencySpecError { input: input.to_owned(), reason };
+        let error = |reason: String| LatencySpecError { input: input.to_owned(), reason };
         let text = input.trim();
         if let Some(range) = text.strip_prefix("uniform:") {
-            let (low, high) = range.split_once("..").ok_or_else(|| error("a uniform range is written `low..high`"))?;
+            let (low, high) =
+                range.split_once("..").ok_or_else(|| error("a uniform range is written `low..high`".into()))?;
             let (low, high) = (parse_duration(low).map_err(error)?, parse_duration(high).map_err(error)?);
             if low > high {
-                return Err(error("the low end of the range is above the high end"));
+                return Err(error("the low end of the range is above the high end".into()));
             }
             Ok(Self::Uniform { low, high })
         } else if let Some(mean) = text.strip_prefix("exp:") {
             Ok(Self::Exponential { mean: parse_duration(mean).map_err(error)? })
         } else if text.contains(':') {
-            Err(error("the only distributions are `uniform:` and `exp:`"))
+            Err(error("the only distributions are `uniform:` and `exp:`".into()))
         } else {
             Ok(Self::Fixed(parse_duration(text).map_err(error)?))
         }
@@ -256,29 +258,14 @@ impl fmt::Display for LatencySpec {
     }
 }
 
-/// `20ms`, `1.5ms`, `250us`, `2s`, `0`: a non-negative decimal number and a unit (only zero may omit it).
-fn parse_duration(text: &str) -> Result<Duration, &'static str> {
-    let text = text.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic() || c == 'µ').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err("a duration is a number followed by a unit, like `20ms`");
+/// `20ms`, `1.5ms`, `250us`, `2s`, `0`: a non-negative number and a unit (only zero may omit it),
+/// as every duration of the harness reads ([`parse_duration_with_unit`]), at most [`STALL_LIMIT`].
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration_with_unit(text)?;
+    if d > STALL_LIMIT {
+        return Err("latency above 60s is a stall; use --stall-rate for that".into());
     }
-    let value: f64 = number.parse().map_err(|_| "a duration is a number followed by a unit, like `20ms`")?;
-    let nanos_per_unit = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "" if value == 0.0 => 0.0,
-        "" => return Err("the duration has no unit"),
-        _ => return Err("unknown unit"),
-    };
-    let nanos = (value * nanos_per_unit).round();
-    if nanos > STALL_LIMIT.as_nanos() as f64 {
-        return Err("latency above 60s is a stall; use --stall-rate for that");
-    }
-    Ok(Duration::from_nanos(nanos as u64))
+    Ok(d)
 }
 
 fn write_duration(f: &mut fmt::Formatter<'_>, d: Duration) -> fmt::Result {

@@ -111,6 +111,26 @@ impl Children {
         self.sampler = Some((stop, handle));
     }
 
+    /// Waits for child `name` to exit and reaps it; at `deadline`, or once `stop` is set, kills and
+    /// reaps it instead and returns `None` (also when there is no such child left to reap).
+    pub fn wait(&mut self, name: &str, deadline: Instant, stop: &AtomicBool) -> Option<ProcessResources> {
+        let child = self.list.iter_mut().find(|c| c.name == name && c.reaped.is_none())?;
+        loop {
+            child.sampled.sample(child.pid);
+            if let Some(resources) = reap(child.pid, libc::WNOHANG, &child.sampled) {
+                child.reaped = Some(resources.clone());
+                return Some(resources);
+            }
+            if stop.load(Relaxed) || Instant::now() >= deadline {
+                // SAFETY: killing and reaping our own child.
+                unsafe { libc::kill(child.pid, libc::SIGKILL) };
+                child.reaped = reap(child.pid, 0, &child.sampled);
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// True while child `name` has not exited.
     pub fn is_running(&self, name: &str) -> bool {
         let Some(child) = self.list.iter().find(|c| c.name == name) else { return false };

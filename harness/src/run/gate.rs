@@ -11,7 +11,7 @@ use herd_record::result::{Pinning, RunResult, SCHEMA_VERSION, ServerResult};
 use herd_record::units::Load;
 use herd_report::collection;
 use herd_report::gate::{
-    Baseline, FLOOR, INSTRUCTIONS_FORMAT, InstructionCount, Verdict, callgrind_counts, check, confirm,
+    Baseline, FLOOR, INSTRUCTIONS_FORMAT, InstructionCount, Outcome, callgrind_counts, check, confirm,
     floor_s_per_echo, load_run, print_rows, record,
 };
 
@@ -151,7 +151,7 @@ pub fn run(args: &GateArgs) -> Result<()> {
             let mut rows = check(&baseline, &run)?;
             if let Some(path) = breaches_to {
                 let mut styles: Vec<&str> =
-                    rows.iter().filter(|r| r.verdict == Verdict::Regressed).map(|r| r.style.as_str()).collect();
+                    rows.iter().filter(|r| r.verdict == Outcome::Regressed).map(|r| r.style.as_str()).collect();
                 styles.dedup();
                 let text: String = styles.iter().map(|s| format!("{s}\n")).collect();
                 std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -162,15 +162,15 @@ pub fn run(args: &GateArgs) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             confirm(&mut rows, &run, &confirmations)?;
             print_rows(&rows);
-            let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
-            if count(Verdict::Improved) > 0 {
+            let count = |v: Outcome| rows.iter().filter(|r| r.verdict == v).count();
+            if count(Outcome::Improved) > 0 {
                 println!("improved: if that was meant, refresh the baseline with scripts/gate.sh --record");
             }
-            if count(Verdict::NotReproduced) > 0 {
-                println!("gate: {} breach(es) not reproduced by the confirming runs", count(Verdict::NotReproduced));
+            if count(Outcome::NotReproduced) > 0 {
+                println!("gate: {} breach(es) not reproduced by the confirming runs", count(Outcome::NotReproduced));
             }
-            match count(Verdict::Regressed) {
-                0 => println!("gate: {} counts within their bands", rows.len() - count(Verdict::NotReproduced)),
+            match count(Outcome::Regressed) {
+                0 => println!("gate: {} counts within their bands", rows.len() - count(Outcome::NotReproduced)),
                 n if confirming.is_empty() => {
                     bail!(
                         "gate: {n} count(s) per request breached their band (a regression once confirming runs repeat it)"

@@ -32,6 +32,7 @@ use crate::probe::machine;
 use crate::probe::procs;
 use crate::server::impls;
 use crate::server::limits::LimitsArgs;
+use crate::server::style::StyleArgs;
 use herd_record::catalogue::ImplMeta;
 use herd_record::counters::Counters;
 use herd_record::hosts::HostRecord;
@@ -82,15 +83,9 @@ pub struct RunArgs {
     /// Folder for the result files of a matrix (default: results/runs/<UTC timestamp>/).
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
-    /// I/O threads, for styles that separate them from workers.
-    #[arg(long)]
-    pub io_threads: Option<usize>,
-    /// Stack size in KiB for request threads or coroutines, in styles that choose it.
-    #[arg(long)]
-    pub stack_kib: Option<usize>,
-    /// The kernel interface for a style with a choice (`serve --driver`; recorded in the result).
-    #[arg(long, value_enum)]
-    pub driver: Option<crate::server::serve::Driver>,
+    /// `--io-threads`, `--stack-kib`, `--driver` (recorded in the result): passed to every server.
+    #[command(flatten)]
+    pub style: StyleArgs,
     /// Put the generator and the servers on disjoint CPU sets.
     #[arg(long)]
     pub pin: bool,
@@ -142,7 +137,7 @@ pub struct RunArgs {
     pub wan: WanArgs,
     /// Place the herd's members, the places backend and the generators on named hosts, each
     /// reached through a launcher (`ssh -tt {host}`, `ip netns exec {name}`) running this same
-    /// harness there: a TOML file, documented in harness/src/hosts.rs.
+    /// harness there: a TOML file, documented in harness/src/env/hosts.rs.
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
 }
@@ -470,9 +465,7 @@ fn start_herd(
         topology: plan.topology.clone(),
         upstream: Upstream::Backend(vec!["--latency".to_owned(), latency]),
         threads: point.threads,
-        io_threads: args.io_threads,
-        stack_kib: args.stack_kib,
-        driver: args.driver,
+        style: args.style.clone(),
         limits: args.limits.limits(),
         log_io: args.log_io,
         insecure_herd: args.insecure_herd,
@@ -673,7 +666,7 @@ fn parameters(point: &Point, plan: &Plan, herd: &Herd, spec: &LoadSpec, pinning:
         topology_links: if herd_mode { plan.topology.links.clone() } else { Vec::new() },
         limits: Some(LimitsRecord::from(herd.limits())),
         round: point.round,
-        driver: herd.spec().driver.map(|d| d.io_driver().name().to_owned()),
+        driver: herd.spec().style.driver.map(|d| d.io_driver().name().to_owned()),
         herd_auth: herd_mode.then_some(if herd.spec().insecure_herd { HerdAuth::Insecure } else { HerdAuth::Key }),
         wan: herd.wan_record().map(|(settings, _)| settings),
         ..crate::load::parameters(spec)

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use herd_record::hosts::HostRecord;
 
 use crate::env::hosts::Remote;
+use crate::probe::procs::Children;
 
 /// How long after the generators are started their load begins: time for each launcher to start
 /// `harness load` on its host.
@@ -35,7 +36,8 @@ pub fn run_generators(
     }
     let start_at = chrono::Utc::now() + GENERATOR_LEAD;
     let workload = toml::to_string(&spec.workload).context("writing the workload for the generators")?;
-    let mut children = Vec::new();
+    // The herd's guard: no generator's launcher outlives the harness, every one is reaped.
+    let mut children = Children::default();
     let mut records = Vec::new();
     for (k, remote) in remotes.iter().enumerate() {
         let dir = remote.run_dir(label);
@@ -54,12 +56,14 @@ pub fn run_generators(
         let mut cmd = remote.command(words);
         let out = std::fs::File::create(logs.join(format!("generator-{k}.out")))?;
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-        children.push(cmd.spawn().with_context(|| format!("starting generator {k} on host {}", remote.host))?);
+        children
+            .spawn(&generator(k), cmd, None)
+            .with_context(|| format!("starting generator {k} on host {}", remote.host))?;
     }
     // Looked at once the launchers had time to exec (`ip netns exec` becomes `harness` only then).
     std::thread::sleep(GENERATOR_LEAD / 2);
-    for (k, (remote, child)) in remotes.iter().zip(&children).enumerate() {
-        records.push(remote.record(&format!("generator-{k}"), Some(child.id() as i32), exe));
+    for (k, remote) in remotes.iter().enumerate() {
+        records.push(remote.record(&generator(k), children.pid(&generator(k)), exe));
     }
     eprintln!(
         "herdbench: {n} generator(s) on {}, starting at {}; their output in {}",
@@ -70,20 +74,10 @@ pub fn run_generators(
     let deadline =
         Instant::now() + GENERATOR_LEAD + spec.warmup + spec.duration + spec.timeout + Duration::from_secs(30);
     let mut failed = Vec::new();
-    for (k, child) in children.iter_mut().enumerate() {
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        if !status.is_some_and(|s| s.success()) {
-            failed.push(format!("generator {k} on host {} ({status:?})", remotes[k].host));
+    for (k, remote) in remotes.iter().enumerate() {
+        let exit = children.wait(&generator(k), deadline, stop).map_or_else(|| "stopped".to_owned(), |r| r.exit);
+        if exit != "exited 0" {
+            failed.push(format!("generator {k} on host {} ({exit})", remote.host));
         }
     }
     if !failed.is_empty() {
@@ -99,4 +93,9 @@ pub fn run_generators(
         runs.push((name, result));
     }
     Ok((herd_record::merge::merge(runs)?, records))
+}
+
+/// Generator `k`'s name among the children and in the result's host records.
+fn generator(k: usize) -> String {
+    format!("generator-{k}")
 }

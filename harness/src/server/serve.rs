@@ -5,6 +5,7 @@
 //! exits: the style's own threads are not unwound, since the process ends anyway and no style
 //! needs to know how to stop for the others to be measured fairly.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -18,8 +19,14 @@ use herd_core::{Echo, Event, EventLog, EventSink, Herd, HerdConfig, HerdKey, Ser
 
 use crate::server::impls::{self, AnyService};
 use crate::server::limits::LimitsArgs;
+use crate::server::style::{Driver, StyleArgs};
 use herd_record::result::ServerCounters;
+use herd_record::units::Interval;
 use herd_record::workload::Mode;
+
+/// How often a server appends a sample (`--samples`) unless told otherwise: ten points a second
+/// of a scenario's timeline.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -43,16 +50,9 @@ pub struct ServeArgs {
     /// The style's parallelism; see its README for the meaning and default.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// I/O threads, for styles that separate them from workers.
-    #[arg(long)]
-    pub io_threads: Option<usize>,
-    /// Stack size in KiB for request threads or coroutines, in styles that choose it.
-    #[arg(long)]
-    pub stack_kib: Option<usize>,
-    /// The kernel interface to wait through, for a style that has a choice (completion-monoio:
-    /// `uring`, its default, or `legacy`, monoio's epoll driver). Other styles refuse it.
-    #[arg(long, value_enum)]
-    pub driver: Option<Driver>,
+    /// `--io-threads`, `--stack-kib`, `--driver`: the style's own knobs.
+    #[command(flatten)]
+    pub style: StyleArgs,
     /// Event log file (one JSON object a line).
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -67,8 +67,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub samples: Option<PathBuf>,
     /// How often `--samples` gets a line.
-    #[arg(long, default_value = "100ms", value_parser = herd_record::units::parse_duration)]
-    pub sample_every: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Interval(SAMPLE_EVERY))]
+    pub sample_every: Interval,
     /// Seconds a stored location lives.
     #[arg(long, default_value_t = herd_core::store::DEFAULT_TTL_SECS)]
     pub ttl: u64,
@@ -124,24 +124,6 @@ fn herd_key(args: &ServeArgs) -> Result<Option<Arc<HerdKey>>> {
     }
 }
 
-/// `--driver`: how a style with a choice of kernel interfaces waits for I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Driver {
-    /// io_uring: operations submitted, completions reaped.
-    Uring,
-    /// epoll readiness (monoio's legacy driver).
-    Legacy,
-}
-
-impl Driver {
-    pub fn io_driver(self) -> herd_core::IoDriver {
-        match self {
-            Self::Uring => herd_core::IoDriver::Uring,
-            Self::Legacy => herd_core::IoDriver::Legacy,
-        }
-    }
-}
-
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
     let hint = "expected NAME=ADDR, e.g. --peer Hamilton=127.0.0.1:12001";
     let (name, addr) = s.split_once('=').ok_or_else(|| format!("`{s}`: {hint}"))?;
@@ -157,11 +139,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             bail!("server name {name:?} must be one word without spaces, e.g. --name Alford");
         }
     }
-    let mode_name = if args.mode == Mode::Herd { "herd" } else { "echo" };
+    let mode_name = args.mode.name();
     if !meta.modes.iter().any(|m| m == mode_name) {
         bail!("{} does not support --mode {mode_name}", meta.name);
     }
-    if args.driver.is_some() && !herd_record::catalogue::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
+    if args.style.driver.is_some() && !herd_record::catalogue::CHOOSE_DRIVER.contains(&meta.name.as_str()) {
         bail!(
             "{} has one way of waiting; --driver is for {}",
             meta.name,
@@ -191,34 +173,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         neighbours: args.peers.clone(),
         places: args.places,
         threads: args.threads,
-        io_threads: args.io_threads,
-        stack_kib: args.stack_kib,
-        driver: args.driver.map(Driver::io_driver),
+        io_threads: args.style.io_threads,
+        stack_kib: args.style.stack_kib,
+        driver: args.style.driver.map(Driver::io_driver),
         limits: args.limits.limits(),
         herd_key: key.clone(),
     };
-    let (service, stats_of): (AnyService, Box<dyn Fn() -> ServerCounters + Send + Sync>) = match args.mode {
-        Mode::Herd => {
-            let config = HerdConfig {
-                name: args.name.clone(),
-                neighbours: args.peers.iter().map(|(n, _)| n.clone()).collect(),
-                ttl_secs: args.ttl,
-                key,
-                max_clients: args.limits.limits().max_clients,
-            };
-            let herd = Arc::new(Herd::new(config, log.clone()));
-            let h = Arc::clone(&herd);
-            (AnyService::Herd(herd), Box::new(move || ServerCounters::from_snapshot(&h.stats().snapshot())))
-        }
-        Mode::Echo => {
-            let echo = Arc::new(Echo::new(log.clone()));
-            let e = Arc::clone(&echo);
-            (AnyService::Echo(echo), Box::new(move || ServerCounters::from_snapshot(&e.stats().snapshot())))
-        }
-    };
-    let stats_of: Arc<dyn Fn() -> ServerCounters + Send + Sync> = Arc::from(stats_of);
+    let (service, stats_of) = service(args, &log, key);
     if let Some(path) = &args.samples {
-        start_sampling(path, args.sample_every, Arc::clone(&stats_of))?;
+        start_sampling(path, args.sample_every.0, Arc::clone(&stats_of))?;
     }
     let name = meta.name.clone();
     let server = std::thread::Builder::new().name("serve".into()).spawn(move || {
@@ -242,6 +205,32 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     std::process::exit(0);
 }
 
+/// Reads a server's counters (the herd's or the echo's statistics) at shutdown and for samples.
+type StatsOf = Arc<dyn Fn() -> ServerCounters + Send + Sync>;
+
+/// The service `args.mode` asks for, logging to `log`, and how to read its counters.
+fn service(args: &ServeArgs, log: &EventLog, key: Option<Arc<HerdKey>>) -> (AnyService, StatsOf) {
+    match args.mode {
+        Mode::Herd => {
+            let config = HerdConfig {
+                name: args.name.clone(),
+                neighbours: args.peers.iter().map(|(n, _)| n.clone()).collect(),
+                ttl_secs: args.ttl,
+                key,
+                max_clients: args.limits.limits().max_clients,
+            };
+            let herd = Arc::new(Herd::new(config, log.clone()));
+            let h = Arc::clone(&herd);
+            (AnyService::Herd(herd), Arc::new(move || ServerCounters::from_snapshot(&h.stats().snapshot())))
+        }
+        Mode::Echo => {
+            let echo = Arc::new(Echo::new(log.clone()));
+            let e = Arc::clone(&echo);
+            (AnyService::Echo(echo), Arc::new(move || ServerCounters::from_snapshot(&e.stats().snapshot())))
+        }
+    }
+}
+
 /// Replaces this process with guest `args.implementation`, given the settings (see
 /// [`crate::server::guest`]): the pid the herd watches, measures and signals is the guest's own.
 fn become_guest(args: &ServeArgs) -> Result<()> {
@@ -257,11 +246,23 @@ fn become_guest(args: &ServeArgs) -> Result<()> {
 }
 
 impl ServeArgs {
+    /// This server's `harness serve` command line after `serve` (what the herd starts each member
+    /// with): every setting, limits in the units a user types.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = vec!["--impl".into(), self.implementation.clone().into()];
+        out.extend(self.settings(Units::Serve));
+        out
+    }
+
     /// The settings as the guest contract gives them (guests/CONTRACT.md, "Settings"): every flag
     /// of `harness serve` but `--impl` and `--driver`, each limit explicit in plain units.
-    pub fn guest_args(&self) -> Vec<std::ffi::OsString> {
-        let mut out: Vec<std::ffi::OsString> = Vec::new();
-        let mut flag = |name: &str, value: std::ffi::OsString| {
+    pub fn guest_args(&self) -> Vec<OsString> {
+        self.settings(Units::Guest)
+    }
+
+    fn settings(&self, units: Units) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::new();
+        let mut flag = |name: &str, value: OsString| {
             out.push(name.into());
             out.push(value);
         };
@@ -273,13 +274,9 @@ impl ServeArgs {
         if let Some(places) = self.places {
             flag("--places", places.to_string().into());
         }
-        flag("--mode", if self.mode == Mode::Herd { "herd" } else { "echo" }.into());
-        for (name, value) in
-            [("--threads", self.threads), ("--io-threads", self.io_threads), ("--stack-kib", self.stack_kib)]
-        {
-            if let Some(v) = value {
-                flag(name, v.to_string().into());
-            }
+        flag("--mode", self.mode.name().into());
+        if let Some(threads) = self.threads {
+            flag("--threads", threads.to_string().into());
         }
         for (name, path) in [("--log", &self.log), ("--stats", &self.stats), ("--samples", &self.samples)] {
             if let Some(p) = path {
@@ -287,7 +284,7 @@ impl ServeArgs {
             }
         }
         if self.samples.is_some() {
-            flag("--sample-every", format!("{}ms", self.sample_every.as_millis().max(1)).into());
+            flag("--sample-every", format!("{}ms", self.sample_every.0.as_millis().max(1)).into());
         }
         flag("--ttl", self.ttl.to_string().into());
         if let Some(key) = &self.herd_key {
@@ -299,18 +296,31 @@ impl ServeArgs {
         if self.log_io {
             out.push("--log-io".into());
         }
-        out.extend(self.limits.to_guest_args().into_iter().map(Into::into));
+        match units {
+            Units::Serve => {
+                out.extend(self.style.to_args());
+                out.extend(self.limits.to_serve_args().into_iter().map(Into::into));
+            }
+            Units::Guest => {
+                out.extend(self.style.to_guest_args());
+                out.extend(self.limits.to_guest_args().into_iter().map(Into::into));
+            }
+        }
         out
     }
 }
 
+/// How [`ServeArgs`] writes its settings: for `harness serve`, or for a guest (the contract's
+/// plain units, no `--driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Units {
+    Serve,
+    Guest,
+}
+
 /// Appends a [`herd_record::scenario::Sample`] to `path` every `every`, from a thread of its own; each
 /// line is flushed, so a killed server's samples are all there.
-fn start_sampling(
-    path: &std::path::Path,
-    every: Duration,
-    stats_of: Arc<dyn Fn() -> ServerCounters + Send + Sync>,
-) -> Result<()> {
+fn start_sampling(path: &std::path::Path, every: Duration, stats_of: StatsOf) -> Result<()> {
     if every.is_zero() {
         bail!("--sample-every must be above 0, e.g. 100ms");
     }
@@ -440,7 +450,38 @@ fn write_log(mut out: BufWriter<File>, rx: &Receiver<LogMsg>, server: &str) {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: impl IntoIterator<Item = OsString>) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once(OsString::from("serve")).chain(args)).expect("parses").serve
+    }
+
+    #[test]
+    fn the_command_line_written_reads_back_as_the_same_server() {
+        let given = "--impl completion-monoio --name Ball --listen 127.0.0.1:7001 --peer Alford=127.0.0.1:7000 \
+                     --peer Welsh=127.0.0.1:7002 --places 127.0.0.1:7100 --threads 3 --io-threads 2 --stack-kib 64 \
+                     --driver legacy --log b.log --log-io --stats b.json --samples b.jsonl --sample-every 250ms \
+                     --ttl 60 --herd-key herd.key --max-line 1KiB --link-retry 250ms --max-clients 7";
+        let serve = parse(given.split_whitespace().map(OsString::from));
+        let again = parse(serve.to_args());
+        assert_eq!(format!("{again:?}"), format!("{serve:?}"), "every setting survives to_args");
+        let words = serve.guest_args();
+        for absent in ["--impl", "--driver"] {
+            assert!(!words.iter().any(|w| w == absent), "{absent} is not in the guest contract");
+        }
+        let plain = words.iter().position(|w| w == "--max-line").map(|i| words[i + 1].clone());
+        assert_eq!(plain, Some("1024".into()), "the guest contract's sizes are plain bytes");
+        let defaults = parse(["--impl", "threadpool", "--insecure-herd"].map(OsString::from));
+        assert_eq!(format!("{:?}", parse(defaults.to_args())), format!("{defaults:?}"));
+    }
 
     #[test]
     fn a_thousand_clients_connecting_at_once_wait_in_the_accept_queue_not_for_a_retransmission() {
