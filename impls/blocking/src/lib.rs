@@ -6,18 +6,18 @@
 //! differ only in how they use threads, which is what they compare.
 //!
 //! # Layout
-//! - [`acceptor`]: [`Acceptor`], the accept side of a mio reader loop, under `AcceptBackoff`.
+//! - [`listener`]: [`Listener`], the accept side of a mio reader loop, under herd-core's `Acceptor`.
 //! - [`links`]: one thread per neighbour driving its `FloodLink`.
 //! - [`upstream`]: [`PlacesClient`], blocking exchanges under `PlacesCall` / `PlacesPool`.
 //! - [`output`]: [`output::flush`], a client's replies under `OutputBuffer`.
 //! - [`wait`]: `poll(2)` on a socket: writable, or closed by its peer.
 
-pub mod acceptor;
 pub mod links;
+pub mod listener;
 pub mod output;
 pub mod upstream;
 pub mod wait;
 
-pub use acceptor::Acceptor;
 pub use links::FloodLinks;
+pub use listener::Listener;
 pub use upstream::PlacesClient;

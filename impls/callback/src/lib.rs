@@ -2,20 +2,22 @@
 //! request reads top to bottom as nested closures, in the order things happen.
 //!
 //! ```text
-//!  cx.listen(listener, |cx, stream| ──────────── one closure per accepted connection (AcceptBackoff on errors)
+//!  cx.listen(listener, |cx, stream| ──────────── one closure per accept, judged by the Acceptor
 //!    conn.read_lines(cx, max, |cx, input| ────── one call per line, Idle when the socket is drained
-//!      Service::handle(line) ─┬─ Bytes ──► out.complete(seq, bytes)
-//!                             └─ Places ─► places.get(cx, &query, |cx, result| ── when upstream answers
-//!                                             out.complete(seq, Service::complete(…)); send
+//!      handle_line(line) ─┬─ Reply ──► out.complete(seq, bytes)
+//!                         └─ Fetch ──► places.get(cx, &query, |cx, result| ── when upstream answers
+//!                                         out.complete(seq, Service::complete(…)); send
 //!      Idle / should_flush ─► send: conn.write(out.poll_transmit()) ─► consumed / blocked
 //!                                   └─ full: conn.when_writable(|cx| send), alarm at out.poll_timeout()
 //! ```
 //!
 //! A client's replies, its back-pressure and when to give up on it are herd-core's
-//! [`OutputBuffer`]; the places exchange is a `PlacesCall` on the loop's `PlacesPool` (`places`); the
+//! [`OutputBuffer`]; each line is herd-core's [`handle_line`] (the service, the flood, and a reply
+//! or a fetch); the places exchange is a `PlacesCall` on the loop's `PlacesPool` (`places`); the
 //! flood links are one `FloodLinks` set shared by every loop, each driven by closures on one loop
-//! (`links`); accept errors pause as `AcceptBackoff` says. The closures only move bytes, feed the
-//! machines, and turn their `poll_timeout` into timers (`reactor::Alarm`).
+//! (`links`); the cap on connections and the pause after an accept error are herd-core's
+//! [`Acceptor`]. The closures only move bytes, feed the machines, and turn their `poll_timeout`
+//! into timers (`reactor::Alarm`).
 //!
 //! The state a request's closures share lives in `Rc<RefCell<…>>`: the connection's [`Link`] and
 //! [`OutputBuffer`] are touched by the line callback and, later, by each WHATSAT's upstream callback
@@ -54,8 +56,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{AcceptBackoff, Admission, Admitted, Close, FloodLinks, OutputBuffer};
-use herd_core::{Limits, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError, available_cores};
+use herd_core::policy::{Accepted, Acceptor, Admitted, Close, Fetch, FloodLinks, Handled, OutputBuffer, handle_line};
+use herd_core::{Limits, Link, ServeOptions, Service, Timestamp, available_cores};
 use mio::net::TcpStream;
 
 use crate::links::{LinkDriver, LinkWake};
@@ -114,28 +116,23 @@ struct Herd<S> {
     places: Option<Rc<Places>>,
 }
 
-/// Accepts connections and deals them round-robin to every loop's mailbox (this one's too);
-/// pauses after an accept error as [`AcceptBackoff`] says.
+/// Accepts connections and deals them round-robin to every loop's mailbox (this one's too), as
+/// the [`Acceptor`] says: past the cap a connection is closed and accepting goes on; after an
+/// accept error, accepting pauses.
 fn listen<S: Service>(cx: &mut Cx, listener: mio::net::TcpListener, herd: &Herd<S>, mailboxes: Arc<[Mailbox<Mail>]>) {
-    let (service, mut backoff, mut dealt) = (Arc::clone(&herd.service), AcceptBackoff::new(&herd.limits), 0_usize);
-    let admission = Admission::new(&herd.limits, service.stats(), service.log());
-    let listening = cx.listen(listener, move |_, accepted| match accepted {
-        Ok(stream) => {
-            backoff.on_accepted();
-            // Past the cap: the stream is dropped (closed) here, and accepting goes on unpaused.
-            let admitted = admission.admit()?;
+    let (service, mut dealt) = (Arc::clone(&herd.service), 0_usize);
+    let mut acceptor = Acceptor::new(&herd.limits, service.stats(), service.log());
+    let listening = cx.listen(listener, move |_, accepted| match acceptor.on_accept(accepted, Instant::now) {
+        Accepted::Serve(stream, admitted) => {
             let _ = stream.set_nodelay(true);
-            ServerStats::bump(&service.stats().connections);
             dealt = dealt.wrapping_add(1);
             if mailboxes[dealt % mailboxes.len()].send(Mail::Client(stream, admitted)).is_err() {
                 service.log().error("hand-off", "event loop has stopped; connection dropped");
             }
             None
         }
-        Err(e) => {
-            service.log().error("accept", e);
-            Some(backoff.on_error(Instant::now()))
-        }
+        Accepted::Refused => None,
+        Accepted::Pause(until) => Some(until),
     });
     if let Err(e) = listening {
         herd.service.log().error("listen", e);
@@ -175,15 +172,12 @@ impl<S: Service> Client<S> {
         match input {
             Input::Line(line) => {
                 let seq = s.out.admit();
-                let outcome =
-                    self.herd.service.handle(line, &mut s.link, Timestamp::from_system_time(SystemTime::now()));
-                if let Some(flood) = &outcome.flood {
-                    self.herd.links.send(flood, Instant::now());
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => s.out.complete(seq, bytes),
-                    Reply::Nothing => s.out.complete(seq, Vec::new()),
-                    Reply::Places(lookup) => {
+                let (herd, received) = (&*self.herd, Timestamp::from_system_time(SystemTime::now()));
+                let places = herd.places.as_ref();
+                match handle_line(&*herd.service, &herd.links, places, line, &mut s.link, received, Instant::now) {
+                    Handled::Reply(bytes) => s.out.complete(seq, bytes),
+                    Handled::Nothing => s.out.complete(seq, Vec::new()),
+                    Handled::Fetch(Fetch { places, lookup }) => {
                         let (this, query) = (Rc::clone(self), lookup.query.clone());
                         let answered: places::Done = Box::new(move |cx, result| {
                             let reply = this.herd.service.complete(lookup, result);
@@ -191,11 +185,7 @@ impl<S: Service> Client<S> {
                             s.out.complete(seq, reply);
                             this.send(cx, &mut s);
                         });
-                        match &self.herd.places {
-                            Some(places) => places.get(cx, &query, self.herd.service.stats(), answered),
-                            // Later, never inside this callback (`s` is borrowed).
-                            None => cx.defer(move |cx| answered(cx, Err(UpstreamError::NotConfigured))),
-                        }
+                        places.get(cx, &query, herd.service.stats(), answered);
                     }
                 }
                 if s.out.should_flush() || !s.out.may_read() {

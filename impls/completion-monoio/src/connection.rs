@@ -37,7 +37,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::Session;
+use herd_core::policy::{Fetch, Session};
 use herd_core::{HttpResponse, PlacesLookup, Service, Timestamp, UpstreamError};
 use monoio::buf::{IoBufMut, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
@@ -67,8 +67,9 @@ pub(crate) async fn serve<S: Service>(stream: TcpStream, session: Session, share
     shared.ended(end);
 }
 
-/// A WHATSAT's places exchange, in flight beside the socket's operations.
-type Answer = Pin<Box<dyn Future<Output = (PlacesLookup, Result<HttpResponse, UpstreamError>)>>>;
+/// A WHATSAT's places exchange, in flight beside the socket's operations (on the core's backend,
+/// which outlives the connection).
+type Answer<'s> = Pin<Box<dyn Future<Output = (PlacesLookup, Result<HttpResponse, UpstreamError>)> + 's>>;
 
 /// What the connection waited for.
 enum Completed {
@@ -78,21 +79,21 @@ enum Completed {
     StallTimer,
 }
 
-struct Connection {
+struct Connection<'s> {
     session: Session,
     reader: Lent<OwnedReadHalf<TcpStream>>,
     writer: Lent<OwnedWriteHalf<TcpStream>>,
     /// When the send in flight was submitted.
     sent_at: Option<Instant>,
-    answer: Option<Answer>,
+    answer: Option<Answer<'s>>,
     /// The stall timer, made on the first send and armed while a deadline may be due.
     stall: Option<(Pin<Box<Sleep>>, bool)>,
     /// The client sent end of stream: nothing more to read; what is owed still goes out.
     input_over: bool,
 }
 
-impl Connection {
-    async fn serve<S: Service>(&mut self, shared: &Rc<Shared<S>>) -> io::Result<()> {
+impl<'s> Connection<'s> {
+    async fn serve<S: Service>(&mut self, shared: &'s Shared<S>) -> io::Result<()> {
         loop {
             self.submit(shared);
             if self.finished() {
@@ -127,7 +128,7 @@ impl Connection {
     }
 
     /// Submits a send of what is owed and a receive, each if none is in flight and it is due.
-    fn submit<S: Service>(&mut self, shared: &Rc<Shared<S>>) {
+    fn submit<S: Service>(&mut self, shared: &Shared<S>) {
         let out = self.session.output();
         if !self.writer.is_away() && out.owed() > 0 {
             if let Some(buf) = self.writer.buf() {
@@ -172,15 +173,14 @@ impl Connection {
 
     /// Handles the complete lines (unless a WHATSAT is still outstanding); a WHATSAT's exchange
     /// starts and is waited on beside the socket.
-    fn handle<S: Service>(&mut self, shared: &Rc<Shared<S>>) -> io::Result<()> {
+    fn handle<S: Service>(&mut self, shared: &'s Shared<S>) -> io::Result<()> {
         if self.answer.is_some() {
             return Ok(());
         }
         let later = |_: &[u8]| -> io::Result<usize> { Err(io::ErrorKind::WouldBlock.into()) };
-        if let Some(lookup) = self.session.poll(&*shared.service, &shared.links, Instant::now(), later)? {
-            let shared = Rc::clone(shared);
+        if let Some(Fetch { places, lookup }) = self.session.poll(shared, Instant::now(), later)? {
             self.answer = Some(Box::pin(async move {
-                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+                let answer = upstream::fetch(places, &lookup.query).await;
                 (lookup, answer)
             }));
         }

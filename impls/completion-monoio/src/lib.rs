@@ -307,7 +307,7 @@ impl<S: Service> Core<S> {
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Rc<Shared<S>>, doors: Arc<[Sender<Handoff>]>) {
     let mut acceptor = shared.acceptor();
     for dealt in 0.. {
-        match acceptor.on_accept(listener.accept().await, Instant::now()) {
+        match acceptor.on_accept(listener.accept().await, Instant::now) {
             Accepted::Serve((stream, _), admitted) => {
                 let _ = stream.set_nodelay(true);
                 // The descriptor changes rings: the stream's driver state stays here, the fd goes.

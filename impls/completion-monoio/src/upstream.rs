@@ -33,8 +33,7 @@ pub type Upstream = PlacesBackend<TcpStream>;
 const RESPONSE_BUF: usize = 16 * 1024;
 
 /// One WHATSAT's request and response, by the machine's deadline.
-pub async fn fetch(upstream: Option<&Upstream>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-    let upstream = upstream.ok_or(UpstreamError::NotConfigured)?;
+pub async fn fetch(upstream: &Upstream, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
     let mut call = upstream.call(query, Instant::now());
     let deadline = monoio::time::Instant::from_std(call.poll_timeout());
     let attempts = async {

@@ -1,10 +1,11 @@
 //! The service interface every style drives, and its two implementations: the herd and echo.
 //!
-//! A style's whole job is: read bytes into a [`LineFramer`](crate::LineFramer), call
-//! [`Service::handle`] for each line with the current time, write [`Reply::Bytes`], send a
-//! [`Flood`] to the neighbour links it names, and for [`Reply::Places`] fetch from upstream and call
-//! [`Service::complete`]. Methods take `&self`: the store is sharded behind short locks inside, so
-//! every style shares the same synchronisation and differs only in how it moves bytes and waits.
+//! A style's whole job is: read bytes into a [`LineFramer`](crate::LineFramer), hand each line to
+//! [`crate::policy::handle_line`] (which calls [`Service::handle`] with the time it arrived and
+//! sends the [`Flood`] to the neighbour links it names), write the reply, and for a
+//! [`Reply::Places`] fetch from upstream and call [`Service::complete`]. Methods take `&self`: the
+//! store is sharded behind short locks inside, so every style shares the same synchronisation and
+//! differs only in how it moves bytes and waits.
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 //! around herd-core's [`OutputBuffer`].
 //!
 //! ```text
-//! reader:  may_read? ─► read ─► LineFramer ─► Service::handle ─┬─ bytes ─► admit + complete ──┐
-//!   ▲ parked while not                                         └─ places ─► admit, go!(fetch) │
+//! reader:  may_read? ─► read ─► LineFramer ─► handle_line ─┬─ bytes ─► admit + complete ──────┐
+//!   ▲ parked while not                                     └─ fetch ─► admit, go!(fetch)      │
 //!   │ may_read (woken by                  fetch: PlacesCall ─► Service::complete ─► complete ─┤
 //!   │ writer or fetch)                                     wake (should_flush, end of a read) ▼
 //! writer:  poll_transmit ─► write (now; if full: blocked, then park until writable or
@@ -21,11 +21,12 @@ use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{Admitted, LinkWaker, OutputBuffer};
-use herd_core::{Frame, LineFramer, Link, PlacesLookup, Reply, ServerStats, Service, Timestamp};
+use herd_core::policy::{Admitted, Fetch, Handled, LinkWaker, OutputBuffer, handle_line};
+use herd_core::{Frame, LineFramer, Link, PlacesLookup, ServerStats, Service, Timestamp};
 use may::io::{SplitIo, SplitReader, SplitWriter};
 use may::net::TcpStream;
 
+use crate::upstream::Places;
 use crate::{Shared, Signal, until};
 
 /// What a connection's coroutines share.
@@ -118,17 +119,15 @@ fn read_requests<S: Service>(conn: &Arc<Conn<S>>, mut stream: SplitReader<TcpStr
                     break 'read;
                 }
             };
-            let outcome = service.handle(line, &mut link, Timestamp::from_system_time(SystemTime::now()));
-            if let Some(flood) = &outcome.flood {
-                shared.links.send(flood, Instant::now());
-            }
-            match outcome.reply {
-                Reply::Nothing => {}
-                Reply::Bytes(bytes) => conn.complete(None, bytes, false),
-                Reply::Places(lookup) => {
+            let received = Timestamp::from_system_time(SystemTime::now());
+            let places = shared.places.as_ref();
+            match handle_line(service, &shared.links, places, line, &mut link, received, Instant::now) {
+                Handled::Nothing => {}
+                Handled::Reply(bytes) => conn.complete(None, bytes, false),
+                Handled::Fetch(Fetch { places, lookup }) => {
                     let seq = conn.lock().out.admit();
-                    let conn = Arc::clone(conn);
-                    may::go!(move || fetch(&conn, seq, lookup));
+                    let (conn, places) = (Arc::clone(conn), Arc::clone(places));
+                    may::go!(move || fetch(&conn, &places, seq, lookup));
                 }
             }
         }
@@ -142,8 +141,8 @@ fn read_requests<S: Service>(conn: &Arc<Conn<S>>, mut stream: SplitReader<TcpStr
 }
 
 /// A WHATSAT's coroutine: the upstream exchange, then the reply into its place in the order.
-fn fetch<S: Service>(conn: &Conn<S>, seq: u64, lookup: PlacesLookup) {
-    let result = crate::upstream::fetch(&conn.shared, &lookup.query);
+fn fetch<S: Service>(conn: &Conn<S>, places: &Places, seq: u64, lookup: PlacesLookup) {
+    let result = crate::upstream::fetch(&conn.shared, places, &lookup.query);
     conn.complete(Some(seq), conn.shared.service.complete(lookup, result), true);
     conn.reader.wake(); // one request fewer in flight
 }

@@ -3,9 +3,9 @@
 //! ```text
 //!   may workers (--threads, each with its own epoll loop; coroutines move between them)
 //!   ┌─────────────────────────────────────────────────────────────────────────────────────────┐
-//!   │ accept ──go!──► reader ── Service::handle ──► OutputBuffer ──wake──► writer ──► client  │
+//!   │ accept ──go!──► reader ── handle_line ──► OutputBuffer ──wake──► writer ──► client      │
 //!   │   loop            │  └─ WHATSAT ──go!──► fetch ────┘ (PlacesCall, PlacesPool)           │
-//!   │ AcceptBackoff     └─ flood ──► FloodLinks::send ──wake──► link driver + watcher         │
+//!   │ Acceptor          └─ flood ──► FloodLinks::send ──wake──► link driver + watcher         │
 //!   └─────────────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -21,10 +21,12 @@
 //! The rules are herd-core's policy machines, driven from here: [`herd_core::policy::OutputBuffer`]
 //! (reply order, flushing, when to stop reading, when to give up on a client),
 //! [`herd_core::policy::PlacesCall`] and [`herd_core::policy::PlacesPool`] (the upstream exchange
-//! and its kept-alive connections), [`herd_core::policy::FloodLinks`] (connect, queue, drop) and
-//! [`herd_core::policy::AcceptBackoff`]. This crate owns only the coroutines, the may sockets and
-//! the waiting: a `Signal` (a may semaphore) wakes a parked coroutine, and every deadline a
-//! machine names becomes a may socket timeout or a semaphore `wait_timeout`.
+//! and its kept-alive connections), [`herd_core::policy::FloodLinks`] (connect, queue, drop),
+//! [`herd_core::policy::handle_line`] (each line: the service, the flood, and whether to reply or
+//! fetch) and [`herd_core::policy::Acceptor`] (the cap on connections, the pause after an accept
+//! error). This crate owns only the coroutines, the may sockets and the waiting: a `Signal` (a may
+//! semaphore) wakes a parked coroutine, and every deadline a machine names becomes a may socket
+//! timeout or a semaphore `wait_timeout`.
 //!
 //! # The stack
 //! A stackful coroutine cannot grow its stack. may's default is 0x1000 words (32 KiB on 64-bit)
@@ -73,8 +75,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use herd_core::policy::{AcceptBackoff, Admission, FloodLinks, LinkWaker, PlacesPool};
-use herd_core::{Limits, ServeOptions, ServerStats, Service, available_cores};
+use herd_core::policy::{Accepted, Acceptor, FloodLinks, LinkWaker, PlacesPool};
+use herd_core::{Limits, ServeOptions, Service, available_cores};
 use may::net::TcpListener;
 use may::sync::Semphore;
 
@@ -127,7 +129,9 @@ impl LinkWaker for Signal {
 /// What every coroutine of one server shares (all of it `Sync`).
 struct Shared<S> {
     service: Arc<S>,
-    places: Option<upstream::Places>,
+    /// The places backend (`None`: WHATSATs are answered by `handle_line`, never fetched); each
+    /// fetch coroutine holds it too.
+    places: Option<Arc<upstream::Places>>,
     links: FloodLinks<Signal>,
     limits: Limits,
     /// How often a reader paused for back-pressure (a client slow to read its replies): a gauge.
@@ -161,7 +165,7 @@ fn serve_with_stack<S: Service>(
     // listener now owns and closes.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
     let shared = Arc::new(Shared {
-        places: options.places.map(|addr| (addr, PlacesPool::new(&options.limits, service.stats()))),
+        places: options.places.map(|addr| Arc::new((addr, PlacesPool::new(&options.limits, service.stats())))),
         links: FloodLinks::new(options, Instant::now(), service.stats(), service.log(), |_| Signal::new()),
         limits: options.limits.clone(),
         read_pauses: service.stats().gauge("read_pauses"),
@@ -176,25 +180,22 @@ fn serve_with_stack<S: Service>(
         .map_err(|_| io::Error::other("the accept coroutine panicked"))
 }
 
-/// Accepts forever, one coroutine per connection. After an error (out of descriptors, most
-/// likely) it sleeps as long as [`AcceptBackoff`] says instead of spinning.
+/// Accepts forever, one coroutine per connection, as the [`Acceptor`] says. After an error (out of
+/// descriptors, most likely) it sleeps as long as the acceptor says instead of spinning.
 fn accept_loop<S: Service>(listener: &TcpListener, shared: &Arc<Shared<S>>) {
-    let mut backoff = AcceptBackoff::new(&shared.limits);
-    let admission = Admission::new(&shared.limits, shared.service.stats(), shared.service.log());
+    let mut acceptor = Acceptor::new(&shared.limits, shared.service.stats(), shared.service.log());
     loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                backoff.on_accepted();
-                let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
-                ServerStats::bump(&shared.service.stats().connections);
+        let accepted = listener.accept();
+        if accepted.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::Interrupted) {
+            continue;
+        }
+        match acceptor.on_accept(accepted, Instant::now) {
+            Accepted::Serve((stream, _), admitted) => {
                 let shared = Arc::clone(shared);
                 may::go!(move || connection::serve(stream, shared, admitted));
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                shared.service.log().error("accept", e);
-                may::coroutine::sleep(backoff.on_error(Instant::now()).saturating_duration_since(Instant::now()));
-            }
+            Accepted::Refused => {} // past the cap: closed
+            Accepted::Pause(until) => may::coroutine::sleep(until.saturating_duration_since(Instant::now())),
         }
     }
 }

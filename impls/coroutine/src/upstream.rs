@@ -25,9 +25,12 @@ use crate::{Shared, until};
 /// The places backend and its kept-alive connections, shared by every coroutine of one server.
 pub(crate) type Places = (SocketAddr, PlacesPool<TcpStream>);
 
-/// One response, or why there is none, within the call's deadline.
-pub(crate) fn fetch<S: Service>(shared: &Shared<S>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-    let Some((addr, pool)) = &shared.places else { return Err(UpstreamError::NotConfigured) };
+/// One response from `places`, or why there is none, within the call's deadline.
+pub(crate) fn fetch<S: Service>(
+    shared: &Shared<S>,
+    (addr, pool): &Places,
+    query: &PlacesQuery,
+) -> Result<HttpResponse, UpstreamError> {
     let mut call = PlacesCall::new(query, &addr.to_string(), Instant::now(), &shared.limits, shared.service.stats());
     let mut idle = pool.checkout();
     loop {

@@ -1,8 +1,8 @@
 //! A client connection's handler: read, frame, handle every line, write, never wait.
 //!
 //! ```text
-//!  Ready ──► write what is owed ──► read ─► next_frame ─► Service::handle ─┬─ Bytes ──► out.complete
-//!              (while out.may_read())  ▲                                   └─ Places ─► upstream::start
+//!  Ready ──► write what is owed ──► read ─► next_frame ─► handle_line ─┬─ Reply ──► out.complete
+//!              (while out.may_read())  ▲                               └─ Fetch ──► upstream::start
 //!  Reply{seq} ─► out.complete ─────────┘ (resume reading if it was paused)    (Reply comes back later)
 //!  Timer ─► out.on_timeout: no progress for write_stall? close
 //! ```
@@ -15,8 +15,8 @@
 
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{Admitted, Close, Limits, OutputBuffer};
-use herd_core::{Frame, LineFramer, Link, Reply, Service, Timestamp};
+use herd_core::policy::{Admitted, Close, Fetch, Handled, Limits, OutputBuffer, handle_line};
+use herd_core::{Frame, LineFramer, Link, Service, Timestamp};
 use mio::net::TcpStream;
 
 use crate::reactor::{Event, Handler, Next, read_now, write_now};
@@ -63,14 +63,11 @@ impl ClientConn {
                     }
                 };
                 let at = *received.get_or_insert_with(|| Timestamp::from_system_time(SystemTime::now()));
-                let outcome = cx.world.service.handle(line, &mut self.link, at);
-                if let Some(flood) = &outcome.flood {
-                    cx.world.links.send(flood, now);
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.complete(seq, bytes),
-                    Reply::Nothing => self.out.complete(seq, Vec::new()),
-                    Reply::Places(lookup) => upstream::start(cx, seq, lookup, now),
+                let (w, link) = (&cx.world, &mut self.link);
+                match handle_line(&*w.service, &w.links, w.options.places.as_ref(), line, link, at, || now) {
+                    Handled::Reply(bytes) => self.out.complete(seq, bytes),
+                    Handled::Nothing => self.out.complete(seq, Vec::new()),
+                    Handled::Fetch(Fetch { places: &addr, lookup }) => upstream::start(cx, seq, lookup, addr, now),
                 }
                 if self.out.should_flush() {
                     self.flush(now)?;

@@ -14,17 +14,19 @@
 //!            loop 0                                      loop 1 … N-1 (same; their Door only adopts)
 //!  ┌──────────────────────────────────────────────┐
 //!  │ epoll ─► Ready ─┐                            │      Door (loop 0): accept, deal round-robin,
-//!  │ heap  ─► Timer ─┼─► dispatch ─► handlers:    │        pause as AcceptBackoff says ──Adopt──► Door
-//!  │ queue ─► Msg ───┘      ▲       Door          │      ClientConn: frame, Service::handle, OutputBuffer
+//!  │ heap  ─► Timer ─┼─► dispatch ─► handlers:    │        as the Acceptor says ──────────Adopt──► Door
+//!  │ queue ─► Msg ───┘      ▲       Door          │      ClientConn: frame, handle_line, OutputBuffer
 //!  │                        │       ClientConn …  │      LinkDriver: drives FloodLinks[i], on loop i % N;
 //!  │                 (post, timer)  LinkDriver …  │        any thread's flood wakes it (Remote::post)
 //!  │                                Exchange …    │      Exchange: one WHATSAT's PlacesCall, on a socket
 //!  └──────────────────────────────────────────────┘        from this loop's PlacesPool
 //! ```
 //!
-//! Every rule is herd-core's (`herd_core::policy`): a client's replies and back-pressure are an
+//! Every rule is herd-core's (`herd_core::policy`): each line goes through `handle_line` (the
+//! service, the flood, and a reply or a fetch), a client's replies and back-pressure are an
 //! `OutputBuffer`, each places exchange a `PlacesCall` on a connection of the loop's `PlacesPool`,
-//! the flood links one `FloodLinks` set shared by every loop, accept errors an `AcceptBackoff`.
+//! the flood links one `FloodLinks` set shared by every loop, the cap on connections and the pause
+//! after an accept error an `Acceptor`.
 //! Handlers move bytes, feed the machines what the sockets say, and turn each machine's
 //! `poll_timeout` into a timer of their loop (`Context::wake_at`).
 //!
@@ -57,8 +59,8 @@ use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use herd_core::policy::{AcceptBackoff, Admission, Admitted, FloodLinks, LinkWaker, PlacesPool};
-use herd_core::{ServeOptions, ServerStats, Service, available_cores};
+use herd_core::policy::{Accepted, Acceptor, Admitted, FloodLinks, LinkWaker, PlacesPool};
+use herd_core::{ServeOptions, Service, available_cores};
 use mio::Interest;
 use mio::net::TcpStream;
 
@@ -121,12 +123,15 @@ fn start<S: Service>(cx: &mut Cx<S>) -> io::Result<HandlerId> {
         let _ = cx.world.links.get(i).map(|link| link.waker.driver.set(driver));
         cx.post(driver, Msg::Wake); // its first turn arms the link's first retry timer
     }
-    let (limits, service) = (&cx.world.options.limits, &cx.world.service);
-    let (backoff, admission) = (AcceptBackoff::new(limits), Admission::new(limits, service.stats(), service.log()));
-    let door = Door { listener: None, dealt: 0, backoff, admission, paused: None };
+    let door = Door { listener: None, dealt: 0, paused: None };
     match cx.world.listener.take() {
         Some(listener) => {
-            cx.register(listener, Interest::READABLE, |listener, _| Door { listener: Some(listener), ..door })
+            let (limits, service) = (&cx.world.options.limits, &cx.world.service);
+            let acceptor = Acceptor::new(limits, service.stats(), service.log());
+            cx.register(listener, Interest::READABLE, |listener, _| Door {
+                listener: Some((listener, acceptor)),
+                ..door
+            })
         }
         None => Ok(cx.spawn(|_| door)),
     }
@@ -151,10 +156,9 @@ impl LinkWaker for LinkWake {
 /// How connections come into a loop: its mail handler, which adopts those loop 0 deals it; on loop
 /// 0 also the listening socket's handler, which accepts and deals connections round-robin.
 struct Door {
-    listener: Option<mio::net::TcpListener>,
+    /// Loop 0's listening socket, and the server's policy for what it accepts.
+    listener: Option<(mio::net::TcpListener, Acceptor)>,
     dealt: usize,
-    backoff: AcceptBackoff,
-    admission: Admission,
     /// After an accept error: no accepting before this (a timer is set for it).
     paused: Option<Instant>,
 }
@@ -171,32 +175,29 @@ impl<S: Service> Handler<World<S>, Msg> for Door {
             return Next::Keep;
         }
         let now = Instant::now();
-        let Some(listener) = self.listener.as_ref().filter(|_| self.paused.is_none_or(|until| now >= until)) else {
-            return Next::Keep;
-        };
-        loop {
-            match accept_now(listener) {
-                Ok(Some(stream)) => {
-                    self.backoff.on_accepted();
-                    let Some(admitted) = self.admission.admit() else { continue }; // past the cap: closed
+        let paused = self.paused.is_some_and(|until| now < until);
+        let Some((listener, acceptor)) = self.listener.as_mut().filter(|_| !paused) else { return Next::Keep };
+        // Until the listener is drained (`None`).
+        while let Some(accepted) = accept_now(listener).transpose() {
+            match acceptor.on_accept(accepted, || now) {
+                Accepted::Serve(stream, admitted) => {
                     let _ = stream.set_nodelay(true);
-                    ServerStats::bump(&cx.world.service.stats().connections);
                     self.dealt = self.dealt.wrapping_add(1);
                     let home = &cx.world.remotes[self.dealt % cx.world.remotes.len()];
                     if home.send(Msg::Adopt(stream, admitted)).is_err() {
                         cx.world.service.log().error("hand-off", "event loop has stopped");
                     }
                 }
-                Ok(None) => return Next::Keep,
-                Err(e) => {
-                    // Out of descriptors, most likely. Edge-triggered epoll will not tell us again
-                    // about connections already waiting: look again when the back-off says.
-                    cx.world.service.log().error("accept", e);
-                    self.paused = Some(self.backoff.on_error(now));
+                Accepted::Refused => {} // past the cap: closed
+                Accepted::Pause(until) => {
+                    // Out of descriptors, most likely (logged). Edge-triggered epoll will not tell us
+                    // again about connections already waiting: look again when the back-off says.
+                    self.paused = Some(until);
                     cx.wake_at(self.paused);
                     return Next::Keep;
                 }
             }
         }
+        Next::Keep
     }
 }

@@ -15,23 +15,20 @@
 //! idle connection is deregistered while it waits there, and registered again under the token of
 //! the exchange that takes it.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use herd_core::policy::{PlacesCall, Step};
-use herd_core::{PlacesLookup, Service, UpstreamError};
+use herd_core::{PlacesLookup, Service};
 use mio::net::TcpStream;
 
 use crate::reactor::{Event, Handler, HandlerId, Next, poll_connected, read_now, write_now};
 use crate::{Cx, Msg, World};
 
-/// Starts WHATSAT `seq`'s exchange for the running client handler, which gets its reply as
-/// [`Msg::Reply`] (at once when there is no places backend).
-pub fn start<S: Service>(cx: &mut Cx<S>, seq: u64, lookup: PlacesLookup, now: Instant) {
+/// Starts WHATSAT `seq`'s exchange with the places backend at `addr` for the running client
+/// handler, which gets its reply as [`Msg::Reply`].
+pub fn start<S: Service>(cx: &mut Cx<S>, seq: u64, lookup: PlacesLookup, addr: SocketAddr, now: Instant) {
     let w = &cx.world;
-    let Some(addr) = w.options.places else {
-        let bytes = w.service.complete(lookup, Err(UpstreamError::NotConfigured));
-        return cx.post(cx.me(), Msg::Reply { seq, bytes });
-    };
     let call = PlacesCall::new(&lookup.query, &addr.to_string(), now, &w.options.limits, w.service.stats());
     let (lookup, reply_to) = (Some(lookup), cx.me());
     let id = cx.spawn(|_| Exchange { conn: None, connecting: false, written: 0, call, lookup, reply_to, seq });

@@ -86,10 +86,11 @@ use async_std::net::{TcpListener, TcpStream};
 use async_std::stream::StreamExt;
 use async_std::task;
 use futures_lite::future;
-use herd_core::policy::{Accepted, Session};
-use herd_core::{PlacesLookup, ServeOptions, Service, Timestamp};
+use herd_core::policy::{Accepted, Fetch, Session};
+use herd_core::{ServeOptions, Service, Timestamp};
 
 use crate::links::LinkBell;
+use crate::upstream::Upstream;
 
 /// Read once, by async-std's runtime when it starts: the executor's thread count.
 pub const THREAD_COUNT_VAR: &str = "ASYNC_STD_THREAD_COUNT";
@@ -122,7 +123,7 @@ async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) 
     let mut acceptor = shared.acceptor();
     let mut incoming = listener.incoming();
     while let Some(accepted) = incoming.next().await {
-        match acceptor.on_accept(accepted, Instant::now()) {
+        match acceptor.on_accept(accepted, Instant::now) {
             Accepted::Serve(stream, admitted) => {
                 let _ = stream.set_nodelay(true);
                 let mut conn = Connection { stream, session: Session::new(&shared.limits, admitted) };
@@ -175,8 +176,8 @@ impl Connection {
                 Some(Ok(n)) => self.session.filled(n, Timestamp::from_system_time(SystemTime::now())),
                 Some(Err(_)) | None => return Ok(()), // reset: nothing more to answer
             }
-            while let Some(lookup) = self.handle(shared).await? {
-                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+            while let Some(Fetch { places, lookup }) = self.handle(shared).await? {
+                let answer = upstream::fetch(places, &lookup.query).await;
                 self.session.complete(service, lookup, answer);
             }
         }
@@ -188,10 +189,9 @@ impl Connection {
     }
 
     /// The session's handling of what was read, each of its writes one poll of async-std's write.
-    async fn handle<S: Service>(&mut self, shared: &Shared<S>) -> io::Result<Option<PlacesLookup>> {
+    async fn handle<'s, S: Service>(&mut self, shared: &'s Shared<S>) -> io::Result<Option<Fetch<'s, Upstream>>> {
         let (stream, session) = (&self.stream, &mut self.session);
-        let (service, links) = (&*shared.service, &shared.links);
-        poll_fn(|cx| Poll::Ready(session.poll(service, links, Instant::now(), |b| poll_write(stream, cx, b)))).await
+        poll_fn(|cx| Poll::Ready(session.poll(shared, Instant::now(), |b| poll_write(stream, cx, b)))).await
     }
 
     /// Writes until nothing is owed (`None`) or, if `read` and the buffer allows reading, a read

@@ -87,7 +87,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{Accepted, Session};
+use herd_core::policy::{Accepted, Fetch, Session};
 use herd_core::{ServeOptions, Service, Timestamp};
 use smol::io::AsyncReadExt;
 use smol::{Async, Executor, Timer, future};
@@ -129,7 +129,7 @@ async fn accept_loop<S: Service>(
 ) -> io::Result<()> {
     let mut acceptor = shared.acceptor();
     loop {
-        match acceptor.on_accept(listener.accept().await, Instant::now()) {
+        match acceptor.on_accept(listener.accept().await, Instant::now) {
             Accepted::Serve((stream, _), admitted) => {
                 let _ = stream.get_ref().set_nodelay(true);
                 let session = Session::new(&shared.limits, admitted);
@@ -173,10 +173,10 @@ impl Connection {
             };
             self.session.filled(n, Timestamp::from_system_time(SystemTime::now()));
             let stream = self.stream.get_ref();
-            while let Some(lookup) =
-                self.session.poll(service, &shared.links, Instant::now(), |b| (&*stream).write(b))?
+            while let Some(Fetch { places, lookup }) =
+                self.session.poll(shared, Instant::now(), |b| (&*stream).write(b))?
             {
-                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+                let answer = upstream::fetch(places, &lookup.query).await;
                 self.session.complete(service, lookup, answer);
             }
         }

@@ -32,8 +32,7 @@ pub type Upstream = PlacesBackend<Async<TcpStream>>;
 
 /// One WHATSAT's request and response, by the machine's deadline (dropping the exchange there drops
 /// its socket).
-pub async fn fetch(upstream: Option<&Upstream>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-    let Some(upstream) = upstream else { return Err(UpstreamError::NotConfigured) };
+pub async fn fetch(upstream: &Upstream, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
     let mut call = upstream.call(query, Instant::now());
     let expired = Timer::at(call.poll_timeout());
     let expired = async {

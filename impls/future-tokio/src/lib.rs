@@ -58,7 +58,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use herd_core::policy::{Accepted, Session};
+use herd_core::policy::{Accepted, Fetch, Session};
 use herd_core::{ServeOptions, Service, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -88,7 +88,7 @@ type Shared<S> = herd_core::policy::Shared<S, LinkNotify, TcpStream>;
 async fn accept_loop<S: Service>(listener: TcpListener, shared: Arc<Shared<S>>) -> io::Result<()> {
     let mut acceptor = shared.acceptor();
     loop {
-        match acceptor.on_accept(listener.accept().await, Instant::now()) {
+        match acceptor.on_accept(listener.accept().await, Instant::now) {
             Accepted::Serve((stream, _), admitted) => {
                 let _ = stream.set_nodelay(true);
                 let mut conn = Connection { stream, session: Session::new(&shared.limits, admitted) };
@@ -125,10 +125,10 @@ impl Connection {
                 Err(_) => return Ok(()), // reset: nothing more to answer
             }
             let stream = &self.stream;
-            while let Some(lookup) =
-                self.session.poll(&*shared.service, &shared.links, Instant::now(), |b| stream.try_write(b))?
+            while let Some(Fetch { places, lookup }) =
+                self.session.poll(shared, Instant::now(), |b| stream.try_write(b))?
             {
-                let answer = upstream::fetch(shared.places.as_ref(), &lookup.query).await;
+                let answer = upstream::fetch(places, &lookup.query).await;
                 self.session.complete(&*shared.service, lookup, answer);
             }
         }

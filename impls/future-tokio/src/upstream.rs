@@ -28,8 +28,7 @@ pub type Upstream = PlacesBackend<TcpStream>;
 
 /// One WHATSAT's request and response, by the machine's deadline (dropping the exchange there drops
 /// its socket).
-pub async fn fetch(upstream: Option<&Upstream>, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
-    let Some(upstream) = upstream else { return Err(UpstreamError::NotConfigured) };
+pub async fn fetch(upstream: &Upstream, query: &PlacesQuery) -> Result<HttpResponse, UpstreamError> {
     let mut call = upstream.call(query, Instant::now());
     let deadline = tokio::time::Instant::from_std(call.poll_timeout());
     tokio::time::timeout_at(deadline, exchange(upstream, &mut call)).await.unwrap_or(Err(UpstreamError::Timeout))

@@ -2,9 +2,9 @@
 //! for it with blocking calls, and ends when the connection ends.
 //!
 //! ```text
-//! accept loop ──spawn──► thread: read ─► frame ─► Service::handle ─► (places fetch) ─► write ─┐
-//!                                 ▲                                                          │
-//!                                 └──────────────────────────────────────────────────────────┘
+//! accept loop (Acceptor) ──spawn──► thread: read ─► frame ─► handle_line ─► (places fetch) ─► write ─┐
+//!                                            ▲                                                      │
+//!                                            └──────────────────────────────────────────────────────┘
 //! ```
 //!
 //! There is no pool to hide behind: under churn (one request per connection) every request pays
@@ -15,6 +15,11 @@
 //! Within a connection, requests run one after another, so replies leave in request order by
 //! construction. The replies to the lines of one read are written together, but never held back
 //! behind a blocking upstream call.
+//!
+//! What is decided besides the moving of bytes is herd-core's: the accept loop does what
+//! [`Acceptor`] says (serve, refuse past the cap, pause after an error), each line goes through
+//! [`handle_line`] (the service, the flood, and a WHATSAT's fetch or its answer without a places
+//! backend), and replies are written under the [`OutputBuffer`]'s rules.
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
@@ -24,8 +29,8 @@ use std::time::{Instant, SystemTime};
 
 use herd_blocking::output::{self, WriteError};
 use herd_blocking::{FloodLinks, PlacesClient};
-use herd_core::policy::{AcceptBackoff, Admission, Admitted, OutputBuffer};
-use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use herd_core::policy::{Accepted, Acceptor, Admitted, Fetch, Handled, OutputBuffer, handle_line};
+use herd_core::{Frame, LineFramer, Link, ServeOptions, Service, Timestamp};
 
 /// Default stack per connection thread. A request path needs well under 64 KiB (framing buffers and
 /// the places client's buffer are on the heap); 128 KiB leaves room for serde_json's formatting.
@@ -36,22 +41,17 @@ pub fn serve<S: Service>(listener: TcpListener, service: Arc<S>, options: &Serve
     let links = herd_blocking::links::spawn(options, &*service)?;
     let upstream = options.places.map(|addr| Arc::new(PlacesClient::new(addr, &options.limits, service.stats())));
     let stack = options.stack_kib.unwrap_or(DEFAULT_STACK_KIB) * 1024;
-    let mut backoff = AcceptBackoff::new(&options.limits);
-    let admission = Admission::new(&options.limits, service.stats(), service.log());
+    let mut acceptor = Acceptor::new(&options.limits, service.stats(), service.log());
     for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Out of descriptors or memory: say so, pause as the policy says, keep accepting.
-                service.log().error("accept", &e);
-                let until = backoff.on_error(Instant::now());
+        let (stream, admitted) = match acceptor.on_accept(stream, Instant::now) {
+            Accepted::Serve(stream, admitted) => (stream, admitted),
+            Accepted::Refused => continue, // past the cap: closed
+            Accepted::Pause(until) => {
+                // Out of descriptors or memory (logged): pause as the policy says, keep accepting.
                 thread::sleep(until.saturating_duration_since(Instant::now()));
                 continue;
             }
         };
-        backoff.on_accepted();
-        let Some(admitted) = admission.admit() else { continue }; // past the cap: closed here
-        ServerStats::bump(&service.stats().connections);
         let connection = Connection {
             _admitted: admitted,
             service: Arc::clone(&service),
@@ -117,20 +117,14 @@ impl<S: Service> Connection<S> {
                         return output::flush_blocking(stream, &mut self.out);
                     }
                 };
-                let outcome = self.service.handle(line, &mut self.link, now);
-                if let Some(flood) = &outcome.flood {
-                    self.links.send(flood, Instant::now());
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => self.out.push(&bytes),
-                    Reply::Nothing => {}
-                    Reply::Places(lookup) => {
+                let places = self.upstream.as_deref();
+                match handle_line(&*self.service, &self.links, places, line, &mut self.link, now, Instant::now) {
+                    Handled::Reply(bytes) => self.out.push(&bytes),
+                    Handled::Nothing => {}
+                    Handled::Fetch(Fetch { places, lookup }) => {
                         // Replies already due leave before we block on the upstream.
                         output::flush_blocking(stream, &mut self.out)?;
-                        let result = match &self.upstream {
-                            Some(client) => client.fetch(&lookup.query, self.service.stats()),
-                            None => Err(UpstreamError::NotConfigured),
-                        };
+                        let result = places.fetch(&lookup.query, self.service.stats());
                         self.out.push(&self.service.complete(lookup, result));
                     }
                 }

@@ -5,9 +5,9 @@
 //!                     ▲                                                               (ready connections)
 //!                     │ resume (waker)                                                      │
 //!   worker 1..N ◄─────┴──────────────────────────────────────────────────────────────────────┘
-//!     take the connection, run its queued requests in order: Service::handle ─► blocking
-//!     places fetch (WHATSAT) ─► OutputBuffer ─► blocking write; floods go to FloodLinks
-//!     (herd-core's machines, one driver thread per neighbour)
+//!     take the connection, run its queued requests in order: handle_line (Service::handle,
+//!     the flood to FloodLinks) ─► blocking places fetch (WHATSAT) ─► OutputBuffer ─► blocking
+//!     write (herd-core's machines; one link driver thread per neighbour)
 //! ```
 //!
 //! The reader never executes a request: it reads whatever is ready, cuts it into lines and puts
@@ -15,6 +15,11 @@
 //! takes it and runs its requests one after another, so a WHATSAT sees the IAMAT sent before it
 //! and replies leave in request order. Workers block freely: on the places backend, and on a
 //! client that is slow to read.
+//!
+//! The reader accepts as herd-core's `Acceptor` says (the cap, the count, the pause after an
+//! error); a worker hands each line to herd-core's `handle_line`, which handles it, floods the
+//! update and says whether to queue a reply or fetch places (a server without a places backend
+//! gets its WHATSAT answered there).
 //!
 //! Back-pressure follows herd-core's policy: an inbox holds at most `Limits::max_in_flight`
 //! requests; past that the reader stops reading that connection until a worker has drained half of
@@ -43,9 +48,9 @@ use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use herd_blocking::output::{self, WriteError};
-use herd_blocking::{Acceptor, FloodLinks, PlacesClient};
-use herd_core::policy::{Admission, Admitted, OutputBuffer};
-use herd_core::{Frame, LineFramer, Link, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError};
+use herd_blocking::{FloodLinks, Listener, PlacesClient};
+use herd_core::policy::{Acceptor, Admitted, Fetch, Handled, OutputBuffer, handle_line};
+use herd_core::{Frame, LineFramer, Link, ServeOptions, Service, Timestamp};
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -112,9 +117,9 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
         };
         thread::Builder::new().name(format!("worker-{i}")).stack_size(256 * 1024).spawn(move || worker.run())?;
     }
-    let admission = Admission::new(&options.limits, service.stats(), service.log());
+    let acceptor = Acceptor::new(&options.limits, service.stats(), service.log());
     let reader = Reader {
-        acceptor: Acceptor::new(listener, poll.registry(), &options.limits, admission)?,
+        listener: Listener::new(listener, poll.registry(), acceptor)?,
         poll,
         conns: HashMap::new(),
         ready,
@@ -128,7 +133,7 @@ pub fn serve<S: Service>(listener: std::net::TcpListener, service: Arc<S>, optio
 /// The reader thread: accept, read what is ready, frame, fill inboxes.
 struct Reader<S> {
     poll: Poll,
-    acceptor: Acceptor,
+    listener: Listener,
     conns: HashMap<Token, (Arc<Conn>, LineFramer)>,
     ready: Arc<ReadyQueue<Arc<Conn>>>,
     resume: Receiver<Token>,
@@ -140,18 +145,18 @@ impl<S: Service> Reader<S> {
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.acceptor.deadline().map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = self.listener.deadline().map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
             }
-            if self.acceptor.deadline().is_some() {
-                self.accept(); // a paused acceptor accepts again once its pause is over
+            if self.listener.deadline().is_some() {
+                self.accept(); // a paused listener accepts again once its pause is over
             }
             for event in &events {
                 match event.token() {
-                    Acceptor::TOKEN => self.accept(),
+                    Listener::TOKEN => self.accept(),
                     WAKER => {}
                     token => self.read(token),
                 }
@@ -163,9 +168,8 @@ impl<S: Service> Reader<S> {
     }
 
     fn accept(&mut self) {
-        let (conns, limits, service) = (&mut self.conns, &self.limits, &*self.service);
-        self.acceptor.accept(self.poll.registry(), Interest::READABLE, service.log(), |token, stream, admitted| {
-            ServerStats::bump(&service.stats().connections);
+        let (conns, limits) = (&mut self.conns, &self.limits);
+        self.listener.accept(self.poll.registry(), Interest::READABLE, |token, stream, admitted| {
             let conn = Arc::new(Conn {
                 token,
                 stream,
@@ -292,20 +296,14 @@ impl<S: Service> Worker<S> {
     }
 
     fn execute(&mut self, conn: &Conn, writer: &mut Writer, line: &[u8], received: Timestamp) {
-        let outcome = self.service.handle(line, &mut writer.link, received);
-        if let Some(flood) = &outcome.flood {
-            self.links.send(flood, Instant::now());
-        }
-        match outcome.reply {
-            Reply::Bytes(bytes) => writer.out.push(&bytes),
-            Reply::Nothing => {}
-            Reply::Places(lookup) => {
+        let places = self.upstream.as_deref();
+        match handle_line(&*self.service, &self.links, places, line, &mut writer.link, received, Instant::now) {
+            Handled::Reply(bytes) => writer.out.push(&bytes),
+            Handled::Nothing => {}
+            Handled::Fetch(Fetch { places, lookup }) => {
                 // Replies already due leave before the worker blocks on the upstream.
                 self.flush(conn, &mut writer.out);
-                let result = match &self.upstream {
-                    Some(client) => client.fetch(&lookup.query, self.service.stats()),
-                    None => Err(UpstreamError::NotConfigured),
-                };
+                let result = places.fetch(&lookup.query, self.service.stats());
                 writer.out.push(&self.service.complete(lookup, result));
             }
         }

@@ -3,14 +3,17 @@
 //!
 //! ```text
 //!            stage 1: I/O (--io-threads event loops)                stage 2: workers (--threads)
-//! clients ─► read ─► frame ─► Service::handle ─┬─ IAMAT, AT, ? ─► reply now
-//!                                              └─ WHATSAT ──► [bounded queue] ──► places fetch (blocks)
+//! clients ─► read ─► frame ─► handle_line ─┬─ IAMAT, AT, ? ─► reply now
+//!                                          └─ WHATSAT ──► [bounded queue] ──► places fetch (blocks)
 //!    ◄──────────────── ReplyOrder ◄── write ◄── [completion queue + waker] ◄──────── Service::complete
 //! ```
 //!
-//! Stage 1 owns every socket: only it reads and writes, never blocking. Stage 2 owns only the
-//! upstream calls (through the server's one `PlacesClient`, whose pool of kept-alive connections
-//! every worker shares). What is owed to a client, when to stop reading it and when to give up on
+//! Stage 1 owns every socket: only it reads and writes, never blocking. It accepts as herd-core's
+//! `Acceptor` says (every loop a clone of one: one cap, one count), and hands each line to
+//! herd-core's `handle_line`, which handles it, floods the update, and says whether to reply now or
+//! fetch places (a server without a places backend has its WHATSATs answered there, in stage 1).
+//! Stage 2 owns only the upstream calls (through the server's one `PlacesClient`, whose pool of
+//! kept-alive connections every worker shares; each job carries a handle to it). What is owed to a client, when to stop reading it and when to give up on
 //! it are herd-core's `OutputBuffer` rules; flood links are herd-core's `FloodLink` machines,
 //! driven by one thread per neighbour. When the stage-2 queue is full, stage 1 parks the WHATSAT on its connection and
 //! stops reading *that* connection (back-pressure) until a slot frees; other connections keep being
@@ -32,11 +35,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use herd_blocking::{Acceptor, FloodLinks, PlacesClient};
-use herd_core::policy::{Admission, Admitted, OutputBuffer};
-use herd_core::{
-    Frame, Limits, LineFramer, Link, PlacesLookup, Reply, ServeOptions, ServerStats, Service, Timestamp, UpstreamError,
-};
+use herd_blocking::{FloodLinks, Listener, PlacesClient};
+use herd_core::policy::{Acceptor, Admitted, Fetch, Handled, OutputBuffer, handle_line};
+use herd_core::{Frame, Limits, LineFramer, Link, PlacesLookup, ServeOptions, ServerStats, Service, Timestamp};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -57,6 +58,8 @@ struct Job {
     conn: Token,
     seq: u64,
     lookup: PlacesLookup,
+    /// The server's places backend, to ask.
+    places: Arc<PlacesClient>,
     queued: Instant,
 }
 
@@ -120,19 +123,18 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
     for i in 0..options.threads.unwrap_or(DEFAULT_WORKERS).max(1) {
         let (service, stage2, returns, gauges) =
             (Arc::clone(&service), stage2.clone(), Arc::clone(&returns), Arc::clone(&gauges));
-        let upstream = upstream.clone();
         thread::Builder::new()
             .name(format!("stage2-{i}"))
             .stack_size(256 * 1024)
-            .spawn(move || stage2_worker(&*service, &stage2, &returns, upstream.as_deref(), &gauges))?;
+            .spawn(move || stage2_worker(&*service, &stage2, &returns, &gauges))?;
     }
 
     let mut handles = Vec::new();
-    let admission = Admission::new(&options.limits, service.stats(), service.log());
+    let acceptor = Acceptor::new(&options.limits, service.stats(), service.log());
     for (i, (poll, done)) in loops.into_iter().enumerate() {
         let stage1 = Stage1 {
             index: i,
-            acceptor: Acceptor::new(listener.try_clone()?, poll.registry(), &options.limits, admission.clone())?,
+            listener: Listener::new(listener.try_clone()?, poll.registry(), acceptor.clone())?,
             poll,
             conns: HashMap::new(),
             parked: VecDeque::new(),
@@ -141,6 +143,7 @@ pub fn serve<S: Service>(listener: StdListener, service: Arc<S>, options: &Serve
             stage2_len: stage2.clone(),
             service: Arc::clone(&service),
             links: Arc::clone(&links),
+            upstream: upstream.clone(),
             gauges: Arc::clone(&gauges),
             limits: options.limits.clone(),
             stalls: BinaryHeap::new(),
@@ -158,7 +161,6 @@ fn stage2_worker<S: Service>(
     service: &S,
     jobs: &Receiver<Job>,
     returns: &[(Sender<Done>, Arc<Waker>)],
-    upstream: Option<&PlacesClient>,
     gauges: &Gauges,
 ) {
     for job in jobs {
@@ -166,10 +168,7 @@ fn stage2_worker<S: Service>(
         gauges.queued_us_total.fetch_add(waited, Relaxed);
         gauges.queued_us_max.fetch_max(waited, Relaxed);
         gauges.depth_end.store(jobs.len() as u64, Relaxed);
-        let result = match upstream {
-            Some(client) => client.fetch(&job.lookup.query, service.stats()),
-            None => Err(UpstreamError::NotConfigured),
-        };
+        let result = job.places.fetch(&job.lookup.query, service.stats());
         let reply = service.complete(job.lookup, result);
         let (tx, waker) = &returns[job.io];
         if tx.send(Done { conn: job.conn, seq: job.seq, reply, finished: Instant::now() }).is_ok() {
@@ -185,7 +184,7 @@ struct Conn {
     link: Link,
     out: OutputBuffer,
     /// A WHATSAT stage 2 had no room for; while set, this connection is not read.
-    parked: Option<(u64, PlacesLookup)>,
+    parked: Option<Job>,
     /// The client closed its side; the connection ends once nothing is owed.
     read_closed: bool,
     /// Reading stopped because the output buffer said so; read again once it allows.
@@ -198,7 +197,7 @@ struct Conn {
 struct Stage1<S> {
     index: usize,
     poll: Poll,
-    acceptor: Acceptor,
+    listener: Listener,
     conns: HashMap<Token, Conn>,
     parked: VecDeque<Token>,
     done: Receiver<Done>,
@@ -206,6 +205,8 @@ struct Stage1<S> {
     stage2_len: Receiver<Job>,
     service: Arc<S>,
     links: Arc<FloodLinks>,
+    /// The places backend (`None`: WHATSATs are answered by `handle_line`, never queued).
+    upstream: Option<Arc<PlacesClient>>,
     gauges: Arc<Gauges>,
     limits: Limits,
     /// Write-stall deadlines of connections whose socket was full, earliest first.
@@ -219,20 +220,20 @@ impl<S: Service> Stage1<S> {
             // While connections are parked, look again soon even if nothing else happens.
             let parked = (!self.parked.is_empty()).then(|| Instant::now() + Duration::from_millis(1));
             let stall = self.stalls.peek().map(|Reverse((at, _))| *at);
-            let wake_at = [parked, stall, self.acceptor.deadline()].into_iter().flatten().min();
+            let wake_at = [parked, stall, self.listener.deadline()].into_iter().flatten().min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
             }
-            if self.acceptor.deadline().is_some() {
-                self.accept(); // a paused acceptor accepts again once its pause is over
+            if self.listener.deadline().is_some() {
+                self.accept(); // a paused listener accepts again once its pause is over
             }
             self.check_stalls();
             for event in &events {
                 match event.token() {
-                    Acceptor::TOKEN => self.accept(),
+                    Listener::TOKEN => self.accept(),
                     WAKER => {}
                     token => {
                         if event.is_writable() {
@@ -253,10 +254,9 @@ impl<S: Service> Stage1<S> {
     }
 
     fn accept(&mut self) {
-        let (conns, limits, service) = (&mut self.conns, &self.limits, &*self.service);
+        let (conns, limits) = (&mut self.conns, &self.limits);
         let interest = Interest::READABLE | Interest::WRITABLE;
-        self.acceptor.accept(self.poll.registry(), interest, service.log(), |token, stream, admitted| {
-            ServerStats::bump(&service.stats().connections);
+        self.listener.accept(self.poll.registry(), interest, |token, stream, admitted| {
             let framer = LineFramer::new(limits.max_line);
             let out = OutputBuffer::new(limits);
             let conn = Conn {
@@ -301,17 +301,14 @@ impl<S: Service> Stage1<S> {
                         break 'input;
                     }
                 };
-                let outcome = self.service.handle(line, &mut conn.link, now);
-                if let Some(flood) = &outcome.flood {
-                    self.links.send(flood, Instant::now());
-                }
-                match outcome.reply {
-                    Reply::Bytes(bytes) => conn.out.complete(seq, bytes),
-                    Reply::Nothing => conn.out.complete(seq, Vec::new()),
-                    Reply::Places(lookup) => {
-                        if let Some(parked) =
-                            offer(&self.to_stage2, &self.gauges, &self.stage2_len, self.index, token, seq, lookup)
-                        {
+                let places = self.upstream.as_ref();
+                match handle_line(&*self.service, &self.links, places, line, &mut conn.link, now, Instant::now) {
+                    Handled::Reply(bytes) => conn.out.complete(seq, bytes),
+                    Handled::Nothing => conn.out.complete(seq, Vec::new()),
+                    Handled::Fetch(Fetch { places, lookup }) => {
+                        let places = Arc::clone(places);
+                        let job = Job { io: self.index, conn: token, seq, lookup, places, queued: Instant::now() };
+                        if let Some(parked) = offer(&self.to_stage2, &self.gauges, &self.stage2_len, job) {
                             conn.parked = Some(parked);
                             self.parked.push_back(token);
                             self.gauges.parked.fetch_add(1, Relaxed);
@@ -410,8 +407,9 @@ impl<S: Service> Stage1<S> {
         for _ in 0..self.parked.len() {
             let Some(token) = self.parked.pop_front() else { break };
             let Some(conn) = self.conns.get_mut(&token) else { continue };
-            let Some((seq, lookup)) = conn.parked.take() else { continue };
-            match offer(&self.to_stage2, &self.gauges, &self.stage2_len, self.index, token, seq, lookup) {
+            let Some(mut job) = conn.parked.take() else { continue };
+            job.queued = Instant::now(); // queued from this offer on
+            match offer(&self.to_stage2, &self.gauges, &self.stage2_len, job) {
                 Some(still) => {
                     conn.parked = Some(still);
                     self.parked.push_back(token);
@@ -456,16 +454,8 @@ fn write_owed<S: Service>(
 }
 
 /// Queues a WHATSAT for stage 2, or gives it back when the queue is full.
-fn offer(
-    to_stage2: &Sender<Job>,
-    gauges: &Gauges,
-    queue: &Receiver<Job>,
-    io: usize,
-    conn: Token,
-    seq: u64,
-    lookup: PlacesLookup,
-) -> Option<(u64, PlacesLookup)> {
-    match to_stage2.try_send(Job { io, conn, seq, lookup, queued: Instant::now() }) {
+fn offer(to_stage2: &Sender<Job>, gauges: &Gauges, queue: &Receiver<Job>, job: Job) -> Option<Job> {
+    match to_stage2.try_send(job) {
         Ok(()) => {
             gauges.jobs.fetch_add(1, Relaxed);
             let depth = queue.len() as u64;
@@ -473,6 +463,6 @@ fn offer(
             gauges.depth_end.store(depth, Relaxed);
             None
         }
-        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some((job.seq, job.lookup)),
+        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some(job),
     }
 }

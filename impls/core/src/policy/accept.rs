@@ -13,11 +13,13 @@
 //! accepting, which leaves the excess in the kernel's backlog, while here the excess is told at once.
 //!
 //! # Calling order
-//! A style with one accept loop hands each accept's result to [`Acceptor::on_accept`] and does what
-//! it says. Styles that accept in several places use the parts. After each accept: [`AcceptBackoff::on_accepted`] or [`AcceptBackoff::on_error`], which says
-//! until when not to accept again (the caller sleeps, or arms a timer and stops watching the
-//! listener). For each accepted connection, [`Admission::admit`]: `None` means close it now;
-//! otherwise keep the [`Admitted`] with the connection, and drop it when the connection ends.
+//! Every style hands each accept's result to [`Acceptor::on_accept`] and does what it says: serve
+//! the connection, keeping the [`Admitted`] with it until it ends; nothing (refused: it was closed);
+//! or accept nothing before the given time (the caller sleeps, or arms a timer and stops watching
+//! the listener). What is not an accept's result stays with the style: a non-blocking listener's
+//! `WouldBlock` (nothing to accept) and `Interrupted` (try again). A server that accepts in several
+//! places (one loop per thread) gives each a clone of one [`Acceptor`]: one cap and one count, a
+//! back-off each. [`AcceptBackoff`] and [`Admission`] are its parts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -51,9 +53,10 @@ impl AcceptBackoff {
     }
 }
 
-/// The listener's whole policy for a style with one accept loop: the back-off after errors, the
-/// cap on connections, and the count of connections served.
-#[derive(Debug)]
+/// The listener's whole policy: the back-off after errors, the cap on connections, and the count
+/// of connections served. A clone shares the cap and the count with the original (another accept
+/// loop of the same server) and keeps its own back-off.
+#[derive(Debug, Clone)]
 pub struct Acceptor {
     backoff: AcceptBackoff,
     admission: Admission,
@@ -82,8 +85,9 @@ impl Acceptor {
         }
     }
 
-    /// Judges what one accept at `now` returned.
-    pub fn on_accept<C>(&mut self, accepted: std::io::Result<C>, now: Instant) -> Accepted<C> {
+    /// Judges what one accept returned; `now` (`Instant::now`, or a time the caller already has) is
+    /// read only after an error, so an accepted connection costs no clock read.
+    pub fn on_accept<C>(&mut self, accepted: std::io::Result<C>, now: impl FnOnce() -> Instant) -> Accepted<C> {
         match accepted {
             Ok(conn) => {
                 self.backoff.on_accepted();
@@ -93,7 +97,7 @@ impl Acceptor {
             }
             Err(e) => {
                 self.log.error("accept", e);
-                Accepted::Pause(self.backoff.on_error(now))
+                Accepted::Pause(self.backoff.on_error(now()))
             }
         }
     }
@@ -204,22 +208,47 @@ mod tests {
         };
         let mut acceptor = Acceptor::new(&limits, &stats, &EventLog::discard());
         let t0 = Instant::now();
-        let first = acceptor.on_accept(Ok("first"), t0);
+        let first = acceptor.on_accept(Ok("first"), || t0);
         assert!(matches!(first, Accepted::Serve("first", _)));
-        assert!(matches!(acceptor.on_accept(Ok("second"), t0), Accepted::Refused));
+        assert!(matches!(acceptor.on_accept(Ok("second"), || t0), Accepted::Refused));
         assert_eq!((stats.connections.load(Relaxed), stats.connections_refused.load(Relaxed)), (1, 1));
         let pauses: Vec<_> = (0..3)
-            .map(|_| match acceptor.on_accept::<&str>(Err(std::io::ErrorKind::Other.into()), t0) {
+            .map(|_| match acceptor.on_accept::<&str>(Err(std::io::ErrorKind::Other.into()), || t0) {
                 Accepted::Pause(until) => until - t0,
                 other => panic!("an error pauses: {other:?}"),
             })
             .collect();
         assert_eq!(pauses, [10, 20, 25].map(Duration::from_millis), "doubling up to the cap");
         drop(first);
-        assert!(matches!(acceptor.on_accept(Ok("third"), t0), Accepted::Serve("third", _)), "a place was given back");
         assert!(
-            matches!(acceptor.on_accept::<&str>(Err(std::io::ErrorKind::Other.into()), t0), Accepted::Pause(t) if t == t0 + Duration::from_millis(10)),
+            matches!(acceptor.on_accept(Ok("third"), || t0), Accepted::Serve("third", _)),
+            "a place was given back"
+        );
+        assert!(
+            matches!(acceptor.on_accept::<&str>(Err(std::io::ErrorKind::Other.into()), || t0), Accepted::Pause(t) if t == t0 + Duration::from_millis(10)),
             "an accept resets the back-off"
+        );
+    }
+
+    #[test]
+    fn clones_share_the_cap_and_the_count_and_back_off_apart() {
+        let stats = ServerStats::default();
+        let limits = Limits { max_connections: 2, accept_backoff: Duration::from_millis(10), ..Limits::default() };
+        let mut one = Acceptor::new(&limits, &stats, &EventLog::discard());
+        let mut two = one.clone();
+        let t0 = Instant::now();
+        // An accepted connection reads no clock: only an error does.
+        let a = one.on_accept(Ok("a"), || panic!("no clock read for an accepted connection"));
+        let b = two.on_accept(Ok("b"), || panic!("no clock read for an accepted connection"));
+        assert!(matches!((&a, &b), (Accepted::Serve(..), Accepted::Serve(..))));
+        assert!(matches!(one.on_accept(Ok("c"), || t0), Accepted::Refused), "the cap is the server's");
+        assert_eq!((stats.connections.load(Relaxed), stats.connections_refused.load(Relaxed)), (2, 1));
+        let error = || Err::<&str, _>(std::io::Error::from(std::io::ErrorKind::Other));
+        assert!(matches!(one.on_accept(error(), || t0), Accepted::Pause(t) if t == t0 + Duration::from_millis(10)));
+        assert!(matches!(one.on_accept(error(), || t0), Accepted::Pause(t) if t == t0 + Duration::from_millis(20)));
+        assert!(
+            matches!(two.on_accept(error(), || t0), Accepted::Pause(t) if t == t0 + Duration::from_millis(10)),
+            "each clone backs off on its own errors"
         );
     }
 }

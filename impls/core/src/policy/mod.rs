@@ -13,8 +13,9 @@
 //! - [`link`]: [`FloodLink`], one per neighbour, and [`FloodLinks`], the set a server floods through.
 //! - [`upstream`]: [`PlacesCall`] (one WHATSAT's exchange) and [`PlacesPool`] (kept-alive connections).
 //! - [`output`]: [`OutputBuffer`], a client connection's replies and back-pressure.
-//! - [`session`]: [`Session`], the order a connection that answers in order uses them in.
-//! - [`accept`]: [`AcceptBackoff`], the pause after an accept error.
+//! - [`session`]: [`handle_line`], what every style does with one line, and [`Session`], the order a
+//!   connection that answers in order uses the machines in.
+//! - [`accept`]: [`Acceptor`], the pause after an accept error and the cap on connections.
 
 pub mod accept;
 pub mod link;
@@ -29,7 +30,7 @@ use serde::Serialize;
 pub use accept::{AcceptBackoff, Accepted, Acceptor, Admission, Admitted};
 pub use link::{FloodLink, FloodLinks, LinkSocket, LinkState, LinkWaker, Queued, SharedLink};
 pub use output::{Close, OutputBuffer};
-pub use session::{Session, Shared};
+pub use session::{Fetch, Handled, Session, Shared, handle_line};
 pub use upstream::{PlacesBackend, PlacesCall, PlacesPool, Step};
 
 /// Every constant of the policy layer, in one value. The harness fills it from `harness serve` /
