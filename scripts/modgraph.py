@@ -6,7 +6,8 @@ Usage: scripts/modgraph.py SRC_DIR [--dot] [--edges]
 Every file under SRC_DIR is a module (`a/mod.rs` and `a.rs` are module `a`, `lib.rs` and `main.rs`
 the crate root). A module imports another when its code names a path into it: `use crate::x::..`,
 `crate::x::Y` in an expression, `use super::..`, `super::super::..`, or a brace group of those.
-Comments and string literals are left out.
+Comments, string literals and unit tests (`#[cfg(test)] mod …`) are left out, as cargo-modules
+leaves them out by default: a test may reach across the graph to set up what it tests.
 
 Between a module and its own ancestors or descendants any edge is allowed (a folder's mod.rs
 re-exports its children; a child uses its parent's types). Everywhere else, at every level of the
@@ -79,6 +80,25 @@ def strip_comments_and_strings(text):
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def strip_test_modules(code):
+    """Removes every `#[cfg(test)] mod name { ... }` block (braces balanced; comments and strings
+    are already gone)."""
+    out, i = [], 0
+    pattern = re.compile(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{")
+    while True:
+        m = pattern.search(code, i)
+        if not m:
+            out.append(code[i:])
+            return "".join(out)
+        out.append(code[i:m.start()])
+        depth, j = 1, m.end()
+        while j < len(code) and depth:
+            depth += code[j] == "{"
+            depth -= code[j] == "}"
+            j += 1
+        i = j
 
 
 def expand_use_tree(tree):
@@ -245,7 +265,7 @@ def main():
     mods = module_files(src)
     edges = set()
     for mod, path in mods.items():
-        code = strip_comments_and_strings(open(path, encoding="utf-8").read())
+        code = strip_test_modules(strip_comments_and_strings(open(path, encoding="utf-8").read()))
         folder = os.path.basename(path) in ("mod.rs", "lib.rs", "main.rs")
         for p in referenced_paths(code):
             t = resolve(p, mod, mods, folder)

@@ -14,12 +14,14 @@
 //! - [`order`]: [`ReplyOrder`], for styles that finish one connection's requests out of order.
 //! - [`policy`]: the policy layer — flood links, the places client, output back-pressure, accept
 //!   back-off — as sans-IO state machines, and the [`Limits`] they share.
+//! - [`limits`]: [`Limits`], every constant of the policy layer, in one value.
 //! - [`options`]: [`ServeOptions`], the wiring every style receives.
 //! - [`stats`], [`log`]: counters and structured events; the caller decides where they go.
 
 pub mod auth;
 pub mod command;
 pub mod framing;
+pub mod limits;
 pub mod location;
 pub mod log;
 pub mod options;
@@ -34,12 +36,12 @@ pub mod time;
 pub use auth::HerdKey;
 pub use command::{AtRecord, Request, RequestKind};
 pub use framing::{DEFAULT_MAX_LINE, Frame, LineFramer};
+pub use limits::Limits;
 pub use location::Location;
 pub use log::{Event, EventLog, EventSink};
 pub use options::{IoDriver, ServeOptions, available_cores};
 pub use order::ReplyOrder;
 pub use places::{Decoded, HttpResponse, PlacesQuery, UpstreamError};
-pub use policy::Limits;
 pub use service::{Echo, Flood, Herd, HerdConfig, Link, Outcome, PlacesLookup, Reply, Service};
 pub use stats::{ServerStats, StatsSnapshot};
 pub use store::LocationStore;

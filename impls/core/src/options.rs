@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::HerdKey;
-use crate::policy::Limits;
+use crate::limits::Limits;
 
 /// Wiring and knobs common to every style. Plain data: the harness fills it from the command line.
 #[derive(Debug, Clone)]
