@@ -44,7 +44,7 @@ for i in $(seq "$rounds"); do
   python3 - "$out/echo_epoll-$i.txt" "$i" >> "$rows" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-lat = re.search(r"(\d+) errors\); latency µs p50 (\d+) p99 (\d+)", text)
+lat = re.search(r"(\d+) errors; latency µs p50 (\d+) p99 (\d+)", text)
 cpu = re.search(r"cpu_us_per_reply=([0-9.]+)", text)
 behind = "fell behind" in text
 print(f"{sys.argv[2]}\techo_epoll\t{cpu.group(1)}\t{lat.group(2)}\t{lat.group(3)}\t{lat.group(1)}\t{int(behind)}")

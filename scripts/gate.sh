@@ -6,11 +6,11 @@
 # counted the same way; after the rounds, each style's instructions per request under callgrind.
 # Fails if any request fails, or if a style's system calls, voluntary context switches,
 # instructions or CPU per request (divided by the floor's CPU per echo in the same run) rose past
-# the band recorded in results/baseline/gate/counts.json (report/src/gate.rs says why these,
+# the band recorded in results/baseline/gate/counts.json (harness/report/src/gate.rs says why these,
 # results/baseline/gate/README.md how wide each band is and why). About 5 minutes.
 #   scripts/gate.sh [OUTPUT_DIR]    one gate run, checked against the baseline (what CI runs); a
 #                                   style past its band runs twice more, and fails the gate only if
-#                                   both confirming runs are past it too (see report/src/gate.rs)
+#                                   both confirming runs are past it too (see harness/report/src/gate.rs)
 #   scripts/gate.sh --record [N]    N gate runs (default 15, ~75 min on an otherwise idle machine)
 #                                   written as the new baseline: only on purpose, after a change
 #                                   meant to move the counts; commit it with the change and say why
@@ -80,7 +80,7 @@ floor_run() { # OUTPUT_FILE
 }
 
 # How far behind its schedule a generator may fall (p99, µs) before its round is measured again:
-# harness gate refuses such a result (MAX_LATENESS_US in report/src/gate.rs).
+# harness gate refuses such a result (MAX_LATENESS_US in harness/report/src/gate.rs).
 max_lateness_us=50000
 
 # Whether the run logged in LOG measured: perf counted, and its generator kept its schedule. A

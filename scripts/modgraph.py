@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The module graph of a Rust crate, read from its source, and the import circles in it.
 
-Usage: scripts/modgraph.py SRC_DIR [--dot] [--edges]
+Usage: scripts/modgraph.py SRC_DIR [--layers "a b,c d"] [--quiet] [--dot] [--edges]
 
 Every file under SRC_DIR is a module (`a/mod.rs` and `a.rs` are module `a`, `lib.rs` and `main.rs`
 the crate root). A module imports another when its code names a path into it: `use crate::x::..`,
@@ -15,7 +15,12 @@ tree, the modules under one parent must form a graph without a circle: an edge f
 `b::y` counts as an edge from `a` to `b` among the children of the root, and an edge from `a::x` to
 `a::y` as one from `x` to `y` among the children of `a`.
 
-Exit status 1 with every circle printed (as a cycle of siblings and the imports behind each step)
+With `--layers`, the top-level modules named are in layers, lowest first (space between layers,
+commas within one): a module may import from its own layer's others or from layers below it, never
+from one above, circle or not; a top-level module the list does not name is an error too, so a new
+folder has to be given its place.
+
+Exit status 1 with every circle (or import upward) printed (as a cycle of siblings and the imports behind each step)
 when there is one; 0 with the dependency order of each level otherwise.
 """
 
@@ -258,7 +263,11 @@ def name(m):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv = sys.argv[1:]
+    if "--layers" in argv:
+        i = argv.index("--layers")
+        argv = argv[:i] + argv[i + 2:]
+    args = [a for a in argv if not a.startswith("--")]
     if len(args) != 1:
         sys.exit(__doc__)
     src = args[0]
@@ -294,6 +303,18 @@ def main():
         if not found and len(children[parent]) > 1 and "--quiet" not in sys.argv:
             order = layers(children[parent], sib.keys())
             print(f"{name(parent)}: " + " < ".join("{" + ", ".join(g) + "}" if len(g) > 1 else g[0] for g in order))
+    if "--layers" in sys.argv:
+        spec = sys.argv[sys.argv.index("--layers") + 1]
+        rank = {m: i for i, layer in enumerate(spec.split()) for m in layer.split(",")}
+        for m in sorted(children[()]):
+            if m not in rank:
+                bad = True
+                print(f"module {m} has no layer: give it one in --layers ({spec})")
+        for (x, y), why in sorted(levels.get((), {}).items()):
+            if x in rank and y in rank and rank[y] > rank[x]:
+                bad = True
+                shown = ", ".join(f"{name(a)} -> {name(b)}" for a, b in sorted(why)[:3])
+                print(f"import upward: {x} (layer {rank[x]}) -> {y} (layer {rank[y]})   ({shown})")
     if "--dot" in sys.argv:
         print("digraph modules {")
         for a, b in sorted(edges):

@@ -42,7 +42,7 @@ use crate::env::hosts::{Placement, Remote};
 use crate::env::wan::{Launch, MemberPlan, WanNet, WanSpec};
 use crate::probe::procs::Children;
 use crate::server::limits::LimitsArgs;
-use crate::server::serve::{SAMPLE_EVERY, ServeArgs};
+use crate::server::serve::ServeArgs;
 use crate::server::style::StyleArgs;
 use herd_record::result::ProcessResources;
 use herd_record::wan::{RelayRecord, WanSettings};
@@ -201,7 +201,6 @@ impl HerdSpec {
         let dir = self.files_dir(plan.launch.host());
         let herd = self.mode == Mode::Herd;
         let serve = ServeArgs {
-            implementation: self.implementation.clone(),
             name: name.to_owned(),
             listen: plan.listen,
             peers: plan.peers.clone(),
@@ -213,12 +212,10 @@ impl HerdSpec {
             log_io: self.log_io,
             stats: Some(dir.join(format!("{name}.stats.json"))),
             samples: self.samples.then(|| dir.join(samples_name(name))),
-            sample_every: herd_record::units::Interval(SAMPLE_EVERY),
-            ttl: herd_core::store::DEFAULT_TTL_SECS,
             herd_key: (herd && !self.insecure_herd).then(|| dir.join(KEY_FILE)),
             insecure_herd: herd && self.insecure_herd,
             limits: LimitsArgs::from(&self.limits),
-            guests: Vec::new(),
+            ..ServeArgs::defaults(&self.implementation)
         };
         Ok(std::iter::once(OsString::from("serve")).chain(serve.to_args()).collect())
     }

@@ -416,16 +416,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         result.write(path)?;
     }
     let s = &outcome.summary;
-    println!(
-        "{:.0} replies/s ({} connections, {} errors); latency µs p50 {} p99 {} p99.9 {} max {}",
-        s.achieved_rps,
-        spec.connections,
-        s.errors,
-        s.latency_us.p50,
-        s.latency_us.p99,
-        s.latency_us.p999,
-        s.latency_us.max
-    );
+    println!("{} ({} connections)", s.line(), spec.connections);
     for (k, n) in outcome.errors.iter().filter(|(_, n)| **n > 0) {
         println!("  {k}: {n}");
     }

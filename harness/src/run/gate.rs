@@ -3,7 +3,6 @@
 //! hands gate runs to herd-report's judge (`gate record`, `gate check`), which holds the metrics,
 //! the bands and the verdicts (see `herd_report::gate`).
 
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +17,7 @@ use herd_report::gate::{
 use crate::load::{GeneratorArgs, Progress, Target};
 use crate::probe::counters::{SyscallCount, WindowProbe};
 use crate::probe::procs::Children;
+use crate::server::serve::ServeArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GateArgs {
@@ -342,26 +342,21 @@ fn count_instructions(
     let port = || -> Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
     let (places, alford, ball) = (port()?, port()?, port()?);
     let key = dir.join("herd.key");
-    let mut bytes = [0_u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    std::fs::write(&key, bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")?;
+    crate::server::serve::write_key(&key)?;
     let exe = std::env::current_exe()?;
     let cpus = pinning.map(|p| p.server_cpus.clone());
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let serve = |name: &str, listen: u16, peer: (&str, u16)| {
-        let mut words: Vec<String> = ["serve", "--impl", &args.style, "--name", name].map(String::from).to_vec();
-        words.extend([
-            "--listen".into(),
-            format!("127.0.0.1:{listen}"),
-            "--peer".into(),
-            format!("{}=127.0.0.1:{}", peer.0, peer.1),
-            "--places".into(),
-            format!("127.0.0.1:{places}"),
-            "--herd-key".into(),
-            key.display().to_string(),
-            "--log".into(),
-            dir.join(format!("{name}.log")).display().to_string(),
-        ]);
-        words
+        let args = ServeArgs {
+            name: name.to_owned(),
+            listen: loopback(listen),
+            peers: vec![(peer.0.to_owned(), loopback(peer.1))],
+            places: Some(loopback(places)),
+            herd_key: Some(key.clone()),
+            log: Some(dir.join(format!("{name}.log"))),
+            ..ServeArgs::defaults(&args.style)
+        };
+        std::iter::once("serve".into()).chain(args.to_args()).collect::<Vec<std::ffi::OsString>>()
     };
     let mut children = Children::default();
     let quiet = |mut cmd: std::process::Command, name: &str| -> Result<std::process::Command> {

@@ -163,6 +163,31 @@ struct Point {
 /// Runs every combination of the requested styles, workloads, loads and thread counts, `--repeat`
 /// times. Returns the result file of a single run, or the folder holding a matrix's files.
 pub fn run(args: &RunArgs) -> Result<PathBuf> {
+    let (implementations, workloads) = check(args)?;
+    let threads: Vec<Option<usize>> = match &args.threads {
+        Some(list) => list.0.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let points = interleaved_rounds(&implementations, &workloads, &threads, &args.load.0, args.repeat);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    // Resolved once: a rebuild during a long matrix replaces the file, not this path.
+    let exe = std::env::current_exe()?;
+    if let [point] = points.as_slice() {
+        return run_one(args, point, args.output.clone(), &stop, &exe);
+    }
+    if args.output.is_some() {
+        bail!("--output names one result file; this is a matrix of {} runs: use --output-dir", points.len());
+    }
+    run_matrix(args, &points, &stop, &exe)
+}
+
+/// Everything about `args` that can be wrong, said before anything is measured: the styles (and
+/// guests verified), the workloads, the combinations of flags, and that the results can be
+/// written. Returns the styles and the workloads to run.
+fn check(args: &RunArgs) -> Result<(Vec<String>, Vec<String>)> {
     let implementations = impls::expand(&args.implementation)?;
     for name in &implementations {
         impls::find(name)?;
@@ -211,23 +236,12 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
     if args.hosts.is_some() && args.pin {
         bail!("--pin splits this machine's CPUs; with --hosts place processes on hosts instead (drop --pin)");
     }
-    let threads: Vec<Option<usize>> = match &args.threads {
-        Some(list) => list.0.iter().copied().map(Some).collect(),
-        None => vec![None],
-    };
-    let points = interleaved_rounds(&implementations, &workloads, &threads, &args.load.0, args.repeat);
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
-    // Resolved once: a rebuild during a long matrix replaces the file, not this path.
-    let exe = std::env::current_exe()?;
-    if let [point] = points.as_slice() {
-        return run_one(args, point, args.output.clone(), &stop, &exe);
-    }
-    if args.output.is_some() {
-        bail!("--output names one result file; this is a matrix of {} runs: use --output-dir", points.len());
-    }
+    Ok((implementations, workloads))
+}
+
+/// Runs the matrix `points` into a folder of result files (one per point), going on past a point
+/// that fails; returns the folder.
+fn run_matrix(args: &RunArgs, points: &[Point], stop: &Arc<AtomicBool>, exe: &Path) -> Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let dir = args.output_dir.clone().unwrap_or_else(|| results_dir().join("runs").join(stamp));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -246,7 +260,7 @@ pub fn run(args: &RunArgs) -> Result<PathBuf> {
         );
         eprintln!("== run {}/{}: {name}", i + 1, points.len());
         // One failed point (a style that crashed) must not lose the rest of the matrix.
-        match run_one(args, point, Some(dir.join(&name)), &stop, &exe) {
+        match run_one(args, point, Some(dir.join(&name)), stop, exe) {
             Ok(_) => {}
             Err(e) => match e.downcast::<herd_report::thresholds::Breached>() {
                 Ok(b) => breached.extend(b.0.into_iter().map(|t| format!("{t} in {name}"))),

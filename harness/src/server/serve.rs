@@ -246,6 +246,16 @@ fn become_guest(args: &ServeArgs) -> Result<()> {
 }
 
 impl ServeArgs {
+    /// The settings `harness serve --impl IMPLEMENTATION` runs with: every other flag's default.
+    pub fn defaults(implementation: &str) -> Self {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from(["serve", "--impl", implementation]).expect("the defaults parse").serve
+    }
+
     /// This server's `harness serve` command line after `serve` (what the herd starts each member
     /// with): every setting, limits in the units a user types.
     pub fn to_args(&self) -> Vec<OsString> {

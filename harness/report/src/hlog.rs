@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn a_standard_reader_gets_back_every_commands_histogram() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/runs/matrix-2/light");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/runs/matrix-2/light");
         let mut runs = crate::collection::load(&[dir]).expect("committed results");
         runs.retain(|l| l.result.implementation.name == "event-handler" && l.result.workload.name == "herd-mixed");
         runs.truncate(2);

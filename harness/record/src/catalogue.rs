@@ -57,16 +57,16 @@ impl ImplMeta {
 pub const CHOOSE_DRIVER: &[&str] = &["completion-monoio"];
 
 const METADATA: &[&str] = &[
-    include_str!("../../impls/threadpool/impl.toml"),
-    include_str!("../../impls/thread-per-request/impl.toml"),
-    include_str!("../../impls/two-stage/impl.toml"),
-    include_str!("../../impls/event-handler/impl.toml"),
-    include_str!("../../impls/callback/impl.toml"),
-    include_str!("../../impls/future-tokio/impl.toml"),
-    include_str!("../../impls/future-async-std/impl.toml"),
-    include_str!("../../impls/future-smol/impl.toml"),
-    include_str!("../../impls/coroutine/impl.toml"),
-    include_str!("../../impls/completion-monoio/impl.toml"),
+    include_str!("../../../impls/threadpool/impl.toml"),
+    include_str!("../../../impls/thread-per-request/impl.toml"),
+    include_str!("../../../impls/two-stage/impl.toml"),
+    include_str!("../../../impls/event-handler/impl.toml"),
+    include_str!("../../../impls/callback/impl.toml"),
+    include_str!("../../../impls/future-tokio/impl.toml"),
+    include_str!("../../../impls/future-async-std/impl.toml"),
+    include_str!("../../../impls/future-smol/impl.toml"),
+    include_str!("../../../impls/coroutine/impl.toml"),
+    include_str!("../../../impls/completion-monoio/impl.toml"),
 ];
 
 /// Every implementation's metadata, in the order reports list them.

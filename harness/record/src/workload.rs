@@ -103,12 +103,12 @@ fn default_connections() -> usize {
 /// never a file of the checkout the binary was built in; a path (`--workload my.toml`) reads that
 /// file instead.
 pub const BUILT_IN: [(&str, &str); 6] = [
-    ("churn", include_str!("../../workloads/churn.toml")),
-    ("echo", include_str!("../../workloads/echo.toml")),
-    ("herd-churn-ids", include_str!("../../workloads/herd-churn-ids.toml")),
-    ("herd-mixed", include_str!("../../workloads/herd-mixed.toml")),
-    ("herd-query", include_str!("../../workloads/herd-query.toml")),
-    ("herd-update", include_str!("../../workloads/herd-update.toml")),
+    ("churn", include_str!("../../../workloads/churn.toml")),
+    ("echo", include_str!("../../../workloads/echo.toml")),
+    ("herd-churn-ids", include_str!("../../../workloads/herd-churn-ids.toml")),
+    ("herd-mixed", include_str!("../../../workloads/herd-mixed.toml")),
+    ("herd-query", include_str!("../../../workloads/herd-query.toml")),
+    ("herd-update", include_str!("../../../workloads/herd-update.toml")),
 ];
 
 impl Workload {
@@ -199,7 +199,7 @@ mod tests {
         let names = available();
         assert_eq!(
             names,
-            toml_stems(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads")),
+            toml_stems(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workloads")),
             "workloads/ and BUILT_IN differ"
         );
         for required in ["herd-mixed", "herd-update", "herd-query", "echo", "churn"] {

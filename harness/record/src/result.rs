@@ -333,6 +333,18 @@ pub struct Summary {
     pub latency_us: Percentiles,
 }
 
+impl Summary {
+    /// The run in one line, as `harness load` and `harness merge` print it: `20000 requests, 2000
+    /// replies/s, 0 errors; latency µs p50 180 p99 420 p99.9 900 max 1500`.
+    pub fn line(&self) -> String {
+        let l = &self.latency_us;
+        format!(
+            "{} requests, {:.0} replies/s, {} errors; latency µs p50 {} p99 {} p99.9 {} max {}",
+            self.requests, self.achieved_rps, self.errors, l.p50, l.p99, l.p999, l.max
+        )
+    }
+}
+
 /// Actual send time − intended send time, split by whose fault it was, for the requests intended in
 /// the window.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -509,7 +521,7 @@ mod tests {
 
     #[test]
     fn committed_schema_is_current() {
-        let committed = include_str!("../../results/schema/result.schema.json");
+        let committed = include_str!("../../../results/schema/result.schema.json");
         assert!(
             committed == schema_json(),
             "results/schema/result.schema.json is stale: run `cargo run -p harness -- schema > results/schema/result.schema.json`"

@@ -4,6 +4,8 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 
 use herd_record::result::{FELL_BEHIND_P99_US, Percentiles, RunResult, SendLag};
 
+/// Prints `r`'s summary to stderr: a headline, the latency by command, errors, and what each
+/// process cost.
 pub fn print(r: &RunResult) {
     let s = &r.summary;
     let offered = s.offered_rps.map_or("max (closed loop)".to_owned(), |o| format!("{o:.0}/s"));
@@ -12,6 +14,25 @@ pub fn print(r: &RunResult) {
         "{} · {} · offered {offered} · achieved {:.0}/s · {} errors",
         r.implementation.name, r.workload.name, s.achieved_rps, s.errors
     );
+    eprintln!("{}", latency_table(r));
+    if let Some(lag) = r.send_lag.as_ref().filter(|l| l.fell_behind) {
+        eprintln!("{}", send_lag_line(lag));
+    }
+
+    let errors: Vec<String> = r.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    if !errors.is_empty() {
+        eprintln!("errors: {}", errors.join(", "));
+    }
+
+    eprintln!("{}", process_table(r));
+    if let Some(scenario) = &r.scenario {
+        print_scenario(scenario);
+    }
+}
+
+/// Latency percentiles by command, over all, and of the flood, send lag and connects measured.
+fn latency_table(r: &RunResult) -> Table {
+    let s = &r.summary;
     let mut latency = Table::new();
     latency.load_style(UTF8_FULL_CONDENSED);
     latency.set_header(["command", "count", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "p99.99 µs", "max µs"]);
@@ -36,16 +57,11 @@ pub fn print(r: &RunResult) {
     if let Some(c) = &r.connect_us {
         latency.add_row(row("connect", c.count, &c.percentiles_us));
     }
-    eprintln!("{latency}");
-    if let Some(lag) = r.send_lag.as_ref().filter(|l| l.fell_behind) {
-        eprintln!("{}", send_lag_line(lag));
-    }
+    latency
+}
 
-    let errors: Vec<String> = r.errors.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-    if !errors.is_empty() {
-        eprintln!("errors: {}", errors.join(", "));
-    }
-
+/// CPU, memory, threads, requests and floods of every server, and the places backend's.
+fn process_table(r: &RunResult) -> Table {
     let mut servers = Table::new();
     servers.load_style(UTF8_FULL_CONDENSED);
     servers.set_header([
@@ -92,10 +108,7 @@ pub fn print(r: &RunResult) {
             p.exit.clone(),
         ]);
     }
-    eprintln!("{servers}");
-    if let Some(scenario) = &r.scenario {
-        print_scenario(scenario);
-    }
+    servers
 }
 
 /// A scenario's phases, what it did when, and how the run recovered from each disturbance.

@@ -663,7 +663,7 @@ mod tests {
 
     #[test]
     fn the_committed_baseline_covers_every_style_with_every_metric() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/baseline/gate/counts.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../results/baseline/gate/counts.json");
         let b: Baseline =
             serde_json::from_str(&std::fs::read_to_string(path).expect("the committed baseline")).expect("a baseline");
         assert_eq!(b.format, FORMAT);
@@ -689,7 +689,7 @@ mod tests {
     fn result(style: &str, requests: u64, cpu_s: Option<f64>) -> Loaded {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
+            "/../../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
         ))
         .expect("a committed result file");
         let mut r: RunResult = serde_json::from_str(&text).expect("a valid result");

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-use crate::result::{Latency, Merged, RunResult, SendLag, Summary, TimelinePoint};
+use crate::result::{Latency, Merged, Parameters, RunResult, SendLag, Summary, TimelinePoint};
 use crate::units::Load;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,50 +39,16 @@ pub fn run(args: &MergeArgs) -> Result<()> {
     }
     let merged = merge(runs)?;
     merged.write(&args.output)?;
-    let s = &merged.summary;
-    println!(
-        "{}: {} requests, {:.0} replies/s, {} errors; latency µs p50 {} p99 {} p99.9 {} max {}",
-        args.output.display(),
-        s.requests,
-        s.achieved_rps,
-        s.errors,
-        s.latency_us.p50,
-        s.latency_us.p99,
-        s.latency_us.p999,
-        s.latency_us.max
-    );
+    println!("{}: {}", args.output.display(), merged.summary.line());
     Ok(())
 }
 
 /// Adds up `runs` (file name, result), checking first that they are slices of one load.
 pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
-    let Some((first_file, first)) = runs.first() else { bail!("nothing to merge") };
+    let Some((_, first)) = runs.first() else { bail!("nothing to merge") };
     let starts: Vec<chrono::DateTime<chrono::Utc>> =
         runs.iter().map(|(f, r)| r.start_time().with_context(|| f.clone())).collect::<Result<_>>()?;
-    for (file, r) in &runs[1..] {
-        let differs = |what: &str, a: String, b: String| {
-            format!(
-                "{file} and {first_file} are not slices of one load: {what} {b} against {a}; merge runs of one experiment"
-            )
-        };
-        let (p, q) = (&first.parameters, &r.parameters);
-        if r.workload.name != first.workload.name {
-            bail!(differs("workload", first.workload.name.clone(), r.workload.name.clone()));
-        }
-        if q.mode != p.mode {
-            bail!(differs("mode", format!("{:?}", p.mode), format!("{:?}", q.mode)));
-        }
-        if r.implementation.name != first.implementation.name {
-            bail!(differs("server style", first.implementation.name.clone(), r.implementation.name.clone()));
-        }
-        if (q.duration_s, q.warmup_s) != (p.duration_s, p.warmup_s) {
-            bail!(differs(
-                "window (warm-up + measured)",
-                format!("{} s + {} s", p.warmup_s, p.duration_s),
-                format!("{} s + {} s", q.warmup_s, q.duration_s)
-            ));
-        }
-    }
+    same_experiment(&runs)?;
     let earliest = *starts.iter().min().expect("at least one run");
     let spread = (*starts.iter().max().expect("at least one run") - earliest).as_seconds_f64();
     if spread >= first.parameters.duration_s {
@@ -111,25 +77,7 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
         warmup_errors: runs.iter().map(|(_, r)| r.summary.warmup_errors).sum(),
         latency_us: Latency::sum(merged.commands.values())?.percentiles_us,
     };
-    merged.parameters.load = offered.map_or_else(|| Load::Max.to_string(), |o| Load::Rate(o).to_string());
-    merged.parameters.connections = runs.iter().map(|(_, r)| r.parameters.connections).sum();
-    merged.parameters.generator_threads = runs.iter().map(|(_, r)| r.parameters.generator_threads).sum();
-    // Slices that make up the whole schedule merge into the whole; anything else says which.
-    let slices: Vec<Option<&str>> = runs.iter().map(|(_, r)| r.parameters.slice.as_deref()).collect();
-    let n = runs.len();
-    let whole = (0..n).all(|k| slices.contains(&Some(format!("{k}/{n}").as_str())));
-    merged.parameters.slice = if whole || slices.iter().all(Option::is_none) {
-        None
-    } else {
-        Some(slices.iter().flatten().copied().collect::<Vec<_>>().join("+"))
-    };
-    for (_, r) in &runs[1..] {
-        for server in &r.parameters.servers {
-            if !merged.parameters.servers.contains(server) {
-                merged.parameters.servers.push(server.clone());
-            }
-        }
-    }
+    merged.parameters = merged_parameters(&runs, offered);
     merged.timeline = merge_timelines(runs.iter().map(|(_, r)| r.timeline.as_slice()));
     merged.servers = runs.iter().flat_map(|(_, r)| r.servers.iter().cloned()).collect();
     merged.places = runs.iter().find_map(|(_, r)| r.places.clone());
@@ -156,6 +104,63 @@ pub fn merge(runs: Vec<(String, RunResult)>) -> Result<RunResult> {
             .into(),
     });
     Ok(merged)
+}
+
+/// The parameters of the first run, with what the runs add up to: load, connections, generator
+/// threads, the servers any of them drove, and the slices (none when they make up the whole).
+fn merged_parameters(runs: &[(String, RunResult)], offered: Option<f64>) -> Parameters {
+    let mut p = runs[0].1.parameters.clone();
+    p.load = offered.map_or_else(|| Load::Max.to_string(), |o| Load::Rate(o).to_string());
+    p.connections = runs.iter().map(|(_, r)| r.parameters.connections).sum();
+    p.generator_threads = runs.iter().map(|(_, r)| r.parameters.generator_threads).sum();
+    // Slices that make up the whole schedule merge into the whole; anything else says which.
+    let slices: Vec<Option<&str>> = runs.iter().map(|(_, r)| r.parameters.slice.as_deref()).collect();
+    let n = runs.len();
+    let whole = (0..n).all(|k| slices.contains(&Some(format!("{k}/{n}").as_str())));
+    p.slice = if whole || slices.iter().all(Option::is_none) {
+        None
+    } else {
+        Some(slices.iter().flatten().copied().collect::<Vec<_>>().join("+"))
+    };
+    for (_, r) in &runs[1..] {
+        for server in &r.parameters.servers {
+            if !p.servers.contains(server) {
+                p.servers.push(server.clone());
+            }
+        }
+    }
+    p
+}
+
+/// Whether `runs` (file name, result) are slices of one load: one workload, mode, server style
+/// and window; an error naming the first difference otherwise.
+fn same_experiment(runs: &[(String, RunResult)]) -> Result<()> {
+    let Some((first_file, first)) = runs.first() else { bail!("nothing to merge") };
+    for (file, r) in &runs[1..] {
+        let differs = |what: &str, a: String, b: String| {
+            format!(
+                "{file} and {first_file} are not slices of one load: {what} {b} against {a}; merge runs of one experiment"
+            )
+        };
+        let (p, q) = (&first.parameters, &r.parameters);
+        if r.workload.name != first.workload.name {
+            bail!(differs("workload", first.workload.name.clone(), r.workload.name.clone()));
+        }
+        if q.mode != p.mode {
+            bail!(differs("mode", format!("{:?}", p.mode), format!("{:?}", q.mode)));
+        }
+        if r.implementation.name != first.implementation.name {
+            bail!(differs("server style", first.implementation.name.clone(), r.implementation.name.clone()));
+        }
+        if (q.duration_s, q.warmup_s) != (p.duration_s, p.warmup_s) {
+            bail!(differs(
+                "window (warm-up + measured)",
+                format!("{} s + {} s", p.warmup_s, p.duration_s),
+                format!("{} s + {} s", q.warmup_s, q.duration_s)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Per command name, the sum over the runs that have it.

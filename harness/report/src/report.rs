@@ -379,7 +379,7 @@ mod tests {
     fn mechanisms_table_gives_calls_per_request_and_leaves_out_rare_ones() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
+            "/../../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
         ))
         .expect("a committed result file");
         let mut r: herd_record::result::RunResult = serde_json::from_str(&text).expect("valid");

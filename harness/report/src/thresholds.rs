@@ -216,7 +216,7 @@ mod tests {
     fn result() -> RunResult {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
+            "/../../results/baseline/smoke/threadpool-herd-mixed-500-tdefault-01.json"
         ))
         .expect("a committed result file");
         serde_json::from_str(&text).expect("a valid result")
