@@ -23,6 +23,9 @@ pub struct Key {
     pub load: String,
     pub threads: Option<usize>,
     pub connections: usize,
+    /// The servers ran on CPUs of their own, apart from the generator (`run --pin`): another
+    /// experiment than the same load unpinned, where a saturated server starves the generator.
+    pub pinned: bool,
 }
 
 impl Key {
@@ -33,12 +36,26 @@ impl Key {
             load: r.parameters.load.clone(),
             threads: r.parameters.threads,
             connections: r.parameters.connections,
+            pinned: r.parameters.pinning.is_some(),
         }
     }
 
+    /// The threads column: `default` or the count, and `, pinned` for a pinned run.
     pub fn threads_label(&self) -> String {
-        self.threads.map_or_else(|| "default".into(), |t| t.to_string())
+        threads_label(self.threads, self.pinned)
     }
+
+    /// The style as a line of a figure names it: `twisted`, or `twisted (pinned)`.
+    pub fn style_label(&self) -> String {
+        if self.pinned { format!("{} (pinned)", self.implementation) } else { self.implementation.clone() }
+    }
+}
+
+/// `default` or the thread count, and `, pinned` when the servers were pinned apart from the
+/// generator.
+pub fn threads_label(threads: Option<usize>, pinned: bool) -> String {
+    let threads = threads.map_or_else(|| "default".into(), |t| t.to_string());
+    if pinned { format!("{threads}, pinned") } else { threads }
 }
 
 /// The numbers a report or comparison looks at, derived from one result.

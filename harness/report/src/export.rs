@@ -135,7 +135,8 @@ pub fn export(groups: &BTreeMap<Key, Vec<Metrics>>, format: Format) -> Value {
 
 fn benchmark_name(key: &Key) -> String {
     let threads = key.threads.map(|t| format!("/t{t}")).unwrap_or_default();
-    format!("{}/{}/{}/c{}{threads}", key.workload, key.implementation, key.load, key.connections)
+    let pinned = if key.pinned { "/pinned" } else { "" };
+    format!("{}/{}/{}/c{}{threads}{pinned}", key.workload, key.implementation, key.load, key.connections)
 }
 
 fn min(values: &[f64]) -> f64 {
@@ -175,6 +176,7 @@ mod tests {
             load: "2k".into(),
             threads: None,
             connections: 64,
+            pinned: false,
         };
         BTreeMap::from([(
             key,

@@ -455,10 +455,11 @@ fn series_by<'a>(
     let mut groups: BTreeMap<usize, BTreeMap<String, (Look, Vec<(f64, &Row)>)>> = BTreeMap::new();
     for r in rows {
         let Some((fixed_threads, x)) = x_of(r) else { continue };
+        let style = r.key.style_label();
         let label = match fixed_threads {
-            Some(t) => format!("{} (t={t})", r.key.implementation),
-            None if r.key.threads.is_some() && r.m.offered_rps.is_none() => format!("{} (max)", r.key.implementation),
-            None => r.key.implementation.clone(),
+            Some(t) => format!("{style} (t={t})"),
+            None if r.key.threads.is_some() && r.m.offered_rps.is_none() => format!("{style} (max)"),
+            None => style,
         };
         let line = groups
             .entry(r.key.connections)
@@ -514,11 +515,7 @@ fn spectrum_series(loaded: &[Loaded], workload: &str, palette: &Palette) -> BTre
                     (nines, h.value_at_quantile(1.0 - 10f64.powf(-nines)).max(1) as f64)
                 })
                 .collect();
-            Series {
-                label: format!("{} @ {load}", key.implementation),
-                look: palette.look(&key.implementation),
-                points,
-            }
+            Series { label: format!("{} @ {load}", key.style_label()), look: palette.look(&key.implementation), points }
         };
         figures.entry(key.threads).or_default().push(series);
     }

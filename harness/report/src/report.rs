@@ -48,6 +48,8 @@ pub struct Knee {
     pub workload: String,
     pub implementation: String,
     pub threads: Option<usize>,
+    /// Measured with the servers pinned apart from the generator (`run --pin`).
+    pub pinned: bool,
     /// Highest offered rate meeting the objective, if any did.
     pub knee_rps: Option<f64>,
     pub loads_tried: usize,
@@ -120,15 +122,17 @@ pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
 /// achieved ≥ 99 % of offered, no errors, no dropped floods and p99 ≤ the objective (a pass above a
 /// failure does not count), for every (workload, style, threads) measured at two or more open-loop rates.
 pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
-    let mut series: BTreeMap<(String, String, Option<usize>, usize), Vec<&Row>> = BTreeMap::new();
+    // One series per experiment but its load: pinned and unpinned runs are series apart.
+    let mut series: BTreeMap<(String, String, Option<usize>, usize, bool), Vec<&Row>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
         let k = &r.key;
-        series.entry((k.workload.clone(), k.implementation.clone(), k.threads, k.connections)).or_default().push(r);
+        let experiment = (k.workload.clone(), k.implementation.clone(), k.threads, k.connections, k.pinned);
+        series.entry(experiment).or_default().push(r);
     }
     series
         .into_iter()
         .filter(|(_, rs)| rs.len() >= 2)
-        .map(|((workload, implementation, threads, _), rs)| {
+        .map(|((workload, implementation, threads, _, pinned), rs)| {
             let mut rs = rs;
             rs.sort_by(|a, b| a.m.offered_rps.unwrap_or(0.0).total_cmp(&b.m.offered_rps.unwrap_or(0.0)));
             let knee_rps = rs
@@ -142,7 +146,7 @@ pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
                 })
                 .filter_map(|r| r.m.offered_rps)
                 .last();
-            Knee { workload, implementation, threads, knee_rps, loads_tried: rs.len() }
+            Knee { workload, implementation, threads, pinned, knee_rps, loads_tried: rs.len() }
         })
         .collect()
 }
@@ -226,7 +230,7 @@ fn sections(loaded: &[Loaded], rows: &[Row], knees: &[Knee], left_out: usize, sl
         let _ = writeln!(k, "|---|---|---|---:|---:|");
         for knee in knees {
             let value = knee.knee_rps.map_or_else(|| "below the lowest load".to_owned(), |v| format!("{v:.0}"));
-            let threads = knee.threads.map_or_else(|| "default".into(), |t| t.to_string());
+            let threads = collection::threads_label(knee.threads, knee.pinned);
             let _ = writeln!(
                 k,
                 "| {} | {} | {threads} | {value} | {} |",
@@ -356,6 +360,7 @@ mod tests {
             load: format!("{offered}"),
             threads: None,
             connections: 64,
+            pinned: false,
         };
         let m = Metrics {
             offered_rps: Some(offered),
@@ -429,6 +434,22 @@ mod tests {
         assert_eq!((knees[2].implementation.as_str(), knees[2].knee_rps), ("d", Some(1000.0)));
         // Dropped floods: the herd disagrees, so that rate was not served.
         assert_eq!((knees[3].implementation.as_str(), knees[3].knee_rps), ("e", Some(1000.0)));
+    }
+
+    #[test]
+    fn pinned_and_unpinned_runs_are_knees_apart() {
+        let pinned = |r: Row| Row { key: Key { pinned: true, ..r.key.clone() }, ..r };
+        let rows = vec![
+            row("a", 1000.0, 1000.0, 500.0, 0.0),
+            row("a", 2000.0, 1500.0, 50_000.0, 0.0), // unpinned: the generator starved at 2k
+            pinned(row("a", 1000.0, 1000.0, 500.0, 0.0)),
+            pinned(row("a", 2000.0, 2000.0, 900.0, 0.0)),
+            pinned(row("a", 3000.0, 3000.0, 950.0, 0.0)),
+        ];
+        let knees = knees(&rows, 10_000.0);
+        let of = |pinned: bool| knees.iter().find(|k| k.pinned == pinned).and_then(|k| k.knee_rps);
+        assert_eq!((knees.len(), of(false), of(true)), (2, Some(1000.0), Some(3000.0)));
+        assert_eq!(collection::threads_label(None, true), "default, pinned");
     }
 
     #[test]
