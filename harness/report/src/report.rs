@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::collection::{self, Loaded, Metrics, Row, median};
+use crate::collection::{self, Key, Loaded, Metrics, Row, median};
 use crate::findings;
 use crate::plots;
 use herd_record::result::RunResult;
@@ -123,16 +123,14 @@ pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
 /// failure does not count), for every (workload, style, threads) measured at two or more open-loop rates.
 pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
     // One series per experiment but its load: pinned and unpinned runs are series apart.
-    let mut series: BTreeMap<(String, String, Option<usize>, usize, bool), Vec<&Row>> = BTreeMap::new();
+    let mut series: BTreeMap<Key, Vec<&Row>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
-        let k = &r.key;
-        let experiment = (k.workload.clone(), k.implementation.clone(), k.threads, k.connections, k.pinned);
-        series.entry(experiment).or_default().push(r);
+        series.entry(Key { load: String::new(), ..r.key.clone() }).or_default().push(r);
     }
     series
         .into_iter()
         .filter(|(_, rs)| rs.len() >= 2)
-        .map(|((workload, implementation, threads, _, pinned), rs)| {
+        .map(|(Key { workload, implementation, threads, pinned, .. }, rs)| {
             let mut rs = rs;
             rs.sort_by(|a, b| a.m.offered_rps.unwrap_or(0.0).total_cmp(&b.m.offered_rps.unwrap_or(0.0)));
             let knee_rps = rs
@@ -351,7 +349,6 @@ pub fn replace_sections(text: &str, sections: &[(String, String)]) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collection::Key;
 
     fn row(implementation: &str, offered: f64, achieved: f64, p99_us: f64, errors: f64) -> Row {
         let key = Key {
