@@ -555,6 +555,27 @@ fn an_installed_binary_works_from_an_empty_folder_and_leaves_the_checkout_alone(
     assert!(empty.join("report/report.md").is_file(), "report writes where it is told");
     let bmf = installed(&["export", "results", "--format", "bmf"]);
     assert!(bmf.contains("herd-mixed/threadpool/200/c4"), "{bmf}");
+    // Guests come from the `guests/` of the folder it runs in or an ancestor's, never from the
+    // checkout it was built in: here a toy guest, found from a folder below, and not twisted.
+    let toy = empty.join("guests/toy");
+    std::fs::create_dir_all(&toy).expect("a guest folder");
+    std::fs::write(
+        toy.join("impl.toml"),
+        "name = \"toy\"\nstyle = \"s\"\nruntime = \"r\"\nmechanism = \"m\"\nupstream_wait = \"u\"\n\
+         threads = \"t\"\nmodes = [\"echo\"]\n[guest]\nlanguage = \"sh\"\nsetup = \"true\"\n\
+         versions = \"true\"\nserve = [\"{dir}/server\"]\n",
+    )
+    .expect("its impl.toml");
+    let below = empty.join("below");
+    std::fs::create_dir_all(&below).expect("a folder below");
+    let unknown = std::process::Command::new(root.join("bin/harness"))
+        .args(["run", "--impl", "nosuch", "--load", "100"])
+        .current_dir(&below)
+        .output()
+        .expect("the installed harness runs");
+    let listed = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success() && listed.contains("unknown implementation"), "{listed}");
+    assert!(listed.contains(", toy") && !listed.contains("twisted"), "guests listed: {listed}");
     assert_eq!(git_status(), before, "the checkout changed");
     let _ = std::fs::remove_dir_all(scratch);
 }

@@ -18,9 +18,12 @@
 //! server through `harness serve` — the herd, the conformance suite, scenarios, WAN herds — starts a
 //! guest unchanged, and everything measured from /proc and perf needs nothing from it.
 //!
-//! Guests are found in the workspace's `guests/` and in every folder named by `--guest PATH`, which
-//! the harness passes on to the processes it starts through `HERDBENCH_GUESTS` (a `:`-separated list
-//! of folders, each a guest or a folder of guests).
+//! Guests are found in the project's `guests/` — the `guests/` folder of the current folder or of
+//! its nearest ancestor that has one, as git finds `.git`, so the checkout's guests are found from
+//! anywhere inside it and an installed binary run elsewhere finds none of them — and in every
+//! folder named by `--guest PATH`, which the harness passes on to the processes it starts through
+//! `HERDBENCH_GUESTS` (a `:`-separated list of folders, each a guest or a folder of guests). Nothing
+//! is read from the checkout the binary was built in.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -35,14 +38,6 @@ use sha2::{Digest, Sha256};
 
 use herd_record::catalogue::ImplMeta;
 use herd_record::catalogue::{GuestRecord, GuestSpec, GuestVariant};
-
-/// The workspace this harness was built from. Only what belongs to a checkout is looked for
-/// there (the project's guests); workloads and scenarios are built into the binary, and results
-/// go to the current folder, so that an installed `harness` works from any folder.
-pub fn workspace_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    root.canonicalize().unwrap_or(root)
-}
 
 /// The environment variable that carries `--guest` folders to child processes.
 pub const GUESTS_ENV: &str = "HERDBENCH_GUESTS";
@@ -61,9 +56,16 @@ pub struct Guest {
     pub variant: Option<(String, GuestVariant)>,
 }
 
-/// The folders guests are looked for in: the workspace's `guests/`, then `HERDBENCH_GUESTS`'s.
+/// The project's `guests/`: that of the current folder or of its nearest ancestor with one that
+/// holds a guest.
+fn project_guests() -> Option<PathBuf> {
+    let here = std::env::current_dir().ok()?;
+    here.ancestors().map(|dir| dir.join("guests")).find(|dir| has_guest_children(dir))
+}
+
+/// The folders guests are looked for in: the project's `guests/`, then `HERDBENCH_GUESTS`'s.
 fn search_roots() -> Vec<PathBuf> {
-    let mut roots = vec![workspace_root().join("guests")];
+    let mut roots: Vec<PathBuf> = project_guests().into_iter().collect();
     if let Some(list) = std::env::var_os(GUESTS_ENV) {
         roots.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
     }
