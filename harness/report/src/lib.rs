@@ -13,6 +13,7 @@
 //! - [`gate`]: the per-style gate's metrics, baseline, bands and verdicts.
 //! - [`summary`]: the table a run prints.
 //! - [`findings`]: REPORT.md's checked claims.
+//! - [`knees`]: the capacity knee of each style, from the medians per experiment.
 //! - [`plots`]: the figures; [`scenario`]: the section on scenario runs.
 //! - [`report`]: `harness report` — tables, knees, figures and REPORT.md's generated parts.
 
@@ -22,6 +23,7 @@ pub mod export;
 pub mod findings;
 pub mod gate;
 pub mod hlog;
+pub mod knees;
 pub mod plots;
 pub mod report;
 pub mod scenario;

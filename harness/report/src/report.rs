@@ -13,9 +13,10 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::collection::{self, Key, Loaded, Metrics, Row, median};
+use crate::collection::{self, Loaded, Row, median};
 use crate::findings;
-use crate::plots;
+use crate::knees::{Knee, knees, rows};
+use crate::plots::{self, Drawn};
 use herd_record::result::RunResult;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -42,19 +43,6 @@ pub struct ReportArgs {
     pub part: Option<String>,
 }
 
-/// The capacity knee of one style on one workload.
-#[derive(Debug, Clone)]
-pub struct Knee {
-    pub workload: String,
-    pub implementation: String,
-    pub threads: Option<usize>,
-    /// Measured with the servers pinned apart from the generator (`run --pin`).
-    pub pinned: bool,
-    /// Highest offered rate meeting the objective, if any did.
-    pub knee_rps: Option<f64>,
-    pub loads_tried: usize,
-}
-
 pub fn run(args: &ReportArgs) -> Result<()> {
     // Scenario runs change their load and fault the herd mid-window: they have a section and
     // figures of their own, and stay out of the steady-state tables, knees and findings.
@@ -74,8 +62,15 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let on_schedule = collection::on_schedule(&loaded, args.include_behind);
     let left_out = loaded.len() - on_schedule.len();
     let knees = knees(&self::rows(&on_schedule), args.slo_ms * 1000.0);
-    let mut figures = plots::write_all(&loaded, &rows, &out)?;
-    figures.extend(plots::write_scenarios(&scenarios, &out)?);
+    let mut figures = plots::write_all(&loaded, args.slo_ms * 1000.0, &out)?;
+    // A scenario's figures live beside its runs (their folder's report/), unless --out says where.
+    let scenario_out = match (&args.out, plots::run_folder(&scenarios)) {
+        (None, Some(folder)) if !scenarios.is_empty() => folder.join("report"),
+        _ => out.clone(),
+    };
+    std::fs::create_dir_all(&scenario_out).with_context(|| format!("creating {}", scenario_out.display()))?;
+    figures.extend(plots::write_scenarios(&scenarios, &scenario_out)?);
+    remove_stale_figures(&figures, &[&out, &scenario_out])?;
     let report_md = out.join("report.md");
     // Figure links are relative to the markdown file they appear in: the last section is per file.
     let mut sections = sections(&loaded, &rows, &knees, left_out, args.slo_ms);
@@ -105,48 +100,6 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     println!("{}", report_md.display());
     Ok(())
-}
-
-/// Medians per experiment.
-pub fn rows(loaded: &[Loaded]) -> Vec<Row> {
-    collection::group(loaded)
-        .into_iter()
-        .map(|(key, runs)| {
-            let all: Vec<Metrics> = runs.iter().map(|r| Metrics::of(r)).collect();
-            Row { key, repeats: runs.len(), m: Metrics::median_of(&all), spread: Metrics::relative_spread_of(&all) }
-        })
-        .collect()
-}
-
-/// The capacity knee: the highest offered rate L such that every measured rate up to L had
-/// achieved ≥ 99 % of offered, no errors, no dropped floods and p99 ≤ the objective (a pass above a
-/// failure does not count), for every (workload, style, threads) measured at two or more open-loop rates.
-pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
-    // One series per experiment but its load: pinned and unpinned runs are series apart.
-    let mut series: BTreeMap<Key, Vec<&Row>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
-        series.entry(Key { load: String::new(), ..r.key.clone() }).or_default().push(r);
-    }
-    series
-        .into_iter()
-        .filter(|(_, rs)| rs.len() >= 2)
-        .map(|(Key { workload, implementation, threads, pinned, .. }, rs)| {
-            let mut rs = rs;
-            rs.sort_by(|a, b| a.m.offered_rps.unwrap_or(0.0).total_cmp(&b.m.offered_rps.unwrap_or(0.0)));
-            let knee_rps = rs
-                .iter()
-                .take_while(|r| {
-                    let offered = r.m.offered_rps.unwrap_or(f64::INFINITY);
-                    r.m.achieved_rps >= 0.99 * offered
-                        && r.m.errors == 0.0
-                        && r.m.floods_dropped == 0.0
-                        && r.m.p99_us <= slo_us
-                })
-                .filter_map(|r| r.m.offered_rps)
-                .last();
-            Knee { workload, implementation, threads, pinned, knee_rps, loads_tried: rs.len() }
-        })
-        .collect()
 }
 
 fn fmt_us(v: f64) -> String {
@@ -281,15 +234,36 @@ fn mechanisms(loaded: &[Loaded]) -> String {
     out
 }
 
-/// The figures section of the markdown file `markdown`, linking each figure relative to it.
-fn figures_section(figures: &[PathBuf], markdown: &Path) -> (String, String) {
+/// The figures section of the markdown file `markdown`: each figure linked relative to it, with its
+/// caption under it.
+fn figures_section(figures: &[Drawn], markdown: &Path) -> (String, String) {
     let mut f = String::new();
     for fig in figures {
-        let shown = link_from(markdown, fig).unwrap_or_else(|| fig.clone());
-        let title = fig.file_stem().map(|s| s.to_string_lossy().replace('-', " ")).unwrap_or_default();
-        let _ = writeln!(f, "![{title}]({})\n", shown.display());
+        let shown = link_from(markdown, &fig.svg).unwrap_or_else(|| fig.svg.clone());
+        let title = fig.svg.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = writeln!(f, "![{}]({})\n\n*{title}: {}*\n", title.replace('-', " "), shown.display(), fig.caption);
     }
     ("figures".to_owned(), f)
+}
+
+/// Removes the figures in `folders` that this report did not write (by [`plots::NAMES`]' prefixes,
+/// SVG and PNG), so that a report folder never keeps a figure of another run beside this one's.
+fn remove_stale_figures(written: &[Drawn], folders: &[&Path]) -> Result<()> {
+    let kept: std::collections::BTreeSet<PathBuf> =
+        written.iter().flat_map(|d| [d.svg.clone(), d.svg.with_extension("png")]).collect();
+    for folder in folders {
+        for entry in std::fs::read_dir(folder).with_context(|| format!("reading {}", folder.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let figure =
+                plots::NAMES.iter().any(|p| name.starts_with(p)) && (name.ends_with(".svg") || name.ends_with(".png"));
+            if figure && !kept.contains(&path) {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                eprintln!("removed {}: not a figure of these results", path.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `target` as a relative link from the markdown file `markdown` (its directory and `target` must
@@ -350,33 +324,6 @@ pub fn replace_sections(text: &str, sections: &[(String, String)]) -> Result<Str
 mod tests {
     use super::*;
 
-    fn row(implementation: &str, offered: f64, achieved: f64, p99_us: f64, errors: f64) -> Row {
-        let key = Key {
-            workload: "w".into(),
-            implementation: implementation.into(),
-            load: format!("{offered}"),
-            threads: None,
-            connections: 64,
-            pinned: false,
-        };
-        let m = Metrics {
-            offered_rps: Some(offered),
-            achieved_rps: achieved,
-            p50_us: 1.0,
-            p99_us,
-            p999_us: p99_us,
-            max_us: p99_us,
-            errors,
-            floods_dropped: 0.0,
-            cpu_us_per_request: 1.0,
-            syscalls_per_request: 1.0,
-            switches_per_request: 1.0,
-            rss_mib: 1.0,
-            threads: 1.0,
-        };
-        Row { key, repeats: 1, m, spread: m }
-    }
-
     #[test]
     fn mechanisms_table_gives_calls_per_request_and_leaves_out_rare_ones() {
         let text = std::fs::read_to_string(concat!(
@@ -403,50 +350,6 @@ mod tests {
         assert!(table.contains("| style | all | futex |"), "{table}");
         assert!(table.contains("| threadpool | 3.0 | 1.0 |"), "runs without --syscalls are not zeros: {table}");
         assert_eq!(mechanisms(&[]), "No runs with `--syscalls` in these results.\n");
-    }
-
-    #[test]
-    fn knee_is_the_highest_load_meeting_every_condition() {
-        let rows = vec![
-            row("a", 1000.0, 1000.0, 500.0, 0.0),
-            row("a", 2000.0, 1995.0, 9000.0, 0.0),
-            row("a", 3000.0, 2900.0, 9000.0, 0.0),   // achieved < 99 %
-            row("a", 4000.0, 4000.0, 20_000.0, 0.0), // p99 over the objective
-            row("b", 1000.0, 1000.0, 500.0, 3.0),    // errors
-            row("b", 2000.0, 2000.0, 500.0, 0.0),    // passes, but above a failure
-            row("d", 1000.0, 1000.0, 500.0, 0.0),
-            row("d", 2000.0, 2000.0, 50_000.0, 0.0),
-            row("d", 3000.0, 3000.0, 500.0, 0.0), // a pass above a failure is not the knee
-            row("c", 1000.0, 1000.0, 500.0, 0.0), // one load: no knee
-            row("e", 1000.0, 1000.0, 500.0, 0.0),
-            Row {
-                m: Metrics { floods_dropped: 7.0, ..row("e", 2000.0, 2000.0, 500.0, 0.0).m },
-                ..row("e", 2000.0, 0.0, 0.0, 0.0)
-            },
-        ];
-        let knees = knees(&rows, 10_000.0);
-        assert_eq!(knees.len(), 4);
-        assert_eq!((knees[0].implementation.as_str(), knees[0].knee_rps), ("a", Some(2000.0)));
-        assert_eq!((knees[1].implementation.as_str(), knees[1].knee_rps), ("b", None));
-        assert_eq!((knees[2].implementation.as_str(), knees[2].knee_rps), ("d", Some(1000.0)));
-        // Dropped floods: the herd disagrees, so that rate was not served.
-        assert_eq!((knees[3].implementation.as_str(), knees[3].knee_rps), ("e", Some(1000.0)));
-    }
-
-    #[test]
-    fn pinned_and_unpinned_runs_are_knees_apart() {
-        let pinned = |r: Row| Row { key: Key { pinned: true, ..r.key.clone() }, ..r };
-        let rows = vec![
-            row("a", 1000.0, 1000.0, 500.0, 0.0),
-            row("a", 2000.0, 1500.0, 50_000.0, 0.0), // unpinned: the generator starved at 2k
-            pinned(row("a", 1000.0, 1000.0, 500.0, 0.0)),
-            pinned(row("a", 2000.0, 2000.0, 900.0, 0.0)),
-            pinned(row("a", 3000.0, 3000.0, 950.0, 0.0)),
-        ];
-        let knees = knees(&rows, 10_000.0);
-        let of = |pinned: bool| knees.iter().find(|k| k.pinned == pinned).and_then(|k| k.knee_rps);
-        assert_eq!((knees.len(), of(false), of(true)), (2, Some(1000.0), Some(3000.0)));
-        assert_eq!(collection::threads_label(None, true), "default, pinned");
     }
 
     #[test]
