@@ -304,10 +304,15 @@ fn compare_flags_a_slower_run_and_report_writes_tables_and_plots() {
     assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
     let md = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
     assert!(md.contains("| threadpool | 300 | default | 4 |"), "{md}");
-    assert!(report_dir.join("latency-spectrum-herd-mixed.svg").exists());
+    // One style's runs get a spectrum and a timeline of their own, each captioned, naming its run.
+    for figure in ["latency-spectrum-herd-mixed-300", "timeline-herd-mixed-300"] {
+        let svg = std::fs::read_to_string(report_dir.join(format!("{figure}.svg"))).expect("the figure");
+        assert!(svg.contains(&format!("from {base}")), "{figure} names its run: {base}");
+        assert!(md.contains(&format!("*{figure}: ")), "{figure} has a caption: {md}");
+    }
     // A PNG beside each SVG where a font for its text exists; otherwise the report says why not.
     let font = herd_report::plots::FONT_FILES.iter().any(|f| std::path::Path::new(f).exists());
-    let png = report_dir.join("latency-spectrum-herd-mixed.png");
+    let png = report_dir.join("latency-spectrum-herd-mixed-300.png");
     if font {
         let bytes = std::fs::read(&png).expect("a PNG beside the SVG");
         assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
@@ -647,4 +652,73 @@ fn the_readmes_commands_name_real_subcommands_flags_styles_and_workloads() {
             }
         }
     }
+}
+
+/// The HTML report in a real browser (headless Chromium; `scripts/browser.sh` installs it, CI runs
+/// it and sets `HERDBENCH_REQUIRE_BROWSER`): REPORT.md's guests part regenerated into a copy, its
+/// page loaded with console logging on. The page loads with no console message and no script
+/// error, leads with the answer, inlines its figures (nothing fetched), marks the verdicts, and
+/// sorts a table by a numeric column in order (its `#selftest`).
+#[test]
+fn the_html_report_opens_in_a_real_browser_answer_first_and_without_a_console_error() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("HERDBENCH_REQUIRE_BROWSER").is_none(),
+            "HERDBENCH_REQUIRE_BROWSER is set and no chromium runs (scripts/browser.sh installs it)"
+        );
+        common::skipped("the HTML report's browser test", "no chromium (scripts/browser.sh installs it)");
+        return;
+    };
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let dir = temp_dir("html");
+    let (markdown, page) = (dir.join("REPORT.md"), dir.join("REPORT.html"));
+    std::fs::copy(root.join("REPORT.md"), &markdown).expect("a copy of REPORT.md");
+    let guests = root.join("results/runs/guests-1");
+    let out = harness(&[
+        "report",
+        guests.to_str().expect("utf8"),
+        "--out",
+        dir.join("report").to_str().expect("utf8"),
+        "--update",
+        markdown.to_str().expect("utf8"),
+        "--part",
+        "guests",
+        "--html",
+        page.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert!(!html.contains("src=\"http") && !html.contains("<link "), "the page fetches nothing");
+    let shown = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"])
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("file://{}#selftest", page.display()))
+        .output()
+        .expect("the browser runs");
+    let (dom, log) = (String::from_utf8_lossy(&shown.stdout), String::from_utf8_lossy(&shown.stderr));
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    let root_tag = dom.lines().find(|l| l.starts_with("<html")).unwrap_or_default();
+    assert!(root_tag.contains("data-ready=\"yes\"") && !root_tag.contains("data-errors"), "{root_tag}");
+    assert!(root_tag.contains("data-selftest=\"sorted\""), "a table sorted by a click: {root_tag}");
+    // Every figure of the regenerated guests part is inline.
+    let md = std::fs::read_to_string(&markdown).expect("the updated copy");
+    let part = md.split("herdbench:begin guests-figures").nth(1).and_then(|p| p.split("herdbench:end").next());
+    let regenerated = part.expect("the guests' figures").matches("![").count();
+    let inline: usize = root_tag
+        .split("data-figures=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .expect("data-figures");
+    assert!(regenerated > 0 && inline >= regenerated, "{inline} inline of {regenerated}");
+    // The answer first, verdicts marked.
+    let first_h2 = dom.split("<h2").nth(1).unwrap_or_default();
+    assert!(first_h2.starts_with(" id=\"the-answer"), "the first section: {}", &first_h2[..first_h2.len().min(120)]);
+    assert!(dom.contains("<mark class=\"verdict ok\">supported</mark>"), "verdicts marked");
+    assert!(dom.contains("<table class=\"sortable\">"), "sortable tables");
+    let _ = std::fs::remove_dir_all(dir);
 }

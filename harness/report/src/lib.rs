@@ -16,6 +16,7 @@
 //! - [`knees`]: the capacity knee of each style, from the medians per experiment.
 //! - [`plots`]: the figures; [`scenario`]: the section on scenario runs.
 //! - [`report`]: `harness report` — tables, knees, figures and REPORT.md's generated parts.
+//! - [`html`]: the report as one self-contained HTML page.
 
 pub mod collection;
 pub mod compare;
@@ -23,6 +24,7 @@ pub mod export;
 pub mod findings;
 pub mod gate;
 pub mod hlog;
+pub mod html;
 pub mod knees;
 pub mod plots;
 pub mod report;

@@ -41,9 +41,20 @@ pub struct ReportArgs {
     /// their findings to the main run (e.g. `--part guests` for the guests' own run).
     #[arg(long, requires = "update")]
     pub part: Option<String>,
+    /// Also write the report as one self-contained HTML page (figures inline, sortable tables,
+    /// verdicts marked): of the --update file when given (REPORT.md, answer first), else of
+    /// report.md.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
+    if let Some(page) = &args.html {
+        let folder = page.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !folder.is_dir() {
+            bail!("--html {}: no folder {}; name a file in a folder that exists", page.display(), folder.display());
+        }
+    }
     // Scenario runs change their load and fault the herd mid-window: they have a section and
     // figures of their own, and stay out of the steady-state tables, knees and findings.
     let (scenarios, loaded): (Vec<Loaded>, Vec<Loaded>) =
@@ -97,6 +108,9 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         for (claim, verdict) in &verdicts {
             eprintln!("finding {claim}: {verdict}");
         }
+    }
+    if let Some(page) = &args.html {
+        crate::html::write(args.update.as_deref().unwrap_or(&report_md), page)?;
     }
     println!("{}", report_md.display());
     Ok(())

@@ -163,6 +163,12 @@ fn group_of(key: &Key) -> Key {
     Key { implementation: String::new(), load: String::new(), ..key.clone() }
 }
 
+/// How many styles a load must have been measured with to get a figure of its own: two, or one
+/// where no load of the workload had more (a folder of one style's runs).
+fn shared_by(styles_per_load: impl Iterator<Item = usize>) -> usize {
+    styles_per_load.max().unwrap_or(0).clamp(1, 2)
+}
+
 /// `N runs whose generator fell behind its schedule left out`, or nothing.
 fn left_out(n: usize) -> Vec<String> {
     match n {
@@ -188,7 +194,8 @@ impl Figures<'_> {
         Sheet { name, caption, run: run_name(runs), notes, body }
     }
 
-    /// A latency spectrum for every load two or more styles were measured at, repeats merged. Runs
+    /// A latency spectrum for every load two or more styles were measured at (every load, for one
+    /// style's runs), repeats merged. Runs
     /// whose generator fell behind are left out, unless a style has no other: then they are drawn
     /// dashed, and the legend says so.
     fn spectra(&self, runs: &[&Loaded], rows: &[Row]) -> Vec<Sheet> {
@@ -211,8 +218,9 @@ impl Figures<'_> {
                 }
             }
         }
+        let shared = shared_by(points.values().map(BTreeMap::len));
         let mut sheets = Vec::new();
-        for (point, styles) in points.into_iter().filter(|(_, s)| s.len() >= 2) {
+        for (point, styles) in points.into_iter().filter(|(_, s)| s.len() >= shared) {
             let (mut n_behind, mut dashed) = (0, 0);
             let mut series = Vec::new();
             for (key, [kept, late]) in &styles {
@@ -460,7 +468,8 @@ impl Figures<'_> {
         sheets
     }
 
-    /// For every load two or more styles were measured at, the p99 of each second of every run,
+    /// For every load two or more styles were measured at (every load, for one style's runs), the
+    /// p99 of each second of every run,
     /// rounds laid end to end (a gap between rounds).
     fn timelines(&self, runs: &[&Loaded]) -> Vec<Sheet> {
         let mut points: BTreeMap<Key, BTreeMap<Key, Vec<&Loaded>>> = BTreeMap::new();
@@ -473,8 +482,9 @@ impl Figures<'_> {
                 .or_default()
                 .push(l);
         }
+        let shared = shared_by(points.values().map(BTreeMap::len));
         let mut sheets = Vec::new();
-        for (point, styles) in points.into_iter().filter(|(_, s)| s.len() >= 2) {
+        for (point, styles) in points.into_iter().filter(|(_, s)| s.len() >= shared) {
             let mut behind = 0;
             let drawn: Vec<&Loaded> = styles.values().flatten().copied().collect();
             let series = styles
