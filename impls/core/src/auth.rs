@@ -170,6 +170,9 @@ pub fn accept_line(acceptor: &str, nonce: &[u8; NONCE_BYTES], proof: &[u8; PROOF
     format!("HERD {acceptor} {} {}\n", encode_hex(nonce), encode_hex(proof)).into_bytes()
 }
 
+/// The length of [`auth_line`]'s line: `AUTH`, a space, the proof in hex and the newline.
+pub const AUTH_LINE_BYTES: usize = 5 + 2 * PROOF_BYTES + 1;
+
 /// The opener's last handshake line.
 pub fn auth_line(proof: &[u8; PROOF_BYTES]) -> Vec<u8> {
     format!("AUTH {}\n", encode_hex(proof)).into_bytes()
@@ -230,6 +233,11 @@ fn encode_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auth_lines_length_is_its_constant() {
+        assert_eq!(auth_line(&[7; PROOF_BYTES]).len(), AUTH_LINE_BYTES);
+    }
 
     const NAMES: Names<'static> = Names { opener: "Alford", acceptor: "Hamilton" };
     const NONCES: Nonces = Nonces { opener: [1; NONCE_BYTES], acceptor: [2; NONCE_BYTES] };
