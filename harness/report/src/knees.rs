@@ -10,6 +10,7 @@ pub struct Knee {
     pub workload: String,
     pub implementation: String,
     pub threads: Option<usize>,
+    pub connections: usize,
     /// Measured with the servers pinned apart from the generator (`run --pin`).
     pub pinned: bool,
     /// Highest offered rate meeting the objective, if any did.
@@ -40,7 +41,7 @@ pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
     series
         .into_iter()
         .filter(|(_, rs)| rs.len() >= 2)
-        .map(|(Key { workload, implementation, threads, pinned, .. }, rs)| {
+        .map(|(Key { workload, implementation, threads, connections, pinned, .. }, rs)| {
             let mut rs = rs;
             rs.sort_by(|a, b| a.m.offered_rps.unwrap_or(0.0).total_cmp(&b.m.offered_rps.unwrap_or(0.0)));
             let knee_rps = rs
@@ -54,7 +55,7 @@ pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
                 })
                 .filter_map(|r| r.m.offered_rps)
                 .last();
-            Knee { workload, implementation, threads, pinned, knee_rps, loads_tried: rs.len() }
+            Knee { workload, implementation, threads, connections, pinned, knee_rps, loads_tried: rs.len() }
         })
         .collect()
 }

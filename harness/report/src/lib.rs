@@ -12,6 +12,7 @@
 //!   github-action-benchmark JSON for CI trackers.
 //! - [`gate`]: the per-style gate's metrics, baseline, bands and verdicts.
 //! - [`summary`]: the table a run prints.
+//! - [`glance`]: a report's first section: which style did best at what.
 //! - [`findings`]: REPORT.md's checked claims.
 //! - [`knees`]: the capacity knee of each style, from the medians per experiment.
 //! - [`plots`]: the figures; [`scenario`]: the section on scenario runs.
@@ -23,6 +24,7 @@ pub mod compare;
 pub mod export;
 pub mod findings;
 pub mod gate;
+pub mod glance;
 pub mod hlog;
 pub mod html;
 pub mod knees;

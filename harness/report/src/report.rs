@@ -84,7 +84,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     remove_stale_figures(&figures, &[&out, &scenario_out])?;
     let report_md = out.join("report.md");
     // Figure links are relative to the markdown file they appear in: the last section is per file.
-    let mut sections = sections(&loaded, &rows, &knees, left_out, args.slo_ms);
+    let mut sections = vec![("at a glance".to_owned(), crate::glance::section(&self::rows(&on_schedule), &knees))];
+    sections.extend(self::sections(&loaded, &rows, &knees, left_out, args.slo_ms));
     sections.push(("scenarios".to_owned(), crate::scenario::report_section(&scenarios)));
     sections.push(figures_section(&figures, &report_md));
     let mut md = String::from("# herdbench results\n\n");

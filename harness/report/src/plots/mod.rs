@@ -365,19 +365,21 @@ impl Figures<'_> {
     /// Each style's knee as a ranked bar, in % of the best; a knee at the highest load judged (the
     /// highest with a run whose generator kept up) says so: the style may hold more.
     fn knee_bars(&self, knees: &[Knee], rows: &[Row], runs: &[&Loaded]) -> Vec<Sheet> {
-        let mut groups: BTreeMap<(Option<usize>, bool), Vec<&Knee>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Option<usize>, bool, usize), Vec<&Knee>> = BTreeMap::new();
         for k in knees.iter().filter(|k| k.workload == self.workload) {
-            groups.entry((k.threads, k.pinned)).or_default().push(k);
+            groups.entry((k.threads, k.pinned, k.connections)).or_default().push(k);
         }
         let slo = Unit::Micros.label(self.slo_us);
         let mut sheets = Vec::new();
-        for ((threads, pinned), mut ks) in groups.into_iter().filter(|(_, ks)| ks.len() >= 2) {
+        for ((threads, pinned, connections), mut ks) in groups.into_iter().filter(|(_, ks)| ks.len() >= 2) {
             ks.sort_by(|a, b| b.knee_rps.unwrap_or(0.0).total_cmp(&a.knee_rps.unwrap_or(0.0)));
             let best = ks.first().and_then(|k| k.knee_rps).unwrap_or(0.0);
             let judged = |k: &Knee| {
                 rows.iter()
                     .filter(|r| r.key.workload == k.workload && r.key.implementation == k.implementation)
-                    .filter(|r| (r.key.threads, r.key.pinned) == (k.threads, k.pinned))
+                    .filter(|r| {
+                        (r.key.threads, r.key.pinned, r.key.connections) == (k.threads, k.pinned, k.connections)
+                    })
                     .filter_map(|r| r.m.offered_rps)
                     .fold(0.0, f64::max)
             };
@@ -401,7 +403,7 @@ impl Figures<'_> {
                 implementation: String::new(),
                 load: String::new(),
                 threads,
-                connections: self.usual,
+                connections,
                 pinned,
             };
             let title = format!("{}{}: capacity knee (p99 ≤ {slo})", self.workload, suffix_words(&key, self.usual));
@@ -418,6 +420,7 @@ impl Figures<'_> {
                 .iter()
                 .copied()
                 .filter(|l| (l.result.parameters.threads, l.result.parameters.pinning.is_some()) == (threads, pinned))
+                .filter(|l| l.result.parameters.connections == connections)
                 .collect();
             sheets.push(self.sheet(name, caption, Vec::new(), Body::Bars { title, bars }, &in_group));
         }
