@@ -235,6 +235,11 @@ fn bad_arguments_say_what_to_type_instead() {
         (&["--threshold", "latency<10ms", "--duration", "1s"], "the metrics are p50, p99"),
         (&["--threshold", "syscalls-per-request<30", "--duration", "1s"], "add --syscalls"),
         (&["load", "--addr", "127.0.0.1:9", "--threshold", "cpu-per-request<1ms"], "use `harness run`"),
+        // More connections than any process may hold: refused before a server starts, naming the
+        // kernel's ceiling and the sysctl that raises it.
+        (&["--connections", "2000000", "--duration", "1s"], "sysctl -w fs.nr_open=2001024"),
+        (&["load", "--addr", "127.0.0.1:9", "--connections", "2000000"], "sysctl -w fs.nr_open=2001024"),
+        (&["load", "--addr", "127.0.0.1:9", "--source-addrs", "127.0.0.2,nope"], "invalid IP address"),
     ];
     for (args, hint) in cases {
         let out = harness(args);

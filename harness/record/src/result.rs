@@ -219,6 +219,14 @@ pub struct Parameters {
     /// here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<crate::hosts::HostRecord>>,
+    /// The generator's open-files limit during the run, after it was raised to fit the
+    /// connections; absent from files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files_limit: Option<u64>,
+    /// The source addresses the generator's connections spread over (`--source-addrs`, or picked
+    /// toward loopback when one address had too few ephemeral ports); absent: the kernel chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_addrs: Option<Vec<String>>,
 }
 
 /// How a herd's members recognised each other.

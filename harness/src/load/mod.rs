@@ -10,8 +10,10 @@
 //! - [`requests`]: what to send and how each reply is checked.
 //! - [`worker`]: one thread's event loop.
 //! - [`timer`]: a timerfd for sub-millisecond wake-ups.
+//! - [`capacity`]: descriptors and source addresses for the connections, checked before a load starts.
 
-pub mod requests;
+pub mod capacity;
+mod requests;
 pub mod schedule;
 pub mod timer;
 pub mod worker;
@@ -61,6 +63,11 @@ pub struct LoadSpec {
     pub start_at: Option<std::time::SystemTime>,
     /// A scenario's changing rate and finer timeline (`run --scenario`); `load` is then its base.
     pub scenario: Option<ScenarioLoad>,
+    /// Source addresses the connections spread over (`--source-addrs`, or picked by
+    /// [`capacity::prepare`]); empty: the kernel chooses.
+    pub sources: Vec<std::net::IpAddr>,
+    /// The open-files limit the generator ran under, once [`capacity::prepare`] set it.
+    pub open_files: Option<u64>,
 }
 
 /// What a scenario changes in a load: the offered rate over time, from the start of the warm-up,
@@ -74,6 +81,15 @@ pub struct ScenarioLoad {
 }
 
 impl LoadSpec {
+    /// Raises the descriptor limit and picks source addresses for this load's connections, before
+    /// anything starts; an error names the limit that is short and what to change.
+    pub fn prepare(&mut self) -> Result<()> {
+        let addrs: Vec<SocketAddr> = self.targets.iter().map(|t| t.addr).collect();
+        let capacity = capacity::prepare(self.connections, 0, &addrs, &self.sources)?;
+        (self.sources, self.open_files) = (capacity.sources, Some(capacity.open_files));
+        Ok(())
+    }
+
     /// What this generator offers: its slice of the load's rate (`None`: a closed loop).
     pub fn offered_rps(&self) -> Option<f64> {
         let whole = match &self.scenario {
@@ -208,6 +224,7 @@ pub fn generate(
             nice: spec.nice,
             show_errors: spec.show_errors,
             steps: spec.scenario.as_ref().map(|s| s.steps.clone()),
+            sources: spec.sources.clone(),
         })
         .collect();
     if let ([plan], None) = (plans.as_slice(), probe) {
@@ -404,7 +421,8 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     }
     let workload = workload_for(&args.workload, args.mode)?;
     let targets = args.addrs.iter().map(|a| Target { addr: *a, name: None }).collect();
-    let spec = args.common.spec(targets, workload, args.load)?;
+    let mut spec = args.common.spec(targets, workload, args.load)?;
+    spec.prepare()?;
     announce_clients(&spec)?;
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, std::sync::Arc::clone(&stop))?;
@@ -468,6 +486,8 @@ pub fn parameters(spec: &LoadSpec) -> herd_record::result::Parameters {
         start_at: spec.start_at.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()),
         wan: None,
         hosts: None,
+        open_files_limit: spec.open_files,
+        source_addrs: (!spec.sources.is_empty()).then(|| spec.sources.iter().map(ToString::to_string).collect()),
     }
 }
 
@@ -552,6 +572,11 @@ pub struct GeneratorArgs {
     /// synchronised (NTP).
     #[arg(long, value_parser = parse_wall_time)]
     pub start_at: Option<std::time::SystemTime>,
+    /// Connect from these addresses of this machine, in turn (comma list). Each (source, server)
+    /// pair has the kernel's ephemeral ports (net.ipv4.ip_local_port_range); past them a load needs
+    /// several sources. Toward loopback servers they are picked when needed (127.0.0.1, 127.0.0.2 …).
+    #[arg(long, value_delimiter = ',', value_name = "ADDRS")]
+    pub source_addrs: Vec<std::net::IpAddr>,
 }
 
 /// `--start-at`: RFC 3339, or seconds since the Unix epoch.
@@ -610,6 +635,8 @@ impl GeneratorArgs {
             slice: self.slice,
             start_at: self.start_at,
             scenario: None,
+            sources: self.source_addrs.clone(),
+            open_files: None,
         })
     }
 }
@@ -732,6 +759,8 @@ mod tests {
             slice: Slice::WHOLE,
             start_at: None,
             scenario: None,
+            sources: Vec::new(),
+            open_files: None,
         }
     }
 

@@ -88,6 +88,16 @@ pub struct ThreadPlan {
     pub show_errors: usize,
     /// A scenario's finer timeline, if any.
     pub steps: Option<StepPlan>,
+    /// Source addresses to spread connections over (empty: the kernel chooses).
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+impl ThreadPlan {
+    /// The source address of connection `c` (numbered over every thread): the sources in turn
+    /// within each target's share, so every (source, target) pair holds as few as may be.
+    fn source_for(&self, c: usize) -> Option<std::net::IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[(c / self.targets.len().max(1)) % self.sources.len()])
+    }
 }
 
 /// A scenario run's finer timeline: steps of `step` ns from the window's start, and the ends of
@@ -292,6 +302,8 @@ struct Conn {
     sent_here: u32,
     /// Replies completed in each phase of a scenario (empty otherwise).
     by_phase: Vec<u64>,
+    /// The source address to connect from (`None`: the kernel's choice).
+    bind: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -310,6 +322,7 @@ impl Conn {
             pending: VecDeque::new(),
             source,
             retry_at,
+            bind: None,
             sent_here: 0,
             by_phase: Vec::new(),
         }
@@ -381,6 +394,7 @@ fn connect_all(plan: &ThreadPlan) -> io::Result<(Poll, Vec<Conn>, Histogram<u64>
             let (target, number) = plan.conns[conns.len()];
             let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed, number));
             let mut conn = Conn::new(target, source, clock::now());
+            conn.bind = plan.source_for((number & 0xffff_ffff) as usize);
             let addr = plan.targets[target].addr;
             conn.start_connect(&poll, Token(conns.len()), addr).map_err(|e| failed(addr, e))?;
             conns.push(conn);
@@ -409,7 +423,10 @@ fn connect_all(plan: &ThreadPlan) -> io::Result<(Poll, Vec<Conn>, Histogram<u64>
 impl Conn {
     /// Starts a non-blocking connect; the stream is writable once it is established or failed.
     fn start_connect(&mut self, poll: &Poll, token: Token, addr: SocketAddr) -> io::Result<()> {
-        let mut stream = TcpStream::connect(addr)?;
+        let mut stream = match self.bind {
+            None => TcpStream::connect(addr)?,
+            Some(source) => TcpStream::from_std(super::capacity::connect_from(source, addr)?),
+        };
         poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         self.stream = Some(stream);
         self.connecting = Some(clock::now());
@@ -627,6 +644,7 @@ impl<'a> Generator<'a> {
         let stream_number = (plan.index as u64) << 32 | c as u64;
         let source = RequestSource::new(&plan.workload, SplitMix64::derive(plan.seed ^ 0xC0FFEE, stream_number));
         self.conns.push(Conn::new(target, source, now));
+        self.conns[c].bind = plan.source_for(c);
         self.reconnect(c, now);
         self.conns[c].stream.is_some().then_some(c)
     }

@@ -248,21 +248,3 @@ fn reap(pid: i32, flags: i32, sampled: &Sampled) -> Option<ProcessResources> {
         })
     }
 }
-
-/// Raises the open-files soft limit to the hard limit (10,000 connections need more than 1,024).
-pub fn raise_open_files_limit() -> io::Result<u64> {
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(lim.rlim_cur)
-    }
-}

@@ -321,11 +321,12 @@ fn run_one(
     if let Some(s) = &plan.scenario {
         s.check_members(&plan.topology.servers)?;
     }
-    raise_open_files_limit();
+    let capacity = capacity(args, &plan)?;
     let files = RunFiles::new(&plan, output);
     let pinning = pin_generator(args)?;
     let mut herd = start_herd(args, point, &plan, &files, pinning.as_ref(), exe, stop)?;
-    let spec = load_spec(args, point, &plan, &herd)?;
+    let mut spec = load_spec(args, point, &plan, &herd)?;
+    (spec.sources, spec.open_files) = (capacity.sources, Some(capacity.open_files));
     let generators = plan.hosts.as_ref().map(Placement::generators).unwrap_or_default();
     let (outcome, windows, events, merged) = if generators.is_empty() {
         let (outcome, windows, events) = drive_load(&plan, &mut herd, &spec, stop, args.syscalls)?;
@@ -433,11 +434,39 @@ impl RunFiles {
     }
 }
 
-/// 10,000 connections need more than the usual 1,024 descriptors; a run with fewer still works.
-fn raise_open_files_limit() {
-    if let Err(e) = procs::raise_open_files_limit() {
-        eprintln!("warning: could not raise the open-files limit: {e}");
+/// The servers' limits with room for this point's connections: `--max-connections` left at its
+/// default is raised to each server's share and a margin (recorded with the limits); one given is
+/// kept, so that a run can test the cap itself.
+fn fit_connections(mut limits: herd_core::Limits, args: &RunArgs, plan: &Plan) -> herd_core::Limits {
+    let connections = args.generator.connections.unwrap_or(plan.workload.connections);
+    let servers = match plan.mode() {
+        Mode::Herd => plan.topology.servers.len(),
+        Mode::Echo => 1,
+    };
+    let share = connections.div_ceil(servers) + 32;
+    if limits.max_connections == herd_core::Limits::default().max_connections && share > limits.max_connections {
+        eprintln!("herdbench: --max-connections raised to {share} per server for {connections} connections");
+        limits.max_connections = share;
     }
+    limits
+}
+
+/// Descriptors and source addresses for this point's connections, before any process starts: the
+/// generator's limit raised (the servers inherit it), sources picked toward loopback servers when
+/// one address has too few ports; or an error naming the limit and the fix.
+fn capacity(args: &RunArgs, plan: &Plan) -> Result<crate::load::capacity::Capacity> {
+    let connections = args.generator.connections.unwrap_or(plan.workload.connections);
+    let servers = match plan.mode() {
+        Mode::Herd => plan.topology.servers.len(),
+        Mode::Echo => 1,
+    };
+    // Generators on hosts (each a `harness load` that prepares its own share) hold none here.
+    let here = if plan.hosts.as_ref().is_some_and(|h| !h.generators().is_empty()) { 0 } else { connections };
+    // Toward loopback unless the servers live in network namespaces or on other hosts.
+    let remote = plan.hosts.is_some() || args.wan.spec(args.generator.seed).is_some();
+    let ip: std::net::IpAddr = if remote { [192, 0, 2, 1].into() } else { [127, 0, 0, 1].into() };
+    let targets: Vec<std::net::SocketAddr> = (0..servers).map(|i| (ip, 9000 + i as u16).into()).collect();
+    crate::load::capacity::prepare(here, connections.div_ceil(servers), &targets, &args.generator.source_addrs)
 }
 
 /// With `--pin`, splits the CPUs and moves this thread (and the generator threads it will start)
@@ -480,7 +509,7 @@ fn start_herd(
         upstream: Upstream::Backend(vec!["--latency".to_owned(), latency]),
         threads: point.threads,
         style: args.style.clone(),
-        limits: args.limits.limits(),
+        limits: fit_connections(args.limits.limits(), args, plan),
         log_io: args.log_io,
         insecure_herd: args.insecure_herd,
         logs: files.logs.clone(),
