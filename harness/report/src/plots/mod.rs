@@ -12,6 +12,8 @@
 //! - `timeline-<workload>-<load>`: the p99 of every second of every run (the timeline each result
 //!   stores), rounds laid end to end.
 //! - `throughput-vs-threads-<workload>`, for thread sweeps.
+//! - `memory-per-connection-<workload>-<load>`: the servers' RSS against the connections held, each
+//!   style's slope (bytes per connection) in the legend.
 //! - `scenario-<name>`: a scenario's timeline, one panel per metric (throughput, p99, failed
 //!   requests per second, the servers' RSS) above each other on one time axis, its disturbances
 //!   shaded.
@@ -47,6 +49,7 @@ pub fn write_all(loaded: &[Loaded], slo_us: f64, out: &Path) -> Result<Vec<Drawn
     let palette = Palette::of(loaded);
     let kept: Vec<Loaded> = loaded.iter().filter(|l| !fell_behind(l)).cloned().collect();
     let rows = knees::rows(&kept);
+    let every_row = knees::rows(loaded);
     let knees = knees::knees(&rows, slo_us);
     let mut workloads: Vec<&str> = loaded.iter().map(|l| l.result.workload.name.as_str()).collect();
     workloads.sort();
@@ -62,6 +65,8 @@ pub fn write_all(loaded: &[Loaded], slo_us: f64, out: &Path) -> Result<Vec<Drawn
         sheets.extend(figure.knee_bars(&knees, &rows, &runs));
         sheets.extend(figure.threads(&rows, &runs));
         sheets.extend(figure.timelines(&runs));
+        // Memory is not latency: runs whose generator fell behind count here.
+        sheets.extend(figure.memory_per_connection(&every_row, &runs));
     }
     draw::write(&sheets, out)
 }
@@ -537,6 +542,61 @@ impl Figures<'_> {
             );
             let name = format!("timeline-{}-{load}{}", self.workload, suffix(&point, self.usual));
             sheets.push(self.sheet(name, caption, notes, Body::Panels(vec![panel]), &drawn));
+        }
+        sheets
+    }
+}
+
+impl Figures<'_> {
+    /// The servers' RSS against the connections held, where a style ran one load at two or more
+    /// connection counts: the slope is what one more connection costs.
+    fn memory_per_connection(&self, rows: &[Row], runs: &[&Loaded]) -> Vec<Sheet> {
+        let mut groups: BTreeMap<Key, BTreeMap<Key, Vec<(f64, f64)>>> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.key.workload == self.workload && r.m.rss_mib.is_finite()) {
+            let group = Key { implementation: String::new(), connections: 0, ..r.key.clone() };
+            let line = Key { connections: 0, ..r.key.clone() };
+            groups.entry(group).or_default().entry(line).or_default().push((r.key.connections as f64, r.m.rss_mib));
+        }
+        let mut sheets = Vec::new();
+        for (group, lines) in groups.into_iter().filter(|(_, l)| l.values().filter(|p| p.len() >= 3).count() >= 2) {
+            let mut counts: Vec<f64> = lines.values().flatten().map(|p| p.0).collect();
+            counts.sort_by(f64::total_cmp);
+            counts.dedup();
+            let series = lines
+                .into_iter()
+                .filter(|(_, p)| p.len() >= 2)
+                .map(|(key, mut points)| {
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let (first, last) = (points[0], points[points.len() - 1]);
+                    let slope_kib = (last.1 - first.1) * 1024.0 / (last.0 - first.0);
+                    Series {
+                        label: format!("{} ({slope_kib:.1} KiB/conn)", key.style_label()),
+                        look: self.palette.look(&key.implementation),
+                        points,
+                        dashed: false,
+                    }
+                })
+                .collect();
+            let load = &group.load;
+            let panel = Panel {
+                title: format!("{} at {load}/s: the servers' memory against connections", self.workload),
+                x: Axis { ticks: Some(counts), ..Axis::new("connections (all servers)", Unit::Count) },
+                y: Axis::new("peak RSS, five servers", Unit::Mebibytes),
+                series,
+                shaded: Vec::new(),
+                objective: None,
+            };
+            let caption = format!(
+                "The servers' peak RSS, summed, against the connections they held, on {} at {load}/s (medians over \
+                 rounds, every run: memory is not latency, so runs whose generator fell behind count here): the \
+                 legend gives each style's slope, what one more connection costs in user space \
+                 (kernel socket buffers are not in RSS). Stacks per connection (a thread's, a coroutine's) make the \
+                 steep lines; buffers held only while a connection is busy make the flat ones.",
+                self.workload
+            );
+            let name = format!("memory-per-connection-{}-{load}", self.workload);
+            let drawn: Vec<&Loaded> = runs.iter().copied().filter(|l| l.result.parameters.load == *load).collect();
+            sheets.push(self.sheet(name, caption, Vec::new(), Body::Panels(vec![panel]), &drawn));
         }
         sheets
     }
