@@ -662,8 +662,9 @@ fn the_readmes_commands_name_real_subcommands_flags_styles_and_workloads() {
 /// The HTML report in a real browser (headless Chromium; `scripts/browser.sh` installs it, CI runs
 /// it and sets `HERDBENCH_REQUIRE_BROWSER`): REPORT.md's guests part regenerated into a copy, its
 /// page loaded with console logging on. The page loads with no console message and no script
-/// error, leads with the answer, inlines its figures (nothing fetched), marks the verdicts, and
-/// sorts a table by a numeric column in order (its `#selftest`).
+/// error, leads with the answer, inlines its figures (nothing fetched), marks the verdicts, finds
+/// the target of every link within it, and sorts a table by a numeric column in order (its
+/// `#selftest`).
 #[test]
 fn the_html_report_opens_in_a_real_browser_answer_first_and_without_a_console_error() {
     let browser = ["chromium", "chromium-browser", "google-chrome"]
@@ -709,6 +710,7 @@ fn the_html_report_opens_in_a_real_browser_answer_first_and_without_a_console_er
     let root_tag = dom.lines().find(|l| l.starts_with("<html")).unwrap_or_default();
     assert!(root_tag.contains("data-ready=\"yes\"") && !root_tag.contains("data-errors"), "{root_tag}");
     assert!(root_tag.contains("data-selftest=\"sorted\""), "a table sorted by a click: {root_tag}");
+    assert!(root_tag.contains("data-broken-links=\"\""), "every link within the page finds its target: {root_tag}");
     // Every figure of the regenerated guests part is inline.
     let md = std::fs::read_to_string(&markdown).expect("the updated copy");
     let part = md.split("herdbench:begin guests-figures").nth(1).and_then(|p| p.split("herdbench:end").next());

@@ -4,8 +4,8 @@
 //! header, each check's verdict marked (supported, not supported, not resolved), headings with the
 //! anchors GitHub gives them so that the Markdown's links work.
 //!
-//! The page marks itself when its script has run (`<html data-ready="yes">`) and counts script
-//! errors (`data-errors`), and opened as `…#selftest` it sorts its first sortable table and says
+//! The page marks itself when its script has run (`<html data-ready="yes">`), counts script
+//! errors (`data-errors`), lists the links within it whose target is not on it (`data-broken-links`), and opened as `…#selftest` it sorts its first sortable table and says
 //! whether the rows came out in order (`data-selftest="sorted"`): a headless browser's
 //! `--dump-dom` reads all three (the browser test in harness/tests/cli.rs).
 
@@ -211,6 +211,12 @@ const SORT: &str = "(function () {
     }
     root.selftest = verdict;
   }
+  // Links within the page whose target is not on it.
+  var broken = Array.prototype.filter.call(document.querySelectorAll('a[href^=\"#\"]'), function (a) {
+    var id = decodeURIComponent(a.getAttribute('href').slice(1));
+    return id && !document.getElementById(id);
+  }).map(function (a) { return a.getAttribute('href'); });
+  root.brokenLinks = broken.join(' ');
   root.figures = String(document.querySelectorAll('img[src^=\"data:image/\"]').length);
   root.ready = 'yes';
 })();";
