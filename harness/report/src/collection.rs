@@ -45,6 +45,21 @@ impl Key {
         threads_label(self.threads, self.pinned)
     }
 
+    /// The same experiment for every style: the key of a load point shared by several styles.
+    pub fn point(&self) -> Key {
+        Key { implementation: String::new(), ..self.clone() }
+    }
+
+    /// The same experiment at every load: the key of one style's series of loads.
+    pub fn series(&self) -> Key {
+        Key { load: String::new(), ..self.clone() }
+    }
+
+    /// What a group of experiments shares: everything but the style and the load.
+    pub fn group(&self) -> Key {
+        Key { implementation: String::new(), load: String::new(), ..self.clone() }
+    }
+
     /// The style as a line of a figure names it: `twisted`, or `twisted (pinned)`.
     pub fn style_label(&self) -> String {
         if self.pinned { format!("{} (pinned)", self.implementation) } else { self.implementation.clone() }
@@ -285,6 +300,39 @@ pub struct Row {
     pub m: Metrics,
     /// Each metric's relative spread over the repeats (median absolute deviation over the median).
     pub spread: Metrics,
+}
+
+#[cfg(test)]
+impl Row {
+    /// A row for tests: `implementation` on workload `w` at an open-loop `offered` rate over 64
+    /// connections, every request served at once (achieved = offered, latencies and counts 1, no
+    /// error); a test sets the fields it is about.
+    pub(crate) fn example(implementation: &str, offered: f64) -> Self {
+        let key = Key {
+            workload: "w".into(),
+            implementation: implementation.into(),
+            load: format!("{offered}"),
+            threads: None,
+            connections: 64,
+            pinned: false,
+        };
+        let m = Metrics {
+            offered_rps: Some(offered),
+            achieved_rps: offered,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            p999_us: 1.0,
+            max_us: 1.0,
+            errors: 0.0,
+            floods_dropped: 0.0,
+            cpu_us_per_request: 1.0,
+            syscalls_per_request: 1.0,
+            switches_per_request: 1.0,
+            rss_mib: 1.0,
+            threads: 1.0,
+        };
+        Row { key, repeats: 1, m, spread: m }
+    }
 }
 
 #[cfg(test)]

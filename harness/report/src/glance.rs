@@ -14,7 +14,7 @@ use crate::knees::Knee;
 pub fn section(rows: &[Row], knees: &[Knee]) -> String {
     let mut groups: BTreeMap<Key, Vec<&Row>> = BTreeMap::new();
     for r in rows {
-        groups.entry(Key { implementation: String::new(), load: String::new(), ..r.key.clone() }).or_default().push(r);
+        groups.entry(r.key.group()).or_default().push(r);
     }
     let mut out = String::new();
     for (group, rows) in &groups {
@@ -121,30 +121,9 @@ mod tests {
     use crate::collection::Metrics;
 
     fn row(style: &str, offered: f64, cpu: f64, p99: f64) -> Row {
-        let key = Key {
-            workload: "w".into(),
-            implementation: style.into(),
-            load: format!("{offered}"),
-            threads: None,
-            connections: 64,
-            pinned: false,
-        };
-        let m = Metrics {
-            offered_rps: Some(offered),
-            achieved_rps: offered,
-            p50_us: 1.0,
-            p99_us: p99,
-            p999_us: p99,
-            max_us: p99,
-            errors: 0.0,
-            floods_dropped: 0.0,
-            cpu_us_per_request: cpu,
-            syscalls_per_request: 1.0,
-            switches_per_request: 1.0,
-            rss_mib: 10.0,
-            threads: 1.0,
-        };
-        Row { key, repeats: 1, m, spread: m }
+        let r = Row::example(style, offered);
+        let m = Metrics { cpu_us_per_request: cpu, p99_us: p99, p999_us: p99, max_us: p99, rss_mib: 10.0, ..r.m };
+        Row { m, spread: m, ..r }
     }
 
     #[test]

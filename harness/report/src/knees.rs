@@ -36,7 +36,7 @@ pub fn knees(rows: &[Row], slo_us: f64) -> Vec<Knee> {
     // One series per experiment but its load: pinned and unpinned runs are series apart.
     let mut series: BTreeMap<Key, Vec<&Row>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.m.offered_rps.is_some()) {
-        series.entry(Key { load: String::new(), ..r.key.clone() }).or_default().push(r);
+        series.entry(r.key.series()).or_default().push(r);
     }
     series
         .into_iter()
@@ -65,30 +65,9 @@ mod tests {
     use super::*;
 
     fn row(implementation: &str, offered: f64, achieved: f64, p99_us: f64, errors: f64) -> Row {
-        let key = Key {
-            workload: "w".into(),
-            implementation: implementation.into(),
-            load: format!("{offered}"),
-            threads: None,
-            connections: 64,
-            pinned: false,
-        };
-        let m = Metrics {
-            offered_rps: Some(offered),
-            achieved_rps: achieved,
-            p50_us: 1.0,
-            p99_us,
-            p999_us: p99_us,
-            max_us: p99_us,
-            errors,
-            floods_dropped: 0.0,
-            cpu_us_per_request: 1.0,
-            syscalls_per_request: 1.0,
-            switches_per_request: 1.0,
-            rss_mib: 1.0,
-            threads: 1.0,
-        };
-        Row { key, repeats: 1, m, spread: m }
+        let r = Row::example(implementation, offered);
+        let m = Metrics { achieved_rps: achieved, p99_us, p999_us: p99_us, max_us: p99_us, errors, ..r.m };
+        Row { m, spread: m, ..r }
     }
 
     #[test]

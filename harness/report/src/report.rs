@@ -72,7 +72,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let rows = rows(&loaded);
     let on_schedule = collection::on_schedule(&loaded, args.include_behind);
     let left_out = loaded.len() - on_schedule.len();
-    let knees = knees(&self::rows(&on_schedule), args.slo_ms * 1000.0);
+    let kept_rows = self::rows(&on_schedule);
+    let knees = knees(&kept_rows, args.slo_ms * 1000.0);
     let mut figures = plots::write_all(&loaded, args.slo_ms * 1000.0, &out)?;
     // A scenario's figures live beside its runs (their folder's report/), unless --out says where.
     let scenario_out = match (&args.out, plots::run_folder(&scenarios)) {
@@ -84,7 +85,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     remove_stale_figures(&figures, &[&out, &scenario_out])?;
     let report_md = out.join("report.md");
     // Figure links are relative to the markdown file they appear in: the last section is per file.
-    let mut sections = vec![("at a glance".to_owned(), crate::glance::section(&self::rows(&on_schedule), &knees))];
+    let mut sections = vec![("at a glance".to_owned(), crate::glance::section(&kept_rows, &knees))];
     sections.extend(self::sections(&loaded, &rows, &knees, left_out, args.slo_ms));
     sections.push(("scenarios".to_owned(), crate::scenario::report_section(&scenarios)));
     sections.push(figures_section(&figures, &report_md));

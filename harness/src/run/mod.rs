@@ -434,15 +434,22 @@ impl RunFiles {
     }
 }
 
-/// The servers' limits with room for this point's connections: `--max-connections` left at its
-/// default is raised to each server's share and a margin (recorded with the limits); one given is
-/// kept, so that a run can test the cap itself.
-fn fit_connections(mut limits: herd_core::Limits, args: &RunArgs, plan: &Plan) -> herd_core::Limits {
+/// The connections this point opens, and the servers they spread over (the herd's members, or the
+/// one echo server).
+fn connections_and_servers(args: &RunArgs, plan: &Plan) -> (usize, usize) {
     let connections = args.generator.connections.unwrap_or(plan.workload.connections);
     let servers = match plan.mode() {
         Mode::Herd => plan.topology.servers.len(),
         Mode::Echo => 1,
     };
+    (connections, servers)
+}
+
+/// The servers' limits with room for this point's connections: `--max-connections` left at its
+/// default is raised to each server's share and a margin (recorded with the limits); one given is
+/// kept, so that a run can test the cap itself.
+fn fit_connections(mut limits: herd_core::Limits, args: &RunArgs, plan: &Plan) -> herd_core::Limits {
+    let (connections, servers) = connections_and_servers(args, plan);
     let share = connections.div_ceil(servers) + 32;
     if limits.max_connections == herd_core::Limits::default().max_connections && share > limits.max_connections {
         eprintln!("herdbench: --max-connections raised to {share} per server for {connections} connections");
@@ -455,11 +462,7 @@ fn fit_connections(mut limits: herd_core::Limits, args: &RunArgs, plan: &Plan) -
 /// generator's limit raised (the servers inherit it), sources picked toward loopback servers when
 /// one address has too few ports; or an error naming the limit and the fix.
 fn capacity(args: &RunArgs, plan: &Plan) -> Result<crate::load::capacity::Capacity> {
-    let connections = args.generator.connections.unwrap_or(plan.workload.connections);
-    let servers = match plan.mode() {
-        Mode::Herd => plan.topology.servers.len(),
-        Mode::Echo => 1,
-    };
+    let (connections, servers) = connections_and_servers(args, plan);
     // Generators on hosts (each a `harness load` that prepares its own share) hold none here.
     let here = if plan.hosts.as_ref().is_some_and(|h| !h.generators().is_empty()) { 0 } else { connections };
     // Toward loopback unless the servers live in network namespaces or on other hosts.

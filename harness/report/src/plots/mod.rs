@@ -133,39 +133,31 @@ fn usual_connections(runs: &[&Loaded]) -> usize {
     counts.iter().max_by_key(|(_, n)| **n).map_or(0, |(c, _)| *c)
 }
 
-/// What a group of runs shares apart from its style and load: `-<N>-conns`, `-t<N>`, `-pinned`.
+/// What sets a group of runs apart from the workload's usual ones, each as a file-name part and as
+/// words for a title: `-10000-conns` / `, 10000 connections`, `-t1` / `, --threads 1`, `-pinned` /
+/// `, pinned`.
+fn apart(key: &Key, usual: usize) -> Vec<(String, String)> {
+    let mut parts = Vec::new();
+    if key.connections != usual {
+        parts.push((format!("-{}-conns", key.connections), format!(", {} connections", key.connections)));
+    }
+    if let Some(t) = key.threads {
+        parts.push((format!("-t{t}"), format!(", --threads {t}")));
+    }
+    if key.pinned {
+        parts.push(("-pinned".to_owned(), ", pinned".to_owned()));
+    }
+    parts
+}
+
+/// [`apart`] as a file-name suffix.
 fn suffix(key: &Key, usual: usize) -> String {
-    let mut s = String::new();
-    if key.connections != usual {
-        s.push_str(&format!("-{}-conns", key.connections));
-    }
-    if let Some(t) = key.threads {
-        s.push_str(&format!("-t{t}"));
-    }
-    if key.pinned {
-        s.push_str("-pinned");
-    }
-    s
+    apart(key, usual).into_iter().map(|(name, _)| name).collect()
 }
 
-/// The same suffix, as words for a title: `, 10000 connections, --threads 1, pinned`.
+/// [`apart`] as words for a title.
 fn suffix_words(key: &Key, usual: usize) -> String {
-    let mut s = String::new();
-    if key.connections != usual {
-        s.push_str(&format!(", {} connections", key.connections));
-    }
-    if let Some(t) = key.threads {
-        s.push_str(&format!(", --threads {t}"));
-    }
-    if key.pinned {
-        s.push_str(", pinned");
-    }
-    s
-}
-
-/// A key's group: everything but the style and the load.
-fn group_of(key: &Key) -> Key {
-    Key { implementation: String::new(), load: String::new(), ..key.clone() }
+    apart(key, usual).into_iter().map(|(_, words)| words).collect()
 }
 
 /// How many styles a load must have been measured with to get a figure of its own: two, or one
@@ -210,7 +202,7 @@ impl Figures<'_> {
         let mut drawn: BTreeMap<Key, Vec<&Loaded>> = BTreeMap::new();
         for l in runs {
             let key = Key::of(&l.result);
-            let point = Key { implementation: String::new(), ..key.clone() };
+            let point = key.point();
             drawn.entry(point.clone()).or_default().push(l);
             let merged = points.entry(point).or_default().entry(key).or_insert_with(|| {
                 [(herd_record::result::new_histogram(), 0), (herd_record::result::new_histogram(), 0)]
@@ -303,8 +295,7 @@ impl Figures<'_> {
     /// the objective, achieved under 99 % of offered, or failed a request), of how many, and the
     /// cores the median style's servers used.
     fn saturation(&self, rows: &[Row], point: &Key) -> (usize, usize, f64) {
-        let here: Vec<&Row> =
-            rows.iter().filter(|r| Key { implementation: String::new(), ..r.key.clone() } == *point).collect();
+        let here: Vec<&Row> = rows.iter().filter(|r| r.key.point() == *point).collect();
         let past = here
             .iter()
             .filter(|r| {
@@ -322,13 +313,12 @@ impl Figures<'_> {
         let mut groups: BTreeMap<Key, BTreeMap<Key, Vec<(f64, f64)>>> = BTreeMap::new();
         for r in rows.iter().filter(|r| r.key.workload == self.workload) {
             let Some(offered) = r.m.offered_rps else { continue };
-            let line = Key { load: String::new(), ..r.key.clone() };
-            groups.entry(group_of(&r.key)).or_default().entry(line).or_default().push((offered, r.m.p99_us));
+            let line = r.key.series();
+            groups.entry(r.key.group()).or_default().entry(line).or_default().push((offered, r.m.p99_us));
         }
         let mut sheets = Vec::new();
         for (group, lines) in groups.into_iter().filter(|(_, l)| l.values().any(|p| p.len() >= 2)) {
-            let in_group: Vec<&Loaded> =
-                runs.iter().copied().filter(|l| group_of(&Key::of(&l.result)) == group).collect();
+            let in_group: Vec<&Loaded> = runs.iter().copied().filter(|l| Key::of(&l.result).group() == group).collect();
             let behind = in_group.iter().filter(|l| fell_behind(l)).count();
             let mut loads: Vec<f64> = lines.values().flatten().map(|p| p.0).collect();
             loads.sort_by(f64::total_cmp);
@@ -437,7 +427,7 @@ impl Figures<'_> {
         let mut groups: BTreeMap<Key, BTreeMap<Key, Vec<(f64, f64)>>> = BTreeMap::new();
         for r in rows.iter().filter(|r| r.key.workload == self.workload) {
             let Some(t) = r.key.threads else { continue };
-            let group = Key { threads: None, ..group_of(&r.key) };
+            let group = Key { threads: None, ..r.key.group() };
             let line = Key { threads: None, ..r.key.clone() };
             groups.entry(group).or_default().entry(line).or_default().push((t as f64, r.m.achieved_rps));
         }
@@ -483,12 +473,7 @@ impl Figures<'_> {
         let mut points: BTreeMap<Key, BTreeMap<Key, Vec<&Loaded>>> = BTreeMap::new();
         for l in runs.iter().filter(|l| !l.result.timeline.is_empty()) {
             let key = Key::of(&l.result);
-            points
-                .entry(Key { implementation: String::new(), ..key.clone() })
-                .or_default()
-                .entry(key)
-                .or_default()
-                .push(l);
+            points.entry(key.point()).or_default().entry(key).or_default().push(l);
         }
         let shared = shared_by(points.values().map(BTreeMap::len));
         let mut sheets = Vec::new();
